@@ -1,0 +1,82 @@
+"""What an adapter is: the method, its hyperparameters and the layers it targets.
+
+One dataclass for every method so the trainer, the saved file and the CLI speak one language.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+METHODS = ("delora", "lora", "dora", "ether", "etherplus")
+DELORA_INITS = ("residual", "zero_b")
+# The attention projections of every diffusers Attention module (self- and cross-attention).
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class AdapterConfigError(ValueError):
+    """A configuration value that no method accepts."""
+
+
+@dataclass
+class AdapterConfig:
+    """Hyperparameters of one adapter.
+
+    Attributes:
+        method: one of ``METHODS``.
+        rank: r of DeLoRA / LoRA / DoRA (ignored by ETHER methods).
+        target_modules: a list of module names matched exactly or as a dotted suffix
+            (``"to_q"`` matches ``...attn1.to_q``), or one string used as a regex that must match the
+            whole module name. Only ``nn.Linear`` modules are adapted.
+        init: DeLoRA initialisation, ``"residual"`` (paper's code) or ``"zero_b"`` (PEFT's).
+        lambda_init: initial DeLoRA strength λ (dimensionless; bounds ‖ΔW‖_F by 2λ·max_j‖W[:, j]‖).
+        lora_alpha: LoRA/DoRA α; ``None`` means α = rank (scaling 1).
+        ether_blocks: number n of diagonal blocks of the ETHER/ETHER+ reflections.
+        one_sided: ETHER+ only: transform the input side only (W·H⁺), not both sides.
+    """
+
+    method: str = "delora"
+    rank: int = 16
+    target_modules: list[str] | str = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    init: str = "residual"
+    lambda_init: float = 15.0
+    lora_alpha: float | None = None
+    ether_blocks: int = 4
+    one_sided: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise AdapterConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method in ("delora", "lora", "dora") and (not isinstance(self.rank, int) or self.rank < 1):
+            raise AdapterConfigError(f"rank must be a positive integer, got {self.rank!r}")
+        if self.init not in DELORA_INITS:
+            raise AdapterConfigError(f"init must be one of {', '.join(DELORA_INITS)}, got {self.init!r}")
+        if self.method in ("ether", "etherplus") and (not isinstance(self.ether_blocks, int) or self.ether_blocks < 1):
+            raise AdapterConfigError(f"ether_blocks must be a positive integer, got {self.ether_blocks!r}")
+        if not self.target_modules:
+            raise AdapterConfigError("target_modules is empty")
+
+    @property
+    def alpha(self) -> float:
+        return float(self.rank if self.lora_alpha is None else self.lora_alpha)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AdapterConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise AdapterConfigError(f"unknown adapter config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+
+def default_weight_decay(method: str) -> float:
+    """AdamW weight decay used when the user gives none: ETHER's reflections are not decayed (paper)."""
+    return 0.0 if method in ("ether", "etherplus") else 1e-2

@@ -1,0 +1,170 @@
+"""The self-describing adapter file: one ``adapter.safetensors`` that needs no other flag to load.
+
+Tensors are stored as ``<module name>.<tensor name>`` (fp32). The header metadata holds one JSON
+entry under the key ``delora_diffusion``: method, config, target list, per-layer shapes, base model,
+package version, plus optional extra tensors (e.g. a hint encoder) under ``extra.<name>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .. import __version__
+from .base import AdapterLayer
+from .config import AdapterConfig, AdapterConfigError
+from .registry import adapter_config, adapter_layers, attach, detach
+
+METADATA_KEY = "delora_diffusion"
+FORMAT_VERSION = 1
+EXTRA_PREFIX = "extra."
+
+
+class AdapterFileError(ValueError):
+    """An adapter file that cannot be read or does not fit the model."""
+
+
+@dataclass
+class AdapterFile:
+    """A parsed adapter file. ``layers``: module name → {tensor name: tensor}."""
+
+    path: Path
+    config: AdapterConfig
+    metadata: dict
+    layers: dict[str, dict[str, torch.Tensor]]
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def shapes(self) -> dict[str, list[int]]:
+        return self.metadata["shapes"]
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_adapter(
+    model: nn.Module,
+    path: str | os.PathLike,
+    base_model: str | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    extra_metadata: dict | None = None,
+) -> Path:
+    """Save the adapters of ``model`` (and optional extra tensors) to one safetensors file."""
+    layers = adapter_layers(model)
+    if not layers:
+        raise ValueError("model has no adapter layers to save")
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in layers.items():
+        for key, value in layer.adapter_state_dict().items():
+            tensors[f"{name}.{key}"] = value.float()
+    for key, value in (extra_tensors or {}).items():
+        tensors[EXTRA_PREFIX + key] = value.float()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "method": adapter_config(model).method,
+        "config": adapter_config(model).to_dict(),
+        "targets": list(layers),
+        "shapes": {name: [layer.out_features, layer.in_features] for name, layer in layers.items()},
+        "base_model": base_model,
+        "version": __version__,
+        "extra": extra_metadata or {},
+    }
+    atomic_save_safetensors(tensors, path, {METADATA_KEY: json.dumps(meta)})
+    return Path(path)
+
+
+def read_adapter(path: str | os.PathLike) -> AdapterFile:
+    """Parse an adapter file; raise ``AdapterFileError`` naming the file for anything unexpected."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterFileError(f"adapter file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterFileError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if METADATA_KEY not in header:
+        raise AdapterFileError(
+            f"{path} has no '{METADATA_KEY}' metadata: it was not written by delora-diffusion "
+            "(plain LoRA files load with diffusers' pipe.load_lora_weights)"
+        )
+    try:
+        meta = json.loads(header[METADATA_KEY])
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise AdapterFileError(
+                f"{path} uses adapter format {meta['format_version']}; this delora-diffusion reads up to "
+                f"{FORMAT_VERSION}, please upgrade"
+            )
+        config = AdapterConfig.from_dict(meta["config"])
+        targets, shapes = meta["targets"], meta["shapes"]
+    except (json.JSONDecodeError, KeyError, TypeError, AdapterConfigError) as exc:
+        raise AdapterFileError(f"{path}: malformed '{METADATA_KEY}' metadata ({exc})") from exc
+    layers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in targets}
+    extra: dict[str, torch.Tensor] = {}
+    # Longest names first so "a.b.c" is never mistaken for layer "a.b"'s tensor "c".
+    by_length = sorted(targets, key=len, reverse=True)
+    for key, value in tensors.items():
+        if key.startswith(EXTRA_PREFIX):
+            extra[key[len(EXTRA_PREFIX):]] = value
+            continue
+        owner = next((n for n in by_length if key.startswith(n + ".")), None)
+        if owner is None:
+            raise AdapterFileError(f"{path}: tensor {key} belongs to no listed target layer")
+        layers[owner][key[len(owner) + 1:]] = value
+    if set(shapes) != set(targets):
+        raise AdapterFileError(f"{path}: metadata lists shapes for other layers than its targets")
+    return AdapterFile(path=path, config=config, metadata=meta, layers=layers, extra_tensors=extra)
+
+
+def check_fits(model: nn.Module, adapter: AdapterFile) -> None:
+    """Raise ``AdapterFileError`` naming the first target layer missing from ``model`` or of another shape."""
+    for name in adapter.metadata["targets"]:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise AdapterFileError(
+                f"{adapter.path}: layer {name} does not exist in this {type(model).__name__} "
+                f"(adapter trained on {adapter.metadata.get('base_model')!r})"
+            ) from None
+        if isinstance(module, AdapterLayer):
+            module = module.base_layer
+        if not isinstance(module, nn.Linear):
+            raise AdapterFileError(f"{adapter.path}: layer {name} is a {type(module).__name__} here, not nn.Linear")
+        expected = list(adapter.shapes[name])
+        actual = [module.out_features, module.in_features]
+        if actual != expected:
+            raise AdapterFileError(
+                f"{adapter.path}: layer {name} has shape {actual} (out, in) in this model but {expected} in the "
+                f"adapter (trained on {adapter.metadata.get('base_model')!r}): wrong base model?"
+            )
+
+
+def load_adapter(model: nn.Module, path: str | os.PathLike) -> AdapterFile:
+    """Attach the adapter stored in ``path`` to ``model`` and load its tensors; returns the parsed file."""
+    adapter = read_adapter(path)
+    check_fits(model, adapter)
+    layers = attach(model, adapter.config, layer_names=adapter.metadata["targets"])
+    try:
+        for name, layer in layers.items():
+            layer.load_adapter_state_dict(adapter.layers[name], name)
+    except ValueError as exc:
+        detach(model)  # leave the model as it was
+        raise AdapterFileError(f"{path}: {exc}") from exc
+    return adapter

@@ -1,0 +1,49 @@
+"""Console entry points of the adapter core (see pyproject.toml [project.scripts])."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def make_tiny_main(argv: list[str] | None = None) -> int:
+    """delora-make-tiny: build the offline tiny models (random weights) under --out."""
+    from .models.tiny import DEFAULT_TINY_DIR, TINY_BUILDERS, make_tiny
+
+    parser = argparse.ArgumentParser(prog="delora-make-tiny", description=make_tiny_main.__doc__)
+    parser.add_argument("--out", default=str(DEFAULT_TINY_DIR), help="folder to build into (default: %(default)s)")
+    parser.add_argument("--only", nargs="+", choices=sorted(TINY_BUILDERS), help="build only these components")
+    parser.add_argument("--force", action="store_true", help="rebuild components that already exist")
+    args = parser.parse_args(argv)
+    for name, path in make_tiny(args.out, args.only, args.force).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """delora-export: write any adapter as an exact plain-LoRA file (diffusers/PEFT or kohya keys)."""
+    from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
+    from .adapters.export import FORMATS
+    from .models.loading import load_unet
+
+    parser = argparse.ArgumentParser(prog="delora-export", description=export_main.__doc__)
+    parser.add_argument("--adapter", required=True, help="adapter.safetensors written by delora-diffusion")
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--out", required=True, help="output .safetensors file")
+    parser.add_argument("--base_model", help="base pipeline path or hub id (default: the one stored in the adapter)")
+    parser.add_argument("--scale", type=float, default=1.0, help="bake this strength into the exported update")
+    args = parser.parse_args(argv)
+    try:
+        adapter = read_adapter(args.adapter)
+        base = args.base_model or adapter.metadata.get("base_model")
+        if not base:
+            parser.error(f"{args.adapter} records no base model; pass --base_model")
+        unet = load_unet(base)
+        load_adapter(unet, args.adapter)
+        set_scale(unet, args.scale)
+        out = export_lora(unet, args.out, args.format)
+    except (AdapterFileError, OSError, ValueError) as exc:
+        print(f"delora-export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.format} LoRA ({adapter.config.method}, {len(adapter.layers)} layers) to {out}")
+    return 0

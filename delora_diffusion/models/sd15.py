@@ -1,0 +1,37 @@
+"""The Stable Diffusion 1.5 UNet architecture (its published config), for parameter counts and benchmarks.
+
+Built with random weights or on the meta device: no checkpoint is downloaded.
+"""
+
+from __future__ import annotations
+
+SD15_UNET_CONFIG = {
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+
+
+def sd15_unet(empty: bool = False):
+    """An SD 1.5-shaped ``UNet2DConditionModel``; ``empty=True`` puts its weights on the meta device."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    if empty:
+        with init_empty_weights():
+            return UNet2DConditionModel(**SD15_UNET_CONFIG)
+    return UNet2DConditionModel(**SD15_UNET_CONFIG)

@@ -1,0 +1,132 @@
+"""Tiny random-weight models, built offline and saved like real checkpoints.
+
+Tests and the demo load them through the same ``from_pretrained(path)`` code that loads
+``runwayml/stable-diffusion-v1-5`` on a user's machine, so the offline path is the real path.
+Each component is built into ``<out>/<component>`` (``sd`` for the Stable Diffusion pipeline);
+other modules register more components (backbones for evaluation) in ``TINY_BUILDERS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+DEFAULT_TINY_DIR = Path("outputs") / "tiny"
+COMPLETE_MARKER = ".complete"
+TINY_SEED = 0
+
+# Tiny SD geometry: 2 UNet blocks (32, 64 channels) with cross-attention, 2-block VAE (×2 downsampling),
+# 2-layer CLIP text encoder of width 32; a 64×64 image is a 4×32×32 latent.
+TINY_SD_RESOLUTION = 64
+TEXT_WIDTH = 32
+
+
+def _write_clip_vocab(folder: Path) -> tuple[Path, Path]:
+    """A character-level CLIP BPE vocabulary: every printable ASCII character, word-final or not."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    symbols = string.ascii_lowercase + string.digits + string.punctuation
+    for ch in symbols:
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
+    vocab_file.write_text(json.dumps(vocab))
+    merges_file.write_text("#version: 0.2\n")
+    return vocab_file, merges_file
+
+
+def build_tiny_sd(out: Path) -> None:
+    """A StableDiffusionPipeline (UNet with cross-attention, VAE, CLIP text encoder + tokenizer, scheduler)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(TINY_SEED)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SD_RESOLUTION // 2,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=TINY_SD_RESOLUTION,
+    )
+    with tempfile.TemporaryDirectory() as vocab_dir:
+        vocab_file, merges_file = _write_clip_vocab(Path(vocab_dir))
+        tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer.get_vocab()),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=TEXT_WIDTH,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
+        clip_sample=False, steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out)
+
+
+# component name -> builder writing a saved model into the folder it is given
+TINY_BUILDERS: dict[str, Callable[[Path], None]] = {"sd": build_tiny_sd}
+
+
+def ensure_tiny(component: str = "sd", root: str | os.PathLike = DEFAULT_TINY_DIR, force: bool = False) -> Path:
+    """Path of the tiny ``component`` under ``root``, building it first if absent (or ``force``).
+
+    Built into a temporary folder and renamed when complete, so an interrupted build is never used.
+    """
+    if component not in TINY_BUILDERS:
+        raise ValueError(f"unknown tiny component {component!r}; known: {', '.join(TINY_BUILDERS)}")
+    root = Path(root)
+    target = root / component
+    if (target / COMPLETE_MARKER).exists() and not force:
+        return target
+    tmp = root / f".{component}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        TINY_BUILDERS[component](tmp)
+        (tmp / COMPLETE_MARKER).write_text("built by delora-make-tiny\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def make_tiny(root: str | os.PathLike = DEFAULT_TINY_DIR, components: list[str] | None = None,
+              force: bool = False) -> dict[str, Path]:
+    """Build every (or the listed) tiny component under ``root``; returns component -> folder."""
+    return {name: ensure_tiny(name, root, force) for name in (components or list(TINY_BUILDERS))}

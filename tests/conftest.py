@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random-weight models built once per test session, fully offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+SHARED_DREAMBOOTH = Path(__file__).resolve().parents[2] / "shared" / "dreambooth"
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_root) -> Path:
+    """Path of a saved tiny Stable Diffusion pipeline (loadable with from_pretrained)."""
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return ensure_tiny("sd", tiny_root)
+
+
+@pytest.fixture
+def seeded():
+    torch.manual_seed(0)
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def dreambooth_dataset() -> Path:
+    """The team's copy of the real DreamBooth dataset, beside the project; tests skip when absent."""
+    if not (SHARED_DREAMBOOTH / "prompts_and_classes.txt").is_file():
+        pytest.skip(f"DreamBooth dataset not found at {SHARED_DREAMBOOTH}")
+    return SHARED_DREAMBOOTH
