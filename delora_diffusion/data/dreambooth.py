@@ -1,0 +1,183 @@
+"""DreamBooth training data: subject images with their prompt, optionally paired with class images.
+
+Images are read once (EXIF-transposed, RGB, short side resized to the resolution) so that a corrupt
+file stops the run before training with an error naming it. Crops and flips are drawn from a seed,
+the epoch and the item index only, so any batch can be rebuilt exactly after a resume and on any
+number of data-loader workers.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+INSTANCE, CLASS = "instance", "class"
+
+
+class ImageDataError(ValueError):
+    """A data folder or image that cannot be used; the message names it."""
+
+
+def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
+    """The images of ``folder`` (by extension, hidden and temporary files skipped), sorted by name."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImageDataError(f"{what} {folder} does not exist")
+    if not folder.is_dir():
+        raise ImageDataError(f"{what} {folder} is not a folder")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode ``path`` fully as RGB with its EXIF orientation applied; ``ImageDataError`` naming it otherwise."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB")  # convert() decodes every pixel, so truncation is caught here
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDataError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
+
+
+@dataclass
+class ImageSet:
+    """The images of one role (instance or class), resized so their short side is ``resolution``."""
+
+    folder: Path
+    prompt: str
+    paths: list[Path]
+    images: list[Image.Image | None]
+    resolution: int
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) after resizing
+
+    @classmethod
+    def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None) -> "ImageSet":
+        paths = list_images(folder, what)
+        if not paths:
+            raise ImageDataError(f"{what} {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+        paths = paths[:limit] if limit else paths
+        images = [TF.resize(load_image(p), resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
+                  for p in paths]
+        return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def non_square(self) -> list[Path]:
+        return [p for p, (w, h) in zip(self.paths, self.sizes) if w != h]
+
+    def release_images(self) -> None:
+        """Drop the decoded images once their latents are cached."""
+        self.images = [None] * len(self.paths)
+
+
+@dataclass(frozen=True)
+class View:
+    """Where an image is cropped (pixels from the top-left of the resized image) and whether it is flipped."""
+
+    top: int
+    left: int
+    flip: bool
+
+
+class DreamBoothDataset(Dataset):
+    """Item i pairs instance image i mod n_instance with class image i mod n_class (DreamBooth's pairing).
+
+    An item is ``{"instance": example, "class": example}`` (``"class"`` only with class images), an
+    example being ``{"prompt": str, "pixel_values": (3, R, R) in [-1, 1]}`` or, once latents are
+    cached, ``{"prompt": str, "latent_dist": (2·C, R/f, R/f)}`` (the VAE posterior's mean and log-variance).
+    """
+
+    def __init__(self, instance: ImageSet, class_images: ImageSet | None, resolution: int,
+                 center_crop: bool, random_flip: bool, seed: int) -> None:
+        self.sets = {INSTANCE: instance}
+        if class_images is not None:
+            self.sets[CLASS] = class_images
+        self.resolution = resolution
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.seed = seed
+        self.epoch = 0
+        self.latent_cache: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return max(len(s) for s in self.sets.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the data loader each epoch: the random views depend on it."""
+        self.epoch = epoch
+
+    def fresh_encode_reason(self) -> str | None:
+        """Why an image's pixels can differ between steps (so latents cannot be cached), or None."""
+        if self.random_flip:
+            return "--random_flip flips images at random"
+        if not self.center_crop:
+            uneven = [p.name for s in self.sets.values() for p in s.non_square()]
+            if uneven:
+                shown = ", ".join(uneven[:3]) + (" ..." if len(uneven) > 3 else "")
+                return f"random crops of {len(uneven)} non-square image(s) ({shown}); pass --center_crop to cache"
+        return None
+
+    def view(self, role: str, index: int) -> View:
+        """The crop and flip of item ``index``'s ``role`` image in the current epoch."""
+        width, height = self.sets[role].sizes[index % len(self.sets[role])]
+        size = self.resolution
+        if self.center_crop or (width == size and height == size):
+            top, left, rng = (height - size) // 2, (width - size) // 2, None
+        else:
+            rng = random.Random(f"{self.seed}/{self.epoch}/{role}/{index}")
+            top, left = rng.randint(0, height - size), rng.randint(0, width - size)
+        if self.random_flip:
+            rng = rng or random.Random(f"{self.seed}/{self.epoch}/{role}/{index}")
+            return View(top, left, rng.random() < 0.5)
+        return View(top, left, False)
+
+    def pixels(self, role: str, image_index: int, view: View) -> torch.Tensor:
+        """(3, R, R) float tensor in [-1, 1] of one image seen through ``view``."""
+        image = self.sets[role].images[image_index]
+        if image is None:
+            raise RuntimeError("images were released after caching their latents")
+        image = TF.crop(image, view.top, view.left, self.resolution, self.resolution)
+        if view.flip:
+            image = TF.hflip(image)
+        return TF.to_tensor(image) * 2.0 - 1.0
+
+    def fixed_view(self, role: str, image_index: int) -> View:
+        """The only view of an image when ``fresh_encode_reason()`` is None (centre crop, no flip)."""
+        width, height = self.sets[role].sizes[image_index]
+        return View((height - self.resolution) // 2, (width - self.resolution) // 2, False)
+
+    def __getitem__(self, index: int) -> dict[str, dict]:
+        item = {}
+        for role, images in self.sets.items():
+            image_index = index % len(images)
+            example = {"prompt": images.prompt}
+            if self.latent_cache is not None:
+                example["latent_dist"] = self.latent_cache[role][image_index]
+            else:
+                example["pixel_values"] = self.pixels(role, image_index, self.view(role, index))
+            item[role] = example
+        return item
+
+
+def collate_dreambooth(items: list[dict[str, dict]]) -> dict:
+    """Instance examples first, then class examples (as in DreamBooth's joint batch).
+
+    Returns ``{"pixel_values" | "latent_dist": (B, ...), "prompts": [str] * B, "is_prior": (B,) bool}``.
+    """
+    examples = [item[INSTANCE] for item in items] + [item[CLASS] for item in items if CLASS in item]
+    is_prior = torch.tensor([False] * len(items) + [True] * (len(examples) - len(items)))
+    key = "latent_dist" if "latent_dist" in examples[0] else "pixel_values"
+    return {
+        key: torch.stack([e[key] for e in examples]).contiguous(),
+        "prompts": [e["prompt"] for e in examples],
+        "is_prior": is_prior,
+    }

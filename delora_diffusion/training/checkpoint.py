@@ -1,0 +1,117 @@
+"""Training checkpoints: ``OUTPUT/checkpoint-N/`` with accelerate's state plus a standalone adapter.
+
+A checkpoint holds accelerate's optimizer, LR-scheduler and gradient-accumulation state, the adapter
+(``adapter.safetensors``, loadable on its own like the final one: the UNet itself is not saved) and
+``trainer_state.json`` (step and the settings that fix the data order). It is written into a hidden
+temporary folder and renamed when complete, so a crash never leaves a checkpoint that looks whole;
+older ones are pruned only after the new one exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+CHECKPOINT_PREFIX = "checkpoint-"
+ADAPTER_FILE = "adapter.safetensors"
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path that cannot be resumed from; the message names it."""
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of ``output_dir`` as (step, folder), oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        match = _NAME.match(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def resolve_resume(value: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint folder meant by ``--resume_from_checkpoint`` (None: start fresh)."""
+    if not value:
+        return None
+    if value == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1][1] if found else None
+    path = Path(value)
+    if not path.is_dir():
+        raise CheckpointError(f"--resume_from_checkpoint {value}: no such folder")
+    if not (path / STATE_FILE).is_file():
+        raise CheckpointError(f"--resume_from_checkpoint {value}: not a complete checkpoint (no {STATE_FILE})")
+    return path
+
+
+def read_trainer_state(checkpoint: str | Path) -> dict:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def write_json_atomic(data: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def register_adapter_state_hooks(accelerator, save_adapter: Callable[[Path], None],
+                                 load_adapter: Callable[[Path], None]) -> None:
+    """Make ``save_state``/``load_state`` store the adapter file instead of the whole (frozen) UNet."""
+
+    def on_save(models, weights, output_dir):
+        save_adapter(Path(output_dir) / ADAPTER_FILE)
+        del weights[:]
+
+    def on_load(models, input_dir):
+        load_adapter(Path(input_dir) / ADAPTER_FILE)
+        del models[:]
+
+    accelerator.register_save_state_pre_hook(on_save)
+    accelerator.register_load_state_pre_hook(on_load)
+
+
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_state: dict,
+                    total_limit: int | None = None) -> Path:
+    """Write ``checkpoint-{step}`` atomically, then prune to ``total_limit``. Main process only."""
+    output_dir = Path(output_dir)
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = output_dir / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        accelerator.save_state(str(tmp))
+        write_json_atomic({**trainer_state, "global_step": step}, tmp / STATE_FILE)
+        if final.exists():  # the same step saved by an earlier run: replace it whole
+            old = output_dir / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    prune_checkpoints(output_dir, total_limit)
+    return final
+
+
+def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> list[Path]:
+    """Delete the oldest checkpoints beyond ``total_limit``; returns the deleted folders."""
+    if not total_limit:
+        return []
+    found = list_checkpoints(output_dir)
+    doomed = [path for _, path in found[:max(0, len(found) - total_limit)]]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed

@@ -1,0 +1,98 @@
+"""The frozen parts of a Stable Diffusion checkpoint the trainers use, loaded the way users name them.
+
+``load_components`` reads tokenizer, text encoder, VAE, UNet and the training noise scheduler from a
+pipeline folder or hub id; ``sampling_pipeline`` assembles a ``StableDiffusionPipeline`` around the
+in-memory modules (no reload, no dtype change: the adapter weights stay fp32) for class images and
+validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..models.loading import load_unet
+from ..models.tiny import COMPLETE_MARKER, DEFAULT_TINY_DIR, ensure_tiny
+
+
+@dataclass
+class Components:
+    base_model: str
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    noise_scheduler: object  # DDPMScheduler with the checkpoint's schedule
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def is_default_tiny(name_or_path: str) -> bool:
+    return Path(name_or_path).resolve() == (DEFAULT_TINY_DIR / "sd").resolve()
+
+
+def ensure_base_model(name_or_path: str) -> str:
+    """Build the tiny offline model when ``name_or_path`` is its default folder and it is missing."""
+    if is_default_tiny(name_or_path) and not (Path(name_or_path) / COMPLETE_MARKER).exists():
+        print(f"building the tiny random-weight Stable Diffusion model in {name_or_path} (first use)", flush=True)
+        ensure_tiny("sd", DEFAULT_TINY_DIR)
+    return name_or_path
+
+
+def load_components(name_or_path: str, revision: str | None = None, variant: str | None = None) -> Components:
+    """Load the pipeline's components; ``OSError`` naming the checkpoint if one is missing."""
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    def load(what, fn):
+        try:
+            return fn()
+        except (OSError, ValueError) as exc:
+            raise OSError(f"could not load the {what} of {name_or_path!r} (expected a diffusers Stable Diffusion "
+                          f"pipeline folder or hub id): {exc}") from exc
+
+    kw = dict(revision=revision)
+    return Components(
+        base_model=name_or_path,
+        tokenizer=load("tokenizer", lambda: CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer", **kw)),
+        text_encoder=load("text encoder", lambda: CLIPTextModel.from_pretrained(
+            name_or_path, subfolder="text_encoder", variant=variant, **kw)),
+        vae=load("VAE", lambda: AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", variant=variant, **kw)),
+        unet=load_unet(name_or_path, revision=revision, variant=variant),
+        noise_scheduler=load("scheduler", lambda: DDPMScheduler.from_pretrained(
+            name_or_path, subfolder="scheduler", **kw)),
+    )
+
+
+def sampling_pipeline(components: Components, unet: torch.nn.Module | None = None):
+    """A ``StableDiffusionPipeline`` over the given modules with DPM-Solver++ (no copy, no recast)."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=unet if unet is not None else components.unet,
+        scheduler=DPMSolverMultistepScheduler.from_config(components.noise_scheduler.config,
+                                                          algorithm_type="dpmsolver++"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@torch.no_grad()
+def encode_prompts(components: Components, prompts: list[str], device, dtype) -> dict[str, torch.Tensor]:
+    """Text-encoder hidden states per distinct prompt: ``{prompt: (tokens, width)}``."""
+    tokenizer, encoder = components.tokenizer, components.text_encoder
+    unique = list(dict.fromkeys(prompts))
+    ids = tokenizer(unique, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    states = encoder(ids)[0].to(dtype)
+    return dict(zip(unique, states))

@@ -1,0 +1,47 @@
+"""Randomness that is a pure function of (seed, epoch, batch), so a resumed run replays it exactly.
+
+The global RNG is shared with libraries (data-loader iterators draw from it, accelerate restores and
+broadcasts it), so training noise, timesteps and the data order never read it: each batch gets its
+own generator seeded from (seed, process, epoch, batch index), and each epoch its own permutation.
+Nothing random then has to be saved in a checkpoint, on any number of processes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixing non-negative integers ``parts`` (NumPy's SeedSequence hashing)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0]
+    return int(state) & (2**63 - 1)
+
+
+def batch_generator(seed: int, process_index: int, epoch: int, batch_index: int,
+                    device: torch.device | str = "cpu") -> torch.Generator:
+    """Generator of the noise, timesteps and latent samples of one batch on one process."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, 1, process_index, epoch, batch_index))
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation of ``range(length)`` each epoch, fixed by (seed, epoch).
+
+    Every process draws the same permutation; accelerate's batch sharding then gives each its share.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, 2, self.epoch))
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length

@@ -1,0 +1,191 @@
+"""DreamBooth (Ruiz et al., CVPR 2023) as a plug-in of the training loop, and the trainer's CLI.
+
+What is DreamBooth-specific lives here: subject images under one prompt naming the subject, class
+images under the class prompt (generated with the base model when missing) trained jointly with
+the prior-preservation loss  L = mean(instance) + w · mean(class),  and validation prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from ..adapters import AdapterConfigError, AdapterFileError
+from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
+from .args import ConfigFileError, apply_method_defaults, check_common_args, dreambooth_parser, parse_args
+from .checkpoint import CheckpointError
+from .class_images import generate_class_images
+from .components import encode_prompts, sampling_pipeline
+from .determinism import derive_seed
+from .latents import batch_latents, cache_posteriors
+from .loop import NonFiniteLossError, TrainResult, train
+from .task import RunContext, TrainingTask
+
+PROG = "train_dreambooth.py"
+
+
+class DreamBoothTask(TrainingTask):
+    name = "dreambooth"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.prompt_embeds: dict[str, torch.Tensor] = {}
+        self.dataset: DreamBoothDataset | None = None
+
+    # --- data -------------------------------------------------------------------------------
+    def build_dataset(self, run: RunContext) -> DreamBoothDataset:
+        args = self.args
+        instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution, "instance_data_dir")
+        class_images = None
+        if args.with_prior_preservation:
+            with run.accelerator.main_process_first():
+                if run.is_main_process:
+                    self._fill_class_images(run)
+            class_images = ImageSet.load(args.class_data_dir, args.class_prompt, args.resolution, "class_data_dir",
+                                         limit=args.num_class_images)
+        dataset = DreamBoothDataset(instance, class_images, args.resolution, args.center_crop, args.random_flip,
+                                    args.seed)
+        self._cache(run, dataset)
+        self.dataset = dataset
+        return dataset
+
+    def _fill_class_images(self, run: RunContext) -> None:
+        args, components = self.args, run.components
+        components.unet.to(run.device)
+        pipeline = sampling_pipeline(components)
+        with run.accelerator.autocast():
+            written = generate_class_images(
+                pipeline, args.class_data_dir, args.class_prompt, args.num_class_images, args.seed,
+                batch_size=args.sample_batch_size, num_inference_steps=args.class_inference_steps,
+                resolution=args.resolution)
+        if written:
+            run.notes.append(f"generated {len(written)} class images of “{args.class_prompt}” in {args.class_data_dir}")
+
+    def _cache(self, run: RunContext, dataset: DreamBoothDataset) -> None:
+        """Encode prompts once; encode images once too unless their pixels change between steps."""
+        args, components = self.args, run.components
+        reason = dataset.fresh_encode_reason()
+        if args.cache_latents and reason:
+            raise ImageDataError(f"--cache_latents cannot be used: {reason}")
+        if args.cache_latents is False or (args.cache_latents is None and reason):
+            why = reason or "--no_cache_latents"
+            run.notes.append(f"latents: fresh VAE encode every step ({why})")
+        else:
+            dataset.latent_cache = {}
+            for role, images in dataset.sets.items():
+                pixels = [dataset.pixels(role, i, dataset.fixed_view(role, i)) for i in range(len(images))]
+                dataset.latent_cache[role] = cache_posteriors(pixels, components.vae)
+                images.release_images()
+            count = sum(len(s) for s in dataset.sets.values())
+            run.notes.append(f"latents: {count} images encoded once and cached (centre crop, no flip)")
+        self.prompt_embeds = encode_prompts(components, [s.prompt for s in dataset.sets.values()], run.device,
+                                            run.weight_dtype)
+
+    def collate(self, items: list) -> dict:
+        return collate_dreambooth(items)
+
+    # --- conditioning and loss --------------------------------------------------------------
+    def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator):
+        latents = batch_latents(batch, run.components.vae, generator)
+        states = torch.stack([self.prompt_embeds[p] for p in batch["prompts"]])
+        return latents, {"encoder_hidden_states": states}
+
+    def reduce_loss(self, per_example: torch.Tensor, batch: dict):
+        prior = batch["is_prior"]
+        if not bool(prior.any()):
+            return per_example.mean(), {}
+        instance_loss, prior_loss = per_example[~prior].mean(), per_example[prior].mean()
+        loss = instance_loss + self.args.prior_loss_weight * prior_loss
+        return loss, {"loss/instance": instance_loss, "loss/prior": prior_loss}
+
+    # --- validation and records -------------------------------------------------------------
+    def validation_images(self, run: RunContext, unet, step: int):
+        args = self.args
+        pipeline = sampling_pipeline(run.components, unet)
+        rows = []
+        for prompt in args.validation_prompt or []:
+            generators = [torch.Generator(device=run.device).manual_seed(derive_seed(args.seed, 4, j))
+                          for j in range(args.num_validation_images)]
+            images = pipeline([prompt] * args.num_validation_images, generator=generators,
+                              num_inference_steps=args.validation_inference_steps,
+                              guidance_scale=args.validation_guidance_scale,
+                              height=args.resolution, width=args.resolution).images
+            rows.append((prompt, images))
+        return rows
+
+    def adapter_metadata(self) -> dict:
+        args = self.args
+        return {"instance_prompt": args.instance_prompt, "class_prompt": args.class_prompt,
+                "resolution": args.resolution}
+
+    def model_card_facts(self) -> dict[str, str]:
+        args, dataset = self.args, self.dataset
+        facts = {"instance prompt": f"“{args.instance_prompt}”",
+                 "instance images": f"{len(dataset.sets['instance'])} from `{args.instance_data_dir}`"}
+        if CLASS in dataset.sets:
+            facts["prior preservation"] = (f"{len(dataset.sets[CLASS])} class images of “{args.class_prompt}”, "
+                                           f"weight {args.prior_loss_weight:g}")
+        else:
+            facts["prior preservation"] = "off"
+        crop = "centre crop" if args.center_crop else "random crop"
+        facts["resolution"] = f"{args.resolution} px, {crop}{', random flips' if args.random_flip else ''}"
+        return facts
+
+
+def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.instance_data_dir:
+        parser.error("--instance_data_dir is required (a folder of subject images)")
+    if not args.instance_prompt:
+        parser.error('--instance_prompt is required (e.g. "a photo of sks dog")')
+    if args.resolution < 8 or args.resolution % 8:
+        parser.error(f"--resolution must be a positive multiple of 8, got {args.resolution}")
+    for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.with_prior_preservation:
+        if not args.class_prompt:
+            parser.error('--with_prior_preservation needs --class_prompt (e.g. "a photo of dog")')
+        if not args.class_data_dir:
+            args.class_data_dir = str(Path(args.output_dir) / "class_images")
+
+
+def print_summary(result: TrainResult, args: argparse.Namespace) -> None:
+    minutes, seconds = divmod(int(round(result.wall_seconds)), 60)
+    pace = f", {result.seconds_per_step:.3f} s/step" if result.seconds_per_step else ""
+    lines = [f"\nDone: {result.global_step} steps of {args.adapter} in {minutes}m{seconds:02d}s{pace}."]
+    entries = [("adapter", result.adapter_path), ("checkpoints", ", ".join(map(str, result.checkpoints)) or None),
+               ("validation", result.validation_grids[-1] if result.validation_grids else None),
+               ("model card", result.model_card), ("settings", result.output_dir / "training_args.json"),
+               ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None),
+               ("class images", args.class_data_dir if args.with_prior_preservation else None)]
+    lines += [f"  {name:<13}{value}" for name, value in entries if value]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``train_dreambooth.py``: parse flags (and ``--config``), train, print where everything is."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = dreambooth_parser(PROG)
+    args = parse_args(parser, argv)
+    check_common_args(parser, args)
+    check_dreambooth_args(parser, args)
+    filled = apply_method_defaults(args)
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
+    for line in filled:
+        logging.getLogger("delora_diffusion.training").info("default %s", line)
+    try:
+        result = train(args, DreamBoothTask(args), command=[PROG, *argv])
+    except (ImageDataError, CheckpointError, ConfigFileError, AdapterConfigError, AdapterFileError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    if result.adapter_path is not None:
+        print_summary(result, args)
+    return 0

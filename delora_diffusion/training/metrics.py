@@ -1,0 +1,44 @@
+"""Adapter quantities logged during training: DeLoRA's strengths λ and the weight distance.
+
+‖W_ft − W_0‖_F per layer (``adapters.weight_distances``, from the low-rank factors) is the curve the
+DeLoRA paper uses to show robustness to learning rate and training length.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..adapters import adapter_layers, weight_distances
+
+
+@torch.no_grad()
+def lambda_stats(unet: nn.Module) -> dict[str, float]:
+    """Mean/min/max of the DeLoRA strengths λ over layers; empty for other methods."""
+    values = [getattr(layer, name).detach().float().flatten()
+              for layer in adapter_layers(unet).values() for name in layer.lambda_params]
+    if not values:
+        return {}
+    lam = torch.cat(values)
+    return {"lambda/mean": lam.mean().item(), "lambda/min": lam.min().item(), "lambda/max": lam.max().item()}
+
+
+def weight_distance_logs(unet: nn.Module) -> dict[str, float]:
+    """``weight_distance/total`` (sum over layers) and ``weight_distance/<layer>``."""
+    per_layer = weight_distances(unet)
+    logs = {"weight_distance/total": float(sum(per_layer.values()))}
+    logs.update({f"weight_distance/{name}": value for name, value in per_layer.items()})
+    return logs
+
+
+@torch.no_grad()
+def adapter_fingerprint(unet: nn.Module) -> str:
+    """SHA-256 of every adapter tensor (names and fp32 bytes): equal on processes that hold equal adapters."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, layer in adapter_layers(unet).items():
+        for key, tensor in sorted(layer.adapter_state_dict().items()):
+            digest.update(f"{name}.{key}".encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

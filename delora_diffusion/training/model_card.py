@@ -1,0 +1,78 @@
+"""The model card ``OUTPUT/README.md``: how the adapter was trained and how to use it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+
+
+def _method_summary(args: argparse.Namespace) -> str:
+    if args.adapter == "delora":
+        return f"DeLoRA, rank {args.rank}, λ₀ = {args.delora_lambda:g}, {args.adapter_init} init"
+    if args.adapter in ("lora", "dora"):
+        alpha = args.rank if args.lora_alpha is None else args.lora_alpha
+        return f"{args.adapter.upper()}, rank {args.rank}, α = {alpha:g}"
+    sided = ", one-sided" if args.ether_one_sided else ""
+    return f"{'ETHER+' if args.adapter == 'etherplus' else 'ETHER'}, {args.ether_blocks} blocks{sided}"
+
+
+def _learning_rates(args: argparse.Namespace) -> str:
+    text = f"{args.learning_rate:g}"
+    if args.adapter == "delora" and args.lambda_learning_rate is not None:
+        text += f" (λ: {args.lambda_learning_rate:g}, weight decay {args.lambda_weight_decay:g})"
+    if args.scale_lr:
+        text += ", scaled by batch × accumulation × processes"
+    return text
+
+
+def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, command: list[str] | None) -> Path:
+    """Write ``output_dir/README.md`` atomically and return its path."""
+    base = args.pretrained_model_name_or_path
+    prompts = args.validation_prompt or []
+    rows = [
+        ("base model", f"`{base}`"),
+        ("adapter", _method_summary(args)),
+        ("target modules", ", ".join(f"`{t}`" for t in args.target_modules)),
+        *task.model_card_facts().items(),
+        ("steps", f"{result.global_step}"),
+        ("batch", f"{args.train_batch_size} per device × {args.gradient_accumulation_steps} accumulation"),
+        ("learning rate", _learning_rates(args)),
+        ("schedule", f"{args.lr_scheduler}, {args.lr_warmup_steps} warm-up steps"),
+        ("AdamW", f"β = ({args.adam_beta1:g}, {args.adam_beta2:g}), ε = {args.adam_epsilon:g}, "
+                  f"weight decay {args.adam_weight_decay:g}"),
+        ("gradient clipping", f"{args.max_grad_norm:g}" if args.max_grad_norm else "off"),
+        ("Min-SNR γ", f"{args.snr_gamma:g}" if args.snr_gamma else "off"),
+        ("mixed precision", f"{result.mixed_precision} (adapter weights fp32)"),
+        ("seed", str(args.seed)),
+    ]
+    lines = [f"# {task.name} adapter: {_method_summary(args)}", "",
+             f"Trained with delora-diffusion's `train_dreambooth.py` on `{base}`.", ""]
+    if result.validation_grids:
+        grid = result.validation_grids[-1]
+        lines += [f"![validation grid, step {result.global_step}]({grid.relative_to(output_dir).as_posix()})", "",
+                  "Rows: " + "; ".join(f"“{p}”" for p in prompts) + f" ({args.num_validation_images} seeds each).", ""]
+    lines += ["## Use", "", "```python", "from diffusers import StableDiffusionPipeline",
+              "from delora_diffusion.adapters import load_adapter", "",
+              f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
+              'load_adapter(pipe.unet, "adapter.safetensors")  # method and settings are read from the file',
+              f'image = pipe("{prompts[0] if prompts else args.instance_prompt}").images[0]', "```", "",
+              "## Training", "", "| setting | value |", "| --- | --- |"]
+    lines += [f"| {key} | {value} |" for key, value in rows]
+    if result.seconds_per_step:
+        lines.append(f"| time | {result.seconds_per_step:.3f} s per step, {result.wall_seconds:.0f} s in all |")
+    if command:
+        lines += ["", "Command:", "", "```bash", "accelerate launch " + shlex.join(command), "```"]
+    if result.notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in result.notes]
+    lines += ["", "All settings: `training_args.json`. Learning curves: "
+              f"`tensorboard --logdir {Path(args.output_dir, args.logging_dir).as_posix()}`.", ""]
+    path = output_dir / "README.md"
+    tmp = path.with_name(f".README.md.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
