@@ -35,12 +35,18 @@ class DreamBoothTask(TrainingTask):
         self.args = args
         self.prompt_embeds: dict[str, torch.Tensor] = {}
         self.dataset: DreamBoothDataset | None = None
+        self.instance: ImageSet | None = None
 
     # --- data -------------------------------------------------------------------------------
+    def check_inputs(self, args: argparse.Namespace) -> None:
+        self.instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution,
+                                      "instance_data_dir")
+
     def build_dataset(self, run: RunContext) -> DreamBoothDataset:
         args = self.args
-        instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution, "instance_data_dir")
-        class_images = None
+        if self.instance is None:
+            self.check_inputs(args)
+        instance, class_images = self.instance, None
         if args.with_prior_preservation:
             with run.accelerator.main_process_first():
                 if run.is_main_process:
@@ -166,14 +172,19 @@ def print_summary(result: TrainResult, args: argparse.Namespace) -> None:
     print("\n".join(lines), flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``train_dreambooth.py``: parse flags (and ``--config``), train, print where everything is."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def build_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Parsed and checked flags (``--config`` applied, method defaults filled) and what was filled."""
     parser = dreambooth_parser(PROG)
     args = parse_args(parser, argv)
     check_common_args(parser, args)
     check_dreambooth_args(parser, args)
-    filled = apply_method_defaults(args)
+    return args, apply_method_defaults(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``train_dreambooth.py``: parse flags (and ``--config``), train, print where everything is."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, filled = build_args(argv)
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
     for line in filled:

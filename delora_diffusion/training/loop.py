@@ -72,6 +72,7 @@ class TrainResult:
     wall_seconds: float = 0.0
     adapter_fingerprint: str | None = None
     mixed_precision: str = "no"
+    history: list[dict[str, float]] = field(default_factory=list)  # per step: losses, lrs, λ, total distance
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,6 +148,7 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
                            "num_processes": accelerator.num_processes,
                            "mixed_precision": accelerator.mixed_precision},
                           output_dir / "training_args.json")
+    task.check_inputs(args)
     with accelerator.main_process_first():
         ensure_base_model(args.pretrained_model_name_or_path)
     components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant)
@@ -247,6 +249,7 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
             logger.warning("resuming with other data-order settings (%s): batches will not replay the "
                            "interrupted run exactly", ", ".join(changed))
         accelerator.load_state(str(resume_from))
+        _apply_schedule(lr_scheduler)
         global_step = int(saved["global_step"])
         first_epoch = global_step // steps_per_epoch
         skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
@@ -366,6 +369,9 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
                 if global_step % args.log_weight_distance_steps == 0 or global_step == max_train_steps:
                     logs.update(weight_distance_logs(model))
             accelerator.log(logs, step=global_step)
+            result.history.append({"step": global_step, **{k: v for k, v in logs.items()
+                                                            if not k.startswith("weight_distance/")
+                                                            or k == "weight_distance/total"}})
             progress.update(1)
             progress.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
 
@@ -404,6 +410,21 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def _apply_schedule(lr_scheduler) -> None:
+    """Set each group's learning rate from this run's schedule at the restored step.
+
+    The optimizer state holds the rate of the interrupted run's last step; recomputing it makes a
+    resume with another --max_train_steps follow the new schedule from the first step.
+    """
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if lambdas is None:
+        return
+    for group, base_lr, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas):
+        group["lr"] = base_lr * fn(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def _progress_bar(total: int, initial: int, disable: bool):

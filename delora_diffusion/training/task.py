@@ -48,6 +48,9 @@ class TrainingTask:
 
     name = "adapter"
 
+    def check_inputs(self, args: argparse.Namespace) -> None:
+        """Read and check the user's data before any model is loaded, so bad input fails fast."""
+
     def build_dataset(self, run: RunContext) -> Dataset:
         """The training set (called once on every process, before the adapter is attached).
 

@@ -1,0 +1,112 @@
+"""Trainer flags: diffusers' names, --config YAML, explicit flags over the file, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from delora_diffusion.training.args import PAPER_LEARNING_RATES, apply_method_defaults, dreambooth_parser, parse_args
+from delora_diffusion.training.dreambooth import build_args, main
+
+DIFFUSERS_FLAGS = """--pretrained_model_name_or_path --revision --variant --instance_data_dir --instance_prompt
+--class_data_dir --class_prompt --with_prior_preservation --prior_loss_weight --num_class_images --sample_batch_size
+--resolution --center_crop --random_flip --train_batch_size --max_train_steps --num_train_epochs --learning_rate
+--scale_lr --lr_scheduler --lr_warmup_steps --gradient_accumulation_steps --gradient_checkpointing --max_grad_norm
+--mixed_precision --seed --output_dir --logging_dir --report_to --checkpointing_steps --checkpoints_total_limit
+--resume_from_checkpoint --validation_prompt --num_validation_images --validation_steps --snr_gamma
+--dataloader_num_workers --adapter --rank --target_modules --adapter_init --delora_lambda --lambda_learning_rate
+--lambda_weight_decay --lora_alpha --ether_blocks --adam_weight_decay --config""".split()
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_every_flag_of_the_issue_exists():
+    options = {s for a in dreambooth_parser()._actions for s in a.option_strings}
+    assert set(DIFFUSERS_FLAGS) <= options, sorted(set(DIFFUSERS_FLAGS) - options)
+
+
+def test_yaml_values_are_typed_and_explicit_flags_override(tmp_path):
+    config = write(tmp_path / "c.yaml", """
+pretrained_model_name_or_path: some/model
+instance_data_dir: data/dog
+instance_prompt: a photo of sks dog
+adapter: lora
+rank: 8
+learning_rate: 6e-4            # PyYAML reads this as a string; argparse's float() takes it
+with_prior_preservation: true
+center_crop: true
+mixed_precision: no            # YAML 1.1 boolean false, meant as the choice "no"
+validation_prompt: [a sks dog, a sks dog in the snow]
+target_modules: to_q
+""")
+    args = parse_args(dreambooth_parser(), ["--config", config, "--rank", "32", "--no_center_crop",
+                                            "--validation_prompt", "only this"])
+    assert args.adapter == "lora" and args.learning_rate == pytest.approx(6e-4)
+    assert args.rank == 32                      # flag over file
+    assert args.center_crop is False            # --no_x turns off a file's true
+    assert args.with_prior_preservation is True
+    assert args.mixed_precision == "no"
+    assert args.validation_prompt == ["only this"]
+    assert args.target_modules == ["to_q"]
+    assert args.config == config
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("learning_rte: 1e-4\n", "unknown key 'learning_rte' (did you mean 'learning_rate'?)"),
+    ("rank: sixteen\n", "key 'rank': argument --rank: invalid int value: 'sixteen'"),
+    ("adapter: vera\n", "key 'adapter': argument --adapter: invalid choice: 'vera'"),
+    ("center_crop: maybe\n", "key 'center_crop' must be true or false"),
+    ("rank: [1, 2]\n", "key 'rank' takes one value"),
+    ("- a\n- b\n", "expected a mapping"),
+])
+def test_bad_yaml_is_an_error_naming_file_and_key(tmp_path, capsys, text, expected):
+    config = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(dreambooth_parser("train_dreambooth.py"), ["--config", config])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "train_dreambooth.py: error:" in err and config in err and expected in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(dreambooth_parser(), ["--config", str(tmp_path / "nope.yaml")])
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_method_defaults_come_from_the_papers():
+    for method, lr in PAPER_LEARNING_RATES.items():
+        args = dreambooth_parser().parse_args(["--adapter", method])
+        filled = apply_method_defaults(args)
+        assert args.learning_rate == lr and filled
+        assert (args.lambda_learning_rate == 1e-3) == (method == "delora")
+        assert args.adam_weight_decay == (0.0 if method.startswith("ether") else 1e-2)
+    args = dreambooth_parser().parse_args(["--learning_rate", "1e-4", "--adam_weight_decay", "0.5"])
+    apply_method_defaults(args)
+    assert args.learning_rate == 1e-4 and args.adam_weight_decay == 0.5
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--pretrained_model_name_or_path is required"),
+    (["--pretrained_model_name_or_path", "m"], "--instance_data_dir is required"),
+    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d"], "--instance_prompt is required"),
+    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
+      "--with_prior_preservation"], "needs --class_prompt"),
+    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
+      "--resolution", "30"], "multiple of 8"),
+    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
+      "--train_batch_size", "0"], "--train_batch_size must be >= 1"),
+])
+def test_cli_usage_errors_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_class_data_dir_defaults_under_output_dir():
+    args, _ = build_args(["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt",
+                          "p", "--with_prior_preservation", "--class_prompt", "c", "--output_dir", "out"])
+    assert args.class_data_dir.replace("\\", "/") == "out/class_images"

@@ -1,0 +1,61 @@
+"""Two real DDP processes (gloo, CPU) through `accelerate launch`: ranks stay in sync, rank 0 alone writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from delora_diffusion.adapters import load_adapter
+from delora_diffusion.models.loading import load_unet
+from delora_diffusion.training.metrics import adapter_fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:  # other test runs on the machine may hold accelerate's default port
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_end_with_identical_adapters_and_only_rank_0_writes(tmp_path, tiny_sd):
+    out, classes = tmp_path / "out", tmp_path / "class_images"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), str(REPO / "train_dreambooth.py"),
+        "--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(REPO / "subjects" / "demo"),
+        "--instance_prompt", "a photo of sks toy", "--with_prior_preservation", "--class_prompt", "a photo of a toy",
+        "--class_data_dir", str(classes), "--num_class_images", "3", "--class_inference_steps", "2",
+        "--resolution", "32", "--center_crop", "--rank", "2", "--train_batch_size", "1", "--max_train_steps", "3",
+        "--checkpointing_steps", "2", "--validation_prompt", "a sks toy", "--num_validation_images", "1",
+        "--validation_inference_steps", "2", "--output_dir", str(out),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+
+    # Both ranks trained: two fingerprints, equal, and equal to the file rank 0 wrote.
+    found = dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))
+    assert set(found) == {"0", "1"} and found["0"] == found["1"], found
+    unet = load_unet(str(tiny_sd))
+    load_adapter(unet, out / "adapter.safetensors")
+    assert adapter_fingerprint(unet) == found["0"]
+
+    # Rank 0 alone wrote: one summary, TensorBoard events from one process, rank 0's state files only,
+    # exactly the class images asked for, no temporary leftovers.
+    assert log.count("Done: 3 steps of delora") == 1
+    writers = {p.name.split(".")[-2] for p in (out / "logs").rglob("events.out.tfevents.*")}  # ...<pid>.<n>
+    assert len(writers) == 1
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "adapter.safetensors").is_file() and (checkpoint / "random_states_0.pkl").is_file()
+    assert not list(checkpoint.glob("random_states_1*"))
+    assert sorted(p.name for p in classes.iterdir()) == ["class-00000.png", "class-00001.png", "class-00002.png"]
+    assert [p.name for p in (out / "validation").iterdir()] == ["step-000003.png"]
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]

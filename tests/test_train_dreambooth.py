@@ -1,0 +1,238 @@
+"""End-to-end DreamBooth training on the tiny model (CPU): every method, resume, NaN guard, bf16, demo."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from delora_diffusion.adapters import METHODS, adapter_layers, disabled, load_adapter, read_adapter
+from delora_diffusion.data.demo_subject import render_views
+from delora_diffusion.training.checkpoint import ADAPTER_FILE, STATE_FILE
+from delora_diffusion.training.components import load_components, sampling_pipeline
+from delora_diffusion.training.determinism import derive_seed
+from delora_diffusion.training.dreambooth import DreamBoothTask, build_args, main
+from delora_diffusion.training.loop import NonFiniteLossError, train
+from delora_diffusion.training.metrics import adapter_fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "subjects" / "demo"
+VALIDATION_PROMPT = "a sks toy on the beach"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads and lose a lot on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Each run builds its own Accelerator; accelerate keeps process-wide state between them."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def class_dir(tmp_path_factory) -> Path:
+    """Ready class images, so that runs train with prior preservation without generating any."""
+    folder = tmp_path_factory.mktemp("class_images")
+    for k, image in enumerate(render_views()):
+        image.transpose(Image.FLIP_TOP_BOTTOM).save(folder / f"c{k}.png")
+    return folder
+
+
+def flags(out: Path, tiny_sd: Path, class_dir: Path | None = None, **options) -> list[str]:
+    argv = ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(DEMO),
+            "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--center_crop",
+            "--train_batch_size", "1", "--rank", "2", "--output_dir", str(out), "--report_to", "none",
+            "--validation_inference_steps", "2", "--num_validation_images", "1"]
+    if class_dir is not None:
+        argv += ["--with_prior_preservation", "--class_prompt", "a photo of a toy", "--class_data_dir",
+                 str(class_dir), "--num_class_images", "5"]
+    for key, value in options.items():
+        argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+    return argv
+
+
+def run(argv: list[str], task_class=DreamBoothTask):
+    args, _ = build_args(argv)
+    return train(args, task_class(args), command=["train_dreambooth.py", *argv])
+
+
+def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
+    stored = read_adapter(path)
+    return {f"{layer}.{k}": v for layer, tensors in stored.layers.items() for k, v in tensors.items()}
+
+
+def max_difference(a: Path, b: Path) -> float:
+    ta, tb = adapter_tensors(a), adapter_tensors(b)
+    assert ta.keys() == tb.keys()
+    return max((ta[k] - tb[k]).abs().max().item() for k in ta)
+
+
+def no_temporary_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+METHOD_OPTIONS = {
+    "delora": {},                                                     # cached latents, prior preservation
+    "lora": {"gradient_checkpointing": True, "gradient_accumulation_steps": 2},
+    "dora": {"snr_gamma": 5, "lr_scheduler": "cosine", "lr_warmup_steps": 1},
+    "ether": {"random_flip": True},                                   # fresh VAE encodes every step
+    "etherplus": {"ether_blocks": 2},
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_path, tiny_sd, class_dir,
+                                                                    fresh_accelerate):
+    out = tmp_path / "out"
+    result = run(flags(out, tiny_sd, None if method == "etherplus" else class_dir, adapter=method,
+                       max_train_steps=3, checkpointing_steps=2, validation_prompt=VALIDATION_PROMPT,
+                       validation_steps=0, **METHOD_OPTIONS[method]))
+
+    assert result.global_step == 3 and [h["step"] for h in result.history] == [1, 2, 3]
+    for entry in result.history:
+        assert math.isfinite(entry["loss"]) and math.isfinite(entry["grad_norm"])
+        assert entry["lr/adapter"] > 0 or METHOD_OPTIONS[method].get("lr_scheduler") == "cosine"
+        assert ("loss/prior" in entry) == (method != "etherplus")
+        assert ("lambda/mean" in entry) == (method == "delora")
+    if method == "delora":
+        assert result.history[-1]["lr/lambda"] == pytest.approx(1e-3)
+        assert result.history[-1]["lambda/max"] != 15.0  # λ is trained
+    assert result.history[-1]["weight_distance/total"] > 0
+
+    # Files: final adapter, checkpoint-2 with its own adapter, model card, settings; nothing half-written.
+    assert result.adapter_path == out / ADAPTER_FILE
+    stored = read_adapter(result.adapter_path)
+    assert stored.config.method == method and stored.metadata["base_model"] == str(tiny_sd)
+    assert stored.metadata["extra"]["instance_prompt"] == "a photo of sks toy"
+    checkpoint = out / "checkpoint-2"
+    assert json.loads((checkpoint / STATE_FILE).read_text())["global_step"] == 2
+    assert max_difference(checkpoint / ADAPTER_FILE, result.adapter_path) > 0  # step 3 changed the weights
+    card = (out / "README.md").read_text()
+    assert method in card.lower().replace("+", "plus") and "validation/step-000003.png" in card
+    assert json.loads((out / "training_args.json").read_text())["args"]["adapter"] == method
+    assert no_temporary_files(out)
+
+    # Reload into a fresh model: identical tensors, and the validation image is reproduced exactly.
+    components = load_components(str(tiny_sd))
+    load_adapter(components.unet, result.adapter_path)
+    assert adapter_fingerprint(components.unet) == result.adapter_fingerprint
+    generator = torch.Generator().manual_seed(derive_seed(0, 4, 0))
+    image = sampling_pipeline(components)([VALIDATION_PROMPT], generator=[generator], num_inference_steps=2,
+                                          height=32, width=32).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(result.validation_grids[-1])))
+    x, t, h = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        adapted = components.unet(x, t, encoder_hidden_states=h).sample
+        with disabled(components.unet):
+            base = components.unet(x, t, encoder_hidden_states=h).sample
+    assert (adapted - base).abs().max() > 1e-6
+
+
+def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_sd, class_dir, fresh_accelerate):
+    # 5 items, 1 per batch, 2 batches per step: 3 steps per epoch (the last one a partial accumulation).
+    # Stopping after step 2 leaves the run mid-epoch; random flips, Min-SNR and warm-up all have to replay.
+    options = dict(adapter="delora", gradient_accumulation_steps=2, random_flip=True, snr_gamma=5,
+                   lr_scheduler="constant_with_warmup", lr_warmup_steps=3, checkpointing_steps=2)
+    whole = run(flags(tmp_path / "whole", tiny_sd, class_dir, max_train_steps=5, **options))
+
+    first = run(flags(tmp_path / "split", tiny_sd, class_dir, max_train_steps=2, **options))
+    assert [p.name for p in first.checkpoints] == ["checkpoint-2"]
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    resumed = run(flags(tmp_path / "split", tiny_sd, class_dir, max_train_steps=5,
+                        resume_from_checkpoint="latest", **options))
+
+    assert resumed.global_step == 5 and [h["step"] for h in resumed.history] == [3, 4, 5]
+    for a, b in zip(whole.history[2:], resumed.history):
+        assert a["loss"] == b["loss"] and a["lr/adapter"] == b["lr/adapter"], (a, b)
+    assert max_difference(whole.adapter_path, resumed.adapter_path) <= 1e-6
+    assert max_difference(tmp_path / "split" / "checkpoint-2" / ADAPTER_FILE, resumed.adapter_path) > 1e-4
+
+
+def test_resume_from_a_missing_checkpoint_is_a_usage_error(tmp_path, tiny_sd, capsys, fresh_accelerate):
+    code = main(flags(tmp_path / "out", tiny_sd, resume_from_checkpoint=str(tmp_path / "checkpoint-9")))
+    assert code == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_sd, monkeypatch, fresh_accelerate):
+    calls = {"n": 0}
+    real = DreamBoothTask.model_inputs
+
+    def poisoned(self, batch, run_context, generator):
+        calls["n"] += 1
+        latents, conditioning = real(self, batch, run_context, generator)
+        return (latents * float("nan") if calls["n"] >= 3 else latents), conditioning
+
+    monkeypatch.setattr(DreamBoothTask, "model_inputs", poisoned)
+    out = tmp_path / "out"
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at step 3 .*checkpoint-2"):
+        run(flags(out, tiny_sd, max_train_steps=5, checkpointing_steps=2))
+    assert not (out / ADAPTER_FILE).exists()
+    kept = adapter_tensors(out / "checkpoint-2" / ADAPTER_FILE)
+    assert all(torch.isfinite(v).all() for v in kept.values())
+    assert not (out / "checkpoint-4").exists() and no_temporary_files(out)
+
+
+class DtypeProbe(DreamBoothTask):
+    """Records parameter dtypes whenever validation runs (between training steps)."""
+
+    seen: list[tuple[set, set]] = []
+
+    def validation_images(self, run_context, unet, step):
+        adapter = {p.dtype for layer in adapter_layers(unet).values() for p in layer.parameters()
+                   if p.requires_grad}
+        base = {layer.base_layer.weight.dtype for layer in adapter_layers(unet).values()}
+        DtypeProbe.seen.append((adapter, base))
+        return super().validation_images(run_context, unet, step)
+
+
+def test_bf16_keeps_adapter_weights_fp32_through_validation(tmp_path, tiny_sd, class_dir, fresh_accelerate):
+    DtypeProbe.seen = []
+    result = run(flags(tmp_path / "out", tiny_sd, class_dir, mixed_precision="bf16", max_train_steps=2,
+                       validation_prompt=VALIDATION_PROMPT, validation_steps=1, checkpointing_steps=0),
+                 task_class=DtypeProbe)
+    assert result.mixed_precision == "bf16" and result.global_step == 2
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    assert DtypeProbe.seen == [({torch.float32}, {torch.bfloat16})] * 2  # after step 1 and at the end
+    assert len(result.validation_grids) == 2
+
+
+def test_demo_config_runs_end_to_end(tmp_path, monkeypatch, capsys, fresh_accelerate):
+    """The README's main job, shortened by flags: builds the tiny model on first use, generates class
+    images, trains, validates, checkpoints, writes the adapter and says where everything is."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(REPO / "subjects", tmp_path / "subjects")
+    code = main(["--config", str(REPO / "configs" / "demo.yaml"), "--max_train_steps", "4",
+                 "--checkpointing_steps", "1", "--validation_steps", "2", "--num_class_images", "2",
+                 "--class_inference_steps", "2", "--validation_inference_steps", "2"])
+    assert code == 0
+    out = tmp_path / "outputs" / "demo"
+    assert (tmp_path / "outputs" / "tiny" / "sd" / "model_index.json").is_file()
+    assert sorted(p.name for p in (out / "class_images").iterdir()) == ["class-00000.png", "class-00001.png"]
+    assert read_adapter(out / ADAPTER_FILE).config.method == "delora"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # limit 2
+    assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-000002.png", "step-000004.png"]
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    printed = capsys.readouterr().out
+    for where in ("adapter.safetensors", "checkpoint-4", "step-000004.png", "README.md", "tensorboard --logdir"):
+        assert where in printed
+    assert no_temporary_files(out)
