@@ -128,6 +128,9 @@ class DreamBoothTask(TrainingTask):
         return {"instance_prompt": args.instance_prompt, "class_prompt": args.class_prompt,
                 "resolution": args.resolution}
 
+    def example_prompt(self) -> str | None:
+        return self.args.instance_prompt
+
     def model_card_facts(self) -> dict[str, str]:
         args, dataset = self.args, self.dataset
         facts = {"instance prompt": f"“{args.instance_prompt}”",

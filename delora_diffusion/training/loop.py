@@ -207,6 +207,7 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
     prepared = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler, *extra_modules.values())
     unet, optimizer, dataloader, lr_scheduler = prepared[:4]
     extras = dict(zip(extra_modules, prepared[4:]))
+    run.trainable.update(extras)
     steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
     num_epochs = math.ceil(max_train_steps / steps_per_epoch)
 

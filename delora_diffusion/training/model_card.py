@@ -47,8 +47,9 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
         ("mixed precision", f"{result.mixed_precision} (adapter weights fp32)"),
         ("seed", str(args.seed)),
     ]
+    trainer = f"`{Path(command[0]).name}`" if command else f"the {task.name} trainer"
     lines = [f"# {task.name} adapter: {_method_summary(args)}", "",
-             f"Trained with delora-diffusion's `train_dreambooth.py` on `{base}`.", ""]
+             f"Trained with delora-diffusion's {trainer} on `{base}`.", ""]
     if result.validation_grids:
         grid = result.validation_grids[-1]
         lines += [f"![validation grid, step {result.global_step}]({grid.relative_to(output_dir).as_posix()})", "",
@@ -56,9 +57,11 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     lines += ["## Use", "", "```python", "from diffusers import StableDiffusionPipeline",
               "from delora_diffusion.adapters import load_adapter", "",
               f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
-              'load_adapter(pipe.unet, "adapter.safetensors")  # method and settings are read from the file',
-              f'image = pipe("{prompts[0] if prompts else args.instance_prompt}").images[0]', "```", "",
-              "## Training", "", "| setting | value |", "| --- | --- |"]
+              'load_adapter(pipe.unet, "adapter.safetensors")  # method and settings are read from the file']
+    example = prompts[0] if prompts else task.example_prompt()
+    if example:
+        lines.append(f"image = pipe({example!r}).images[0]")
+    lines += ["```", "", "## Training", "", "| setting | value |", "| --- | --- |"]
     lines += [f"| {key} | {value} |" for key, value in rows]
     if result.seconds_per_step:
         lines.append(f"| time | {result.seconds_per_step:.3f} s per step, {result.wall_seconds:.0f} s in all |")

@@ -33,6 +33,9 @@ class RunContext:
     weight_dtype: torch.dtype
     output_dir: Path
     notes: list[str] = field(default_factory=list)  # lines for the final summary and the model card
+    # The task's trainable_modules() after accelerator.prepare (DDP-wrapped when distributed):
+    # model_inputs must call these, not the originals, for their gradients to be synchronised.
+    trainable: dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -75,7 +78,8 @@ class TrainingTask:
         return per_example.mean(), {}
 
     def trainable_modules(self) -> dict[str, nn.Module]:
-        """Extra modules trained with the adapter (fp32), saved in the adapter file as extra tensors."""
+        """Extra modules trained with the adapter (fp32), saved in the adapter file as extra tensors
+        ``<name>.<parameter>``; call them through ``run.trainable[name]`` in ``model_inputs``."""
         return {}
 
     def validation_images(self, run: RunContext, unet: nn.Module, step: int) -> list[tuple[str, list[Image.Image]]]:
@@ -85,6 +89,10 @@ class TrainingTask:
     def adapter_metadata(self) -> dict:
         """JSON-able facts stored in the adapter file (e.g. the instance prompt)."""
         return {}
+
+    def example_prompt(self) -> str | None:
+        """A prompt for the model card's usage snippet when no validation prompt was given."""
+        return None
 
     def model_card_facts(self) -> dict[str, str]:
         """Task rows of the model card's table."""
