@@ -180,6 +180,64 @@ def _embed_texts(backbone: Backbone, texts: list[str], batch_size: int) -> dict[
     return dict(zip(unique, embeddings))
 
 
+def _score(generated: dict[str, torch.Tensor], real: dict[str, torch.Tensor], clip: Backbone, texts: list[str],
+           batch_size: int) -> dict[str, list[float]]:
+    """Per scored generated image: DINO and CLIP-I (mean over the real images) and CLIP-T (against its text)."""
+    if not texts:
+        return {metric: [] for metric in METRICS}
+    text_embeddings = _embed_texts(clip, texts, batch_size)
+    return {
+        "dino": mean_pair_cosines(generated["dino"], real["dino"]).tolist(),
+        "clip_i": mean_pair_cosines(generated["clip_i"], real["clip_i"]).tolist(),
+        "clip_t": row_cosines(generated["clip_i"], torch.stack([text_embeddings[t] for t in texts])).tolist(),
+    }
+
+
+def _subject_tables(subject: str, class_noun: str | None, images: list[GeneratedImage], texts: list[str],
+                    black: list[bool], scores: dict[str, list[float]], n_real: int) -> tuple[list, list, dict]:
+    """Rows of one subject: per image, per prompt, and the subject's own summary (None where nothing scored)."""
+    kept = [i for i, is_black_image in enumerate(black) if not is_black_image]
+    by_image = {i: {metric: scores[metric][k] for metric in METRICS} for k, i in enumerate(kept)}
+    image_rows = [
+        {"subject": subject, "prompt_index": image.prompt_index, "file": image.file, "seed": image.seed,
+         "black": black[i], "clip_t_prompt": texts[i], **by_image.get(i, dict.fromkeys(METRICS))}
+        for i, image in enumerate(images)
+    ]
+    by_prompt: dict[int, list[int]] = defaultdict(list)
+    for i, image in enumerate(images):
+        by_prompt[image.prompt_index].append(i)
+    prompt_rows = []
+    for prompt_index, members in sorted(by_prompt.items()):
+        scored = [i for i in members if i in by_image]
+        prompts = {images[i].prompt for i in members} - {None}
+        clip_texts = {texts[i] for i in members}
+        prompt_rows.append({
+            "subject": subject, "prompt_index": prompt_index,
+            "prompt": prompts.pop() if len(prompts) == 1 else None,
+            "clip_t_prompt": clip_texts.pop() if len(clip_texts) == 1 else None,
+            "n_images": len(scored), "n_black": len(members) - len(scored), "n_real": n_real,
+            "n_pairs": len(scored) * n_real,
+            **{metric: _mean(by_image[i][metric] for i in scored) for metric in METRICS},
+        })
+    # every image's DINO / CLIP-I is a mean over the same n_real photos, so their mean is the mean over all pairs
+    subject_row = {
+        "subject": subject, "class_noun": class_noun, "n_images": len(kept), "n_black": len(images) - len(kept),
+        "n_real": n_real, "n_pairs": len(kept) * n_real, **{metric: _mean(scores[metric]) for metric in METRICS},
+    }
+    return image_rows, prompt_rows, subject_row
+
+
+def _pooled(subject_rows: list[dict]) -> dict:
+    """Means over all pairs (DINO, CLIP-I) and all images (CLIP-T) of the subjects, from their per-subject means."""
+    n_pairs = sum(row["n_pairs"] for row in subject_rows)
+    n_images = sum(row["n_images"] for row in subject_rows)
+    pooled = {"n_pairs": n_pairs, "n_images": n_images}
+    for metric, weight in (("dino", "n_pairs"), ("clip_i", "n_pairs"), ("clip_t", "n_images")):
+        total = sum(row[weight] for row in subject_rows)
+        pooled[metric] = sum(row[metric] * row[weight] for row in subject_rows) / total if total else None
+    return pooled
+
+
 def _check_input_size(encoder: _Encoder, flag: str, protocol: str) -> None:
     expected = encoder.backbone.image_size
     size = encoder.preprocess.output_size
@@ -248,54 +306,19 @@ def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
     bar = tqdm(total=total, unit="img", desc="delora-eval", disable=not settings.progress, leave=False)
     embedder = _Embedder(encoders, settings.batch_size, settings.workers, bar)
     per_image, per_prompt, per_subject = [], [], []
-    pair_sums = {"dino": 0.0, "clip_i": 0.0}
-    n_pairs = 0
-    clip_t_all: list[float] = []
     try:
         for subject in subjects:
             real = embedder.real(reals[subject])
-            images = generated[subject]
-            black, gen = embedder.generated(images)
-            kept = [i for i, b in enumerate(black) if not b]
-            kept_texts = [texts[subject][i] for i in kept]
-            text_embeddings = _embed_texts(clip, kept_texts, settings.batch_size) if kept else {}
-            scores = {"dino": [], "clip_i": [], "clip_t": []}
-            if kept:
-                scores["dino"] = mean_pair_cosines(gen["dino"], real["dino"]).tolist()
-                scores["clip_i"] = mean_pair_cosines(gen["clip_i"], real["clip_i"]).tolist()
-                scores["clip_t"] = row_cosines(gen["clip_i"], torch.stack([text_embeddings[t] for t in kept_texts])).tolist()
-            n_real = len(reals[subject])
-            image_scores = {i: {m: scores[m][k] for m in METRICS} for k, i in enumerate(kept)}
-            for i, image in enumerate(images):
-                row = {"subject": subject, "prompt_index": image.prompt_index, "file": image.file, "seed": image.seed,
-                       "black": black[i], "clip_t_prompt": texts[subject][i]}
-                row.update(image_scores.get(i, {m: None for m in METRICS}))
-                per_image.append(row)
-            by_prompt: dict[int, list[int]] = defaultdict(list)
-            for i, image in enumerate(images):
-                by_prompt[image.prompt_index].append(i)
-            for prompt_index, members in sorted(by_prompt.items()):
-                scored = [i for i in members if not black[i]]
-                prompts = {images[i].prompt for i in members} - {None}
-                clip_texts = {texts[subject][i] for i in members}
-                per_prompt.append({
-                    "subject": subject, "prompt_index": prompt_index,
-                    "prompt": prompts.pop() if len(prompts) == 1 else None,
-                    "clip_t_prompt": clip_texts.pop() if len(clip_texts) == 1 else None,
-                    "n_images": len(scored), "n_black": len(members) - len(scored), "n_real": n_real,
-                    "n_pairs": len(scored) * n_real,
-                    **{m: _mean(image_scores[i][m] for i in scored) for m in METRICS},
-                })
-            class_noun = class_nouns.get(subject) or next((im.class_noun for im in images if im.class_noun), None)
-            per_subject.append({
-                "subject": subject, "class_noun": class_noun, "n_images": len(kept), "n_black": len(images) - len(kept),
-                "n_real": n_real, "n_pairs": len(kept) * n_real,
-                **{m: (float(np.mean(scores[m])) if kept else None) for m in METRICS},
-            })
-            for m in pair_sums:
-                pair_sums[m] += float(np.sum(scores[m])) * n_real  # each image's score is a mean over n_real pairs
-            n_pairs += len(kept) * n_real
-            clip_t_all.extend(scores["clip_t"])
+            black, generated_embeddings = embedder.generated(generated[subject])
+            kept_texts = [text for text, is_black_image in zip(texts[subject], black) if not is_black_image]
+            scores = _score(generated_embeddings, real, clip, kept_texts, settings.batch_size)
+            class_noun = class_nouns.get(subject) or next(
+                (image.class_noun for image in generated[subject] if image.class_noun), None)
+            images, prompts, summary = _subject_tables(subject, class_noun, generated[subject], texts[subject],
+                                                       black, scores, len(reals[subject]))
+            per_image += images
+            per_prompt += prompts
+            per_subject.append(summary)
     finally:
         embedder.close()
         bar.close()
@@ -321,17 +344,13 @@ def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
         "definitions": DEFINITIONS,
         "counts": {
             "generated_images": n_generated, "scored_images": n_scored, "black_skipped": n_generated - n_scored,
-            "real_images": sum(len(reals[s]) for s in subjects), "pairs": n_pairs,
+            "real_images": sum(len(reals[s]) for s in subjects), "pairs": sum(row["n_pairs"] for row in per_subject),
             "subjects": len(subjects), "scored_subjects": len(scored_subjects),
         },
         "mean_over_subjects": {
             **{m: _mean(row[m] for row in scored_subjects) for m in METRICS}, "n_subjects": len(scored_subjects),
         },
-        "pooled": {
-            "dino": pair_sums["dino"] / n_pairs if n_pairs else None,
-            "clip_i": pair_sums["clip_i"] / n_pairs if n_pairs else None,
-            "clip_t": _mean(clip_t_all), "n_pairs": n_pairs, "n_images": n_scored,
-        },
+        "pooled": _pooled(scored_subjects),
         "per_subject": per_subject,
         "per_prompt": per_prompt,
         "per_image": per_image,
