@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path, atomic_write_bytes
+from ..fileio import atomic_path, atomic_write_bytes
 
 CACHE_FORMAT = 1
 

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from .atomic import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text
 from .dreambooth import METRICS, RESULTS_FORMAT
 from .errors import EvaluationInputError
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from ..fileio import atomic_write_bytes
+
 METADATA_FILE = "metadata.jsonl"
 
 # Fields that decide the pixels of an image: a record on disk that differs from the planned one in any
@@ -69,21 +71,11 @@ def read_metadata(subject_dir: str | os.PathLike) -> dict[tuple[int, int], dict]
     return records
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_metadata(subject_dir: str | os.PathLike, records: dict[tuple[int, int], dict]) -> Path:
     """Rewrite ``metadata.jsonl`` whole (sorted by prompt index, then seed): small, and never half-written."""
     path = Path(subject_dir) / METADATA_FILE
     lines = [json.dumps(records[key], ensure_ascii=False) + "\n" for key in sorted(records)]
-    _replace_atomically(path, "".join(lines).encode("utf-8"))
+    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
     return path
 
 
@@ -94,7 +86,7 @@ def write_image(path: str | os.PathLike, image: Image.Image, record: dict | None
         info.add_text("delora_diffusion", json.dumps(record, ensure_ascii=False))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
-    _replace_atomically(Path(path), buffer.getvalue())
+    atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
 
 
