@@ -41,3 +41,19 @@ def dreambooth_dataset() -> Path:
     if not (SHARED_DREAMBOOTH / "prompts_and_classes.txt").is_file():
         pytest.skip(f"DreamBooth dataset not found at {SHARED_DREAMBOOTH}")
     return SHARED_DREAMBOOTH
+
+
+@pytest.fixture(scope="session")
+def tiny_dino(tiny_root) -> Path:
+    """Path of a saved tiny DINO ViT (transformers ViTModel + image processor)."""
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return ensure_tiny("dino", tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_root) -> Path:
+    """Path of a saved tiny CLIP (transformers CLIPModel + processor with a character-level tokenizer)."""
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return ensure_tiny("clip", tiny_root)

@@ -63,11 +63,12 @@ class DeLoRALinear(AdapterLayer):
         return A.float(), coef.float(), B.float()
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x·w → A → scale → B: ΔW (out×in) is never formed; the cost over LoRA is the norms.
+        # x·diag(w) → A → scale → B without forming ΔW (out×in); diag(w) is folded into A (k×in),
+        # which is cheaper than scaling every token of x. The cost over LoRA is the norms.
         y = self.base_layer(x)
         with fp32_region(x):
             A, coef, B = self._factors()
-            h = F.linear(x.float() * self.w_norm, A) * (coef * self.scale)
+            h = F.linear(x.float(), A * self.w_norm) * (coef * self.scale)
             delta = F.linear(h, B)
         return y + delta.to(y.dtype)
 

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .. import __version__
+from ..fileio import atomic_path
 from .base import AdapterLayer
 from .config import AdapterConfig, AdapterConfigError
 from .registry import adapter_config, adapter_layers, attach, detach
@@ -47,15 +48,9 @@ class AdapterFile:
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """Write a safetensors file atomically (a crash never leaves half a file)."""
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_adapter(

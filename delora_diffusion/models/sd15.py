@@ -35,3 +35,39 @@ def sd15_unet(empty: bool = False):
         with init_empty_weights():
             return UNet2DConditionModel(**SD15_UNET_CONFIG)
     return UNet2DConditionModel(**SD15_UNET_CONFIG)
+
+SD15_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+}
+
+SD15_TEXT_CONFIG = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+}
+
+
+def sd15_vae():
+    """An SD 1.5-shaped ``AutoencoderKL`` with random weights."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**SD15_VAE_CONFIG)
+
+
+def sd15_text_encoder():
+    """An SD 1.5-shaped CLIP text encoder (ViT-L/14 text tower) with random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(**SD15_TEXT_CONFIG))

@@ -130,3 +130,9 @@ def make_tiny(root: str | os.PathLike = DEFAULT_TINY_DIR, components: list[str] 
               force: bool = False) -> dict[str, Path]:
     """Build every (or the listed) tiny component under ``root``; returns component -> folder."""
     return {name: ensure_tiny(name, root, force) for name in (components or list(TINY_BUILDERS))}
+
+
+# Evaluation backbones (tiny DINO ViT and CLIP, in transformers, timm and open_clip formats).
+from .tiny_backbones import TINY_BACKBONE_BUILDERS  # noqa: E402
+
+TINY_BUILDERS.update(TINY_BACKBONE_BUILDERS)

@@ -1,0 +1,198 @@
+"""``delora-eval``: DreamBooth metrics of a generated-images folder, and side-by-side comparison of runs.
+
+    delora-eval dreambooth --real_dir REAL --generated_dir GEN [--protocol oft|dreambooth] [--out results.json]
+    delora-eval compare RUN1.json RUN2.json ... [--plot scatter.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import EvaluationInputError
+from .folders import CLIP_T_PROMPTS
+from .protocols import DEFAULT_PROTOCOL, PROTOCOLS
+
+PROG = "delora-eval"
+REQUIRED = ("real_dir", "generated_dir")
+
+
+def _subjects(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated subject names, e.g. dog,cat2")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _add_dreambooth_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "dreambooth", help="DINO, CLIP-I and CLIP-T of generated images against the real subject photos",
+        description="Score GEN/<subject>/<prompt_index>/<seed>.png against REAL/<subject>/*.jpg with DINO, CLIP-I "
+                    "and CLIP-T; print a markdown table and write JSON + CSV.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file whose keys are these flags' names (flags given on the "
+                        "command line win)")
+    parser.add_argument("--real_dir", type=Path, help="DreamBooth dataset layout: REAL/<subject>/*.jpg "
+                        "(+ prompts_and_classes.txt)")
+    parser.add_argument("--generated_dir", type=Path, help="generated images: GEN/<subject>/<NN>/<seed>.png "
+                        "+ GEN/<subject>/metadata.jsonl")
+    parser.add_argument("--subjects", type=_subjects, help="comma-separated subjects to score (default: all in GEN)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default=DEFAULT_PROTOCOL,
+                        help="preprocessing and default backbones (default: %(default)s; see README 'Evaluation')")
+    parser.add_argument("--dino_model", help="DINO backbone: hub id or local folder, timm:NAME, or "
+                        "open_clip:ARCH/PRETRAINED (default: the protocol's)")
+    parser.add_argument("--clip_model", help="CLIP backbone: hub id or local folder, or open_clip:ARCH/PRETRAINED "
+                        "(default: the protocol's)")
+    parser.add_argument("--class_nouns", type=Path, help="subject,class file or prompts_and_classes.txt "
+                        "(default: REAL/prompts_and_classes.txt when present)")
+    parser.add_argument("--clip_t_prompt", choices=CLIP_T_PROMPTS, default="without_token",
+                        help="text CLIP-T compares with: the prompt without or with the identifier token "
+                             "(default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="results JSON; the CSV goes beside it "
+                        "(default: GEN/eval_<protocol>.json)")
+    parser.add_argument("--name", help="run name shown in tables (default: GEN's folder name)")
+    parser.add_argument("--plot", nargs="?", const=True, default=None, metavar="PNG",
+                        help="also write per-subject bar charts (default path: the results file with .png)")
+    parser.add_argument("--batch_size", type=_positive_int, default=32, help="images per forward pass "
+                        "(default: %(default)s)")
+    parser.add_argument("--workers", type=_positive_int, default=2, help="threads decoding images "
+                        "(default: %(default)s)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--cache_dir", type=Path, help="real-image embedding cache "
+                        "(default: $XDG_CACHE_HOME/delora-diffusion/eval-embeddings)")
+    parser.add_argument("--no_cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "compare", help="side-by-side table of several results files",
+        description="Print the metrics of several `delora-eval dreambooth` results files side by side.",
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="results JSON files")
+    parser.add_argument("--names", type=_subjects, help="comma-separated run names (default: each file's name)")
+    parser.add_argument("--per_subject", action="store_true", help="also print per-subject tables")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="write a DINO vs CLIP-T scatter plot")
+    parser.add_argument("--allow_mixed", action="store_true",
+                        help="compare runs scored with different protocols or backbones")
+    return parser
+
+
+def _apply_config(parser: argparse.ArgumentParser, path: Path) -> None:
+    """Make the YAML file's values the parser's defaults, so command-line flags still override them."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        parser.error(f"--config {path}: cannot read YAML ({exc})")
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: expected a mapping of flag names to values")
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    for key, value in values.items():
+        if key not in actions:
+            parser.error(f"--config {path}: unknown key {key!r} (known: {', '.join(sorted(actions))})")
+        action = actions[key]
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"--config {path}: {key} must be one of {sorted(action.choices)}, got {value!r}")
+        if isinstance(value, list) and key == "subjects":
+            value = ",".join(map(str, value))
+        if action.type is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            try:
+                value = action.type(str(value))
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                parser.error(f"--config {path}: {key}: {exc}")
+        parser.set_defaults(**{key: value})
+
+
+def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .dreambooth import DreamBoothEvalSettings, evaluate_dreambooth
+    from .embedding_cache import default_cache_dir
+    from .report import markdown_summary, plot_run, write_csv, write_json
+
+    missing = [f"--{name}" for name in REQUIRED if getattr(args, name) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    settings = DreamBoothEvalSettings(
+        real_dir=args.real_dir, generated_dir=args.generated_dir, subjects=args.subjects, protocol=args.protocol,
+        dino_model=args.dino_model, clip_model=args.clip_model, class_nouns=args.class_nouns,
+        clip_t_prompt=args.clip_t_prompt, batch_size=args.batch_size, workers=args.workers,
+        device=args.device or _default_device(),
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        name=args.name, progress=not args.no_progress,
+    )
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    results = evaluate_dreambooth(settings)
+    out = args.out or Path(args.generated_dir) / f"eval_{args.protocol}.json"
+    written = [write_json(results, out), write_csv(results, out.with_suffix(".csv"))]
+    if args.plot is not None:
+        written.append(plot_run(results, out.with_suffix(".png") if args.plot is True else Path(args.plot)))
+    print(markdown_summary(results))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .report import check_comparable, compare_table, plot_compare, read_results
+
+    if args.names and len(args.names) != len(args.runs):
+        parser.error(f"--names has {len(args.names)} names for {len(args.runs)} results files")
+    loaded = [read_results(path) for path in args.runs]
+    names = args.names or [results["name"] for results in loaded]
+    if len(set(names)) < len(names):  # same run name twice: tell the files apart
+        names = [str(path) for path in args.runs]
+    runs = list(zip(names, loaded))
+    if not args.allow_mixed:
+        check_comparable(runs)
+    print(compare_table(runs, per_subject=args.per_subject))
+    if args.plot:
+        print(f"wrote {plot_compare(runs, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``delora-eval``; returns the exit status (2 for bad input, with ``delora-eval: error: ...``)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="DreamBooth metrics (DINO, CLIP-I, CLIP-T) of generated images, and side-by-side "
+                               "comparison of runs.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    parsers = {"dreambooth": _add_dreambooth_parser(subparsers), "compare": _add_compare_parser(subparsers)}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "dreambooth":
+        known, _ = parsers["dreambooth"].parse_known_args(argv[1:])
+        if known.config is not None:
+            _apply_config(parsers["dreambooth"], known.config)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "dreambooth":
+            return _run_dreambooth(args, parsers["dreambooth"])
+        return _run_compare(args, parsers["compare"])
+    except EvaluationInputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

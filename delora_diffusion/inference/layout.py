@@ -1,0 +1,98 @@
+"""The generated-images contract: where images go and what ``metadata.jsonl`` says about each.
+
+``OUT/<subject>/<prompt_index:02d>/<seed>.png`` plus ``OUT/<subject>/metadata.jsonl``, one JSON object
+per image (``file`` relative to ``OUT/<subject>/``). The evaluator reads exactly this. Both files are
+written through a temporary file and a rename, so an interrupted run never leaves half an image or
+half a metadata file behind, and resuming can trust what it finds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from ..fileio import atomic_write_bytes
+
+METADATA_FILE = "metadata.jsonl"
+
+# Fields that decide the pixels of an image: a record on disk that differs from the planned one in any
+# of these was made with other settings and must not be mixed silently into the same folder.
+SETTINGS_FIELDS = (
+    "prompt", "negative_prompt", "seed", "base_model", "revision", "variant", "adapter_sha256", "scale",
+    "num_inference_steps", "guidance_scale", "scheduler", "height", "width", "dtype",
+)
+
+_SUBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class LayoutError(ValueError):
+    """An output folder or metadata file that does not follow the contract."""
+
+
+def check_subject_name(subject: str) -> str:
+    """The subject becomes a folder name: letters, digits, ``_ . -`` only, so it cannot escape ``OUT``."""
+    if not _SUBJECT_NAME.match(subject or ""):
+        raise LayoutError(f"subject name {subject!r} must be letters, digits, '_', '.' or '-' (it names a folder)")
+    return subject
+
+
+def image_file(prompt_index: int, seed: int) -> str:
+    """Path of one image relative to ``OUT/<subject>/`` (the ``file`` field of its record)."""
+    return f"{prompt_index:02d}/{seed}.png"
+
+
+def record_key(record: dict) -> tuple[int, int]:
+    return int(record["prompt_index"]), int(record["seed"])
+
+
+def read_metadata(subject_dir: str | os.PathLike) -> dict[tuple[int, int], dict]:
+    """Records of ``subject_dir/metadata.jsonl`` by (prompt_index, seed); empty when the file is absent."""
+    path = Path(subject_dir) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    records: dict[tuple[int, int], dict] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records[record_key(record)] = record
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise LayoutError(
+                f"{path}:{number}: not a metadata record with prompt_index and seed ({exc}); "
+                "move the file away or pick another --output_dir"
+            ) from exc
+    return records
+
+
+def write_metadata(subject_dir: str | os.PathLike, records: dict[tuple[int, int], dict]) -> Path:
+    """Rewrite ``metadata.jsonl`` whole (sorted by prompt index, then seed): small, and never half-written."""
+    path = Path(subject_dir) / METADATA_FILE
+    lines = [json.dumps(records[key], ensure_ascii=False) + "\n" for key in sorted(records)]
+    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
+    return path
+
+
+def write_image(path: str | os.PathLike, image: Image.Image, record: dict | None = None) -> Path:
+    """Save a PNG atomically; ``record`` is also embedded as a PNG text chunk so a lone file stays traceable."""
+    info = PngInfo()
+    if record is not None:
+        info.add_text("delora_diffusion", json.dumps(record, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def settings_mismatch(existing: dict, planned: dict) -> str | None:
+    """The first settings field on which two records of the same image differ, as ``field: old -> new``."""
+    for name in SETTINGS_FIELDS:
+        if existing.get(name) != planned.get(name):
+            return f"{name}: {existing.get(name)!r} -> {planned.get(name)!r}"
+    return None

@@ -1,0 +1,164 @@
+"""A ready-to-sample Stable Diffusion pipeline: base checkpoint + optional delora-diffusion adapter.
+
+The adapter goes on ``pipe.unet`` with its configuration read from the file, so no method flag is
+needed. The base weights run in the requested dtype while adapter tensors stay fp32 (the adapter
+layers cast at their boundary), so fp16 generation does not round the learned update away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..adapters import AdapterFile, adapter_layers, detach, load_adapter, merge as merge_adapter, set_scale
+from .schedulers import DEFAULT_SCHEDULER, set_scheduler
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+class PipelineLoadError(OSError):
+    """The base pipeline could not be loaded from the given path or hub id."""
+
+
+@dataclass(frozen=True)
+class LoadedAdapter:
+    """What was put on the UNet: the file, its content hash (identifies it when the file moves), and settings."""
+
+    path: str
+    sha256: str
+    method: str
+    base_model: str | None  # as recorded in the file at training time
+    scale: float
+    merged: bool
+    file: AdapterFile
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None) is CUDA when available, else CPU; anything else must be a usable torch device."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``auto`` (or None) is float16 on CUDA and float32 elsewhere (half precision is slow or absent on CPU)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _dtype_keyword() -> str:
+    """Recent diffusers renamed ``torch_dtype`` to ``dtype`` (warning on the old name); older ones know only ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  present since the rename
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool = False,
+                  base_model: str | None = None) -> LoadedAdapter:
+    """Load the adapter file onto ``pipe.unet`` (replacing any adapter already there).
+
+    ``scale`` s ≥ 0 makes every adapted layer act as W + s·(W' − W); ``merge`` folds the update into the
+    weights (faster sampling, same images up to rounding). ``base_model`` is only compared with the one
+    recorded in the file to warn about a likely mix-up; layer shapes are what is actually checked.
+    Raises ``AdapterFileError`` naming the file when it is missing, not ours, or does not fit the UNet.
+    """
+    if adapter_layers(pipe.unet):
+        detach(pipe.unet)
+    loaded = load_adapter(pipe.unet, path)
+    recorded = loaded.metadata.get("base_model")
+    if base_model and recorded and str(recorded) != str(base_model):
+        logger.warning("note: adapter %s was trained on %r, generating with %r", path, recorded, base_model)
+    if scale != 1.0:
+        set_scale(pipe.unet, scale)
+    if merge:
+        merge_adapter(pipe.unet)
+    return LoadedAdapter(path=str(path), sha256=file_sha256(path), method=loaded.config.method,
+                         base_model=recorded, scale=float(scale), merged=merge, file=loaded)
+
+
+def remove_adapter(pipe) -> None:
+    """Give ``pipe.unet`` its base weights back (unmerging first when merged)."""
+    detach(pipe.unet)
+
+
+def load_pipeline(
+    pretrained_model_name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    variant: str | None = None,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device | None = "auto",
+    adapter: str | os.PathLike | None = None,
+    scale: float = 1.0,
+    merge: bool = False,
+    scheduler: str = DEFAULT_SCHEDULER,
+    safety_checker: bool = True,
+    unet=None,
+):
+    """A ``StableDiffusionPipeline`` on ``device`` in ``dtype``, with ``scheduler`` and an optional adapter.
+
+    ``pretrained_model_name_or_path`` is a diffusers pipeline folder or hub id (``revision``/``variant``
+    as in ``from_pretrained``). ``unet`` replaces the checkpoint's UNet (e.g. the one being trained; it is
+    used as given, not cast). ``safety_checker=False`` drops the checker (it blacks out flagged images,
+    which biases image metrics). The pipeline's own per-step progress bar is turned off.
+    Raises ``PipelineLoadError`` when the checkpoint cannot be loaded.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    kwargs = {}
+    if unet is not None:
+        kwargs["unet"] = unet
+    if not safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    name = str(pretrained_model_name_or_path)
+    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped local folder.
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local and not Path(name).expanduser().exists():
+        raise PipelineLoadError(f"base model folder {name} does not exist")
+    kwargs[_dtype_keyword()] = torch_dtype
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(name, revision=revision, variant=variant, **kwargs)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PipelineLoadError(
+            f"could not load a Stable Diffusion pipeline from {name!r} (a diffusers pipeline folder with "
+            f"model_index.json, or a hub id reachable from here): {exc}"
+        ) from exc
+    set_scheduler(pipe, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(torch_device)
+    if adapter is not None:
+        apply_adapter(pipe, adapter, scale=scale, merge=merge, base_model=name)
+    elif scale != 1.0 or merge:
+        raise ValueError("scale and merge act on an adapter; pass adapter=... as well")
+    return pipe
