@@ -175,6 +175,6 @@ def test_class_images_are_generated_seeded_and_resumable(tmp_path, tiny_sd):
     for name, mtime in before.items():
         assert (folder / name).stat().st_mtime_ns == mtime
     regenerated = np.asarray(Image.open(folder / "class-00001.png")).astype(int)
-    assert np.abs(regenerated - first["class-00001.png"]).max() <= 1  # same seed, same image
+    assert np.array_equal(regenerated, first["class-00001.png"])  # its own seed: batch-independent
     assert generate_class_images(pipeline, folder, wanted=5, **kw) == []
     assert len(list_images(folder)) == 5 and not list(folder.glob(".*"))

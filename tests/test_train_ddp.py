@@ -58,4 +58,4 @@ def test_two_processes_end_with_identical_adapters_and_only_rank_0_writes(tmp_pa
     assert not list(checkpoint.glob("random_states_1*"))
     assert sorted(p.name for p in classes.iterdir()) == ["class-00000.png", "class-00001.png", "class-00002.png"]
     assert [p.name for p in (out / "validation").iterdir()] == ["step-000003.png"]
-    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from ..fileio import atomic_path
 
 DEMO_TOKEN, DEMO_CLASS_NOUN = "sks", "toy"
 SIZE = 128
@@ -104,9 +105,8 @@ def write_views(out: str | Path, size: int = SIZE) -> list[Path]:
     paths = []
     for k, image in enumerate(render_views(size)):
         path = out / f"robot-{k}.png"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        image.save(tmp, format="PNG", optimize=True)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG", optimize=True)
         paths.append(path)
     return paths
 

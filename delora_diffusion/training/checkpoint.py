@@ -16,6 +16,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ..fileio import atomic_write_text
+
 CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "trainer_state.json"
@@ -59,14 +61,7 @@ def read_trainer_state(checkpoint: str | Path) -> dict:
 
 
 def write_json_atomic(data: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def register_adapter_state_hooks(accelerator, save_adapter: Callable[[Path], None],

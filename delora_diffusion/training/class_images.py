@@ -1,23 +1,28 @@
 """Class images for DreamBooth's prior preservation, generated with the base model when missing.
 
-Generated image k is ``class-{k:05d}.png`` and always comes from the seed (seed, k), so an
-interrupted generation resumes where it stopped, images already in the folder (the user's or an
-earlier run's) are kept, and a resumed folder equals one generated in one go. Each file is written
-to a temporary name and renamed, so a crash never leaves a half-written image that counts.
+Generated image k is ``class-{k:05d}.png`` and always comes from its own seed (seed, k) through
+inference's per-image seeded sampling, so an interrupted generation resumes where it stopped,
+images already in the folder (the user's or an earlier run's) are kept, and a resumed folder holds
+the images one uninterrupted run would have made. Each file is written atomically, so a crash never
+leaves a half-written image that counts.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from ..data.dreambooth import list_images
+from ..fileio import atomic_path
+from ..inference.sampling import sample_images
 from .determinism import derive_seed
 
 GENERATED_NAME = "class-{index:05d}.png"
+
+
+def class_image_seed(seed: int, index: int) -> int:
+    return derive_seed(seed, 3, index) % 2**32
 
 
 def missing_indices(folder: Path, wanted: int) -> list[int]:
@@ -33,12 +38,8 @@ def missing_indices(folder: Path, wanted: int) -> list[int]:
 
 
 def save_png_atomic(image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def generate_class_images(pipeline, folder: str | Path, prompt: str, wanted: int, seed: int,
@@ -52,13 +53,11 @@ def generate_class_images(pipeline, folder: str | Path, prompt: str, wanted: int
     written: list[Path] = []
     if not indices:
         return written
-    device = pipeline.unet.device
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     for batch in tqdm(batches, desc="class images", unit="batch", disable=not show_progress):
-        generators = [torch.Generator(device=device).manual_seed(derive_seed(seed, 3, k)) for k in batch]
-        with torch.no_grad():
-            images = pipeline([prompt] * len(batch), generator=generators, num_inference_steps=num_inference_steps,
-                              guidance_scale=guidance_scale, height=resolution, width=resolution).images
+        images = sample_images(pipeline, [prompt] * len(batch), [class_image_seed(seed, k) for k in batch],
+                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                               height=resolution, width=resolution).images
         for k, image in zip(batch, images):
             path = folder / GENERATED_NAME.format(index=k)
             save_png_atomic(image, path)

@@ -69,20 +69,23 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
 
 
 def sampling_pipeline(components: Components, unet: torch.nn.Module | None = None):
-    """A ``StableDiffusionPipeline`` over the given modules with DPM-Solver++ (no copy, no recast)."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    """A ``StableDiffusionPipeline`` over the in-memory modules (no reload, no copy, no recast) with
+    the inference default solver, so its images match ``generate.py``'s for the same seeds."""
+    from diffusers import StableDiffusionPipeline
+
+    from ..inference.schedulers import DEFAULT_SCHEDULER, set_scheduler
 
     pipeline = StableDiffusionPipeline(
         vae=components.vae,
         text_encoder=components.text_encoder,
         tokenizer=components.tokenizer,
         unet=unet if unet is not None else components.unet,
-        scheduler=DPMSolverMultistepScheduler.from_config(components.noise_scheduler.config,
-                                                          algorithm_type="dpmsolver++"),
+        scheduler=components.noise_scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    set_scheduler(pipeline, DEFAULT_SCHEDULER)  # a new scheduler object: the training one is untouched
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

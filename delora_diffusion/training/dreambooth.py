@@ -16,16 +16,21 @@ import torch
 
 from ..adapters import AdapterConfigError, AdapterFileError
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
+from ..inference.sampling import sample_images
 from .args import ConfigFileError, apply_method_defaults, check_common_args, dreambooth_parser, parse_args
 from .checkpoint import CheckpointError
 from .class_images import generate_class_images
 from .components import encode_prompts, sampling_pipeline
-from .determinism import derive_seed
 from .latents import batch_latents, cache_posteriors
 from .loop import NonFiniteLossError, TrainResult, train
 from .task import RunContext, TrainingTask
 
 PROG = "train_dreambooth.py"
+
+
+def validation_seeds(args: argparse.Namespace) -> list[int]:
+    """Image j of every validation prompt uses seed ``--seed`` + j, as ``generate.py --seed`` does."""
+    return [args.seed + j for j in range(args.num_validation_images)]
 
 
 class DreamBoothTask(TrainingTask):
@@ -112,14 +117,13 @@ class DreamBoothTask(TrainingTask):
     def validation_images(self, run: RunContext, unet, step: int):
         args = self.args
         pipeline = sampling_pipeline(run.components, unet)
+        seeds = validation_seeds(args)
         rows = []
         for prompt in args.validation_prompt or []:
-            generators = [torch.Generator(device=run.device).manual_seed(derive_seed(args.seed, 4, j))
-                          for j in range(args.num_validation_images)]
-            images = pipeline([prompt] * args.num_validation_images, generator=generators,
-                              num_inference_steps=args.validation_inference_steps,
-                              guidance_scale=args.validation_guidance_scale,
-                              height=args.resolution, width=args.resolution).images
+            images = sample_images(pipeline, [prompt] * len(seeds), seeds,
+                                   num_inference_steps=args.validation_inference_steps,
+                                   guidance_scale=args.validation_guidance_scale,
+                                   height=args.resolution, width=args.resolution).images
             rows.append((prompt, images))
         return rows
 

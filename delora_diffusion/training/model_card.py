@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 from pathlib import Path
+
+from ..fileio import atomic_write_text
 
 
 def _method_summary(args: argparse.Namespace) -> str:
@@ -72,10 +73,5 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     lines += ["", "All settings: `training_args.json`. Learning curves: "
               f"`tensorboard --logdir {Path(args.output_dir, args.logging_dir).as_posix()}`.", ""]
     path = output_dir / "README.md"
-    tmp = path.with_name(f".README.md.tmp-{os.getpid()}")
-    try:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, "\n".join(lines))
     return path
