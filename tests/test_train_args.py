@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+
 from delora_diffusion.training.args import PAPER_LEARNING_RATES, apply_method_defaults, dreambooth_parser, parse_args
 from delora_diffusion.training.dreambooth import build_args, main
 
@@ -110,3 +112,20 @@ def test_class_data_dir_defaults_under_output_dir():
     args, _ = build_args(["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt",
                           "p", "--with_prior_preservation", "--class_prompt", "c", "--output_dir", "out"])
     assert args.class_data_dir.replace("\\", "/") == "out/class_images"
+
+
+RECIPES = {"delora": (2e-2, 16, None), "lora": (6e-4, 16, 32), "dora": (6e-4, 16, 32), "ether": (6e-3, None, None),
+           "etherplus": (6e-3, None, None)}
+
+
+def test_recipe_configs_hold_the_papers_hyperparameters():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for method, (lr, rank, alpha) in RECIPES.items():
+        args, filled = build_args(["--config", str(configs / f"dreambooth_sd15_{method}.yaml"), "--instance_data_dir",
+                                   "d", "--instance_prompt", "a photo of sks dog", "--class_prompt", "a photo of dog"])
+        assert (args.adapter, args.learning_rate, args.max_train_steps, args.num_class_images) == (method, lr, 1400, 200)
+        assert args.pretrained_model_name_or_path == "runwayml/stable-diffusion-v1-5" and args.with_prior_preservation
+        assert rank is None or args.rank == rank
+        assert args.lora_alpha == alpha
+        assert (args.lambda_learning_rate == 1e-3) == (method == "delora")
+        assert not any("learning_rate" in line for line in filled)  # every rate comes from the file

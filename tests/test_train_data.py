@@ -178,3 +178,13 @@ def test_class_images_are_generated_seeded_and_resumable(tmp_path, tiny_sd):
     assert np.array_equal(regenerated, first["class-00001.png"])  # its own seed: batch-independent
     assert generate_class_images(pipeline, folder, wanted=5, **kw) == []
     assert len(list_images(folder)) == 5 and not list(folder.glob(".*"))
+
+
+def test_real_dreambooth_subject_loads_and_caches(dreambooth_dataset):
+    """The dataset's photos (large JPEGs, some with EXIF orientation) load, and being square they can be
+    cached even with random crops."""
+    images = ImageSet.load(dreambooth_dataset / "dog", "a photo of sks dog", 64, "instance_data_dir")
+    assert len(images) >= 4 and all(size == (64, 64) for size in images.sizes)
+    dataset = DreamBoothDataset(images, None, 64, center_crop=False, random_flip=False, seed=0)
+    assert dataset.fresh_encode_reason() is None
+    assert dataset[0][INSTANCE]["pixel_values"].shape == (3, 64, 64)

@@ -29,6 +29,10 @@ class ConfigFileError(ValueError):
     """A YAML config file that cannot be used; the message names the file and the key."""
 
 
+class UsageError(ValueError):
+    """A flag value found unusable once the run starts (e.g. a tracker that is not installed)."""
+
+
 def add_bool_flag(group, name: str, help: str, default: bool | None = False) -> None:
     """``--name`` turns the option on, ``--no_name`` off (to override a config file)."""
     group.add_argument(f"--{name}", dest=name, action="store_true", default=default, help=help)
@@ -287,3 +291,8 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--snr_gamma must be > 0, got {args.snr_gamma}")
     if args.learning_rate is not None and args.learning_rate <= 0:
         parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
+    from accelerate.utils import LoggerType
+
+    trackers = ["none", *(t.value for t in LoggerType)]
+    if args.report_to not in trackers:
+        parser.error(f"--report_to must be one of {', '.join(trackers)}, got {args.report_to!r}")

@@ -17,7 +17,7 @@ import torch
 from ..adapters import AdapterConfigError, AdapterFileError
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..inference.sampling import sample_images
-from .args import ConfigFileError, apply_method_defaults, check_common_args, dreambooth_parser, parse_args
+from .args import ConfigFileError, UsageError, apply_method_defaults, check_common_args, dreambooth_parser, parse_args
 from .checkpoint import CheckpointError
 from .class_images import generate_class_images
 from .components import encode_prompts, sampling_pipeline
@@ -176,6 +176,13 @@ def print_summary(result: TrainResult, args: argparse.Namespace) -> None:
                ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None),
                ("class images", args.class_data_dir if args.with_prior_preservation else None)]
     lines += [f"  {name:<13}{value}" for name, value in entries if value]
+    if result.adapter_path is not None:
+        subject = Path(args.instance_data_dir).name or "subject"
+        noun = args.class_prompt.split()[-1] if args.class_prompt else "<class noun>"
+        lines.append(f"  {'generate':<13}python generate.py --pretrained_model_name_or_path "
+                     f"{args.pretrained_model_name_or_path} --adapter {result.adapter_path} --subject {subject} "
+                     f"--class_noun {noun} --height {args.resolution} --width {args.resolution} "
+                     f"--output_dir {result.output_dir / 'samples'}")
     print("\n".join(lines), flush=True)
 
 
@@ -194,11 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     args, filled = build_args(argv)
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
-    for line in filled:
-        logging.getLogger("delora_diffusion.training").info("default %s", line)
     try:
-        result = train(args, DreamBoothTask(args), command=[PROG, *argv])
-    except (ImageDataError, CheckpointError, ConfigFileError, AdapterConfigError, AdapterFileError, OSError) as exc:
+        result = train(args, DreamBoothTask(args), command=[PROG, *argv], notes=[f"default {f}" for f in filled])
+    except (ImageDataError, CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError,
+            OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

@@ -12,6 +12,7 @@ last good checkpoint.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.logging import get_logger
 from torch.utils.data import DataLoader
 
 from ..adapters import (
@@ -33,6 +33,7 @@ from ..adapters import (
     save_adapter,
     trainable_parameter_count,
 )
+from .args import UsageError
 from .checkpoint import (
     CheckpointError,
     read_trainer_state,
@@ -48,7 +49,7 @@ from .metrics import adapter_fingerprint, lambda_stats, weight_distance_logs
 from .model_card import write_model_card
 from .task import RunContext, TrainingTask
 
-logger = get_logger("delora_diffusion.training")
+logger = logging.getLogger("delora_diffusion.training")
 
 REGEX_CHARACTERS = set("*()[]|^$\\+?")
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
@@ -107,10 +108,12 @@ def _log_images(accelerator, rows: list[tuple[str, list]], step: int) -> None:
                 tracker.log_images({tag: images}, step)
 
 
-def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | None = None) -> TrainResult:
+def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | None = None,
+          notes: list[str] | None = None) -> TrainResult:
     """Train an adapter on the UNet of ``args.pretrained_model_name_or_path`` with ``task``'s data.
 
-    ``args`` is a parsed ``training.args`` namespace with method defaults applied. Returns where
+    ``args`` is a parsed ``training.args`` namespace with method defaults applied; ``command`` (argv)
+    and ``notes`` (e.g. which defaults were filled) go to the log and the model card. Returns where
     everything was written. Raises ``NonFiniteLossError`` if the loss or gradients become NaN/inf.
     """
     from accelerate import Accelerator
@@ -128,6 +131,12 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir)),
     )
     main = accelerator.is_main_process
+
+    def info(message: str, *values) -> None:  # once, from the main process
+        if main:
+            logger.info(message, *values)
+    if args.report_to not in (None, "none", "all") and not accelerator.log_with:
+        raise UsageError(f"--report_to {args.report_to}: that tracker is not installed (pip install {args.report_to})")
     if not main:
         import diffusers
         import transformers
@@ -136,11 +145,13 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    result = TrainResult(output_dir=output_dir, global_step=0, mixed_precision=accelerator.mixed_precision)
+    result = TrainResult(output_dir=output_dir, global_step=0, mixed_precision=accelerator.mixed_precision,
+                         notes=list(notes or []))
 
+    task.check_inputs(args)
     resume_from = resolve_resume(args.resume_from_checkpoint, output_dir)
     if args.resume_from_checkpoint == "latest" and resume_from is None:
-        logger.info("no checkpoint in %s: starting a new run", output_dir)
+        info("no checkpoint in %s: starting a new run", output_dir)
 
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +159,6 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
                            "num_processes": accelerator.num_processes,
                            "mixed_precision": accelerator.mixed_precision},
                           output_dir / "training_args.json")
-    task.check_inputs(args)
     with accelerator.main_process_first():
         ensure_base_model(args.pretrained_model_name_or_path)
     components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant)
@@ -247,14 +257,14 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
         saved = read_trainer_state(resume_from)
         changed = [f"{k} {saved.get(k)} -> {data_order[k]}" for k in DATA_ORDER_KEYS if saved.get(k) != data_order[k]]
         if changed:
-            logger.warning("resuming with other data-order settings (%s): batches will not replay the "
+            info("warning: resuming with other data-order settings (%s): batches will not replay the "
                            "interrupted run exactly", ", ".join(changed))
         accelerator.load_state(str(resume_from))
         _apply_schedule(lr_scheduler)
         global_step = int(saved["global_step"])
         first_epoch = global_step // steps_per_epoch
         skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-        logger.info("resumed from %s at step %d (epoch %d, skipping %d batches)", resume_from, global_step,
+        info("resumed from %s at step %d (epoch %d, skipping %d batches)", resume_from, global_step,
                     first_epoch, skip_batches)
     state["global_step"] = global_step
 
@@ -263,13 +273,13 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
     result.logging_dir = logging_dir if accelerator.log_with else None
 
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    logger.info("training %s (%s trainable parameters in %d layers) for %d steps: %d examples, %d per step "
+    info("training %s (%s trainable parameters in %d layers) for %d steps: %d examples, %d per step "
                 "(%d per device × %d processes × %d accumulation), %d epochs",
                 config.method, f"{trainable_parameter_count(accelerator.unwrap_model(unet)):,}", len(layers),
                 max_train_steps, len(dataset), total_batch, args.train_batch_size, accelerator.num_processes,
                 args.gradient_accumulation_steps, num_epochs)
     for line in run.notes:
-        logger.info(line)
+        info(line)
 
     def checkpoint(step: int) -> None:
         if main:
@@ -277,7 +287,7 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
                                                                      "base_model": args.pretrained_model_name_or_path},
                                    args.checkpoints_total_limit)
             result.checkpoints.append(path)
-            logger.info("saved %s", path)
+            info("saved %s", path)
 
     def validate(step: int) -> None:
         if not (main and args.validation_prompt):
@@ -297,7 +307,7 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
         save_png_atomic(grid, path)
         result.validation_grids.append(path)
         _log_images(accelerator, rows, step)
-        logger.info("validation grid: %s", path)
+        info("validation grid: %s", path)
 
     noise_scheduler = components.noise_scheduler
     prediction_type = noise_scheduler.config.prediction_type
@@ -394,8 +404,7 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
         raise NonFiniteLossError(stop_message)
 
     result.adapter_fingerprint = adapter_fingerprint(accelerator.unwrap_model(unet))
-    logger.info("process %d: adapter fingerprint %s", accelerator.process_index, result.adapter_fingerprint,
-                main_process_only=False)
+    logger.info("process %d: adapter fingerprint %s", accelerator.process_index, result.adapter_fingerprint)
     if main:
         result.adapter_path = output_dir / "adapter.safetensors"
         write_adapter(result.adapter_path)
