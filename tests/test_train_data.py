@@ -100,6 +100,8 @@ def test_cli_stops_on_corrupt_image_and_empty_folder(tmp_path, tiny_sd, capsys):
     (tmp_path / "empty").mkdir()
     assert main(_cli(tmp_path, tiny_sd, tmp_path / "empty")) == 2
     assert "contains no images" in capsys.readouterr().err
+    assert main(_cli(tmp_path, tmp_path / "no_model", REPO / "subjects" / "demo")) == 2
+    assert f"base model folder {tmp_path / 'no_model'} does not exist" in capsys.readouterr().err
 
 
 def _dataset(tmp_path, *, center_crop=False, random_flip=False, sizes=((48, 32), (32, 32), (32, 40))):

@@ -55,6 +55,10 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
             raise OSError(f"could not load the {what} of {name_or_path!r} (expected a diffusers Stable Diffusion "
                           f"pipeline folder or hub id): {exc}") from exc
 
+    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped local folder.
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local and not Path(name_or_path).expanduser().exists():
+        raise OSError(f"base model folder {name_or_path} does not exist")
     kw = dict(revision=revision)
     return Components(
         base_model=name_or_path,

@@ -1,4 +1,4 @@
-"""Adapter quantities logged during training: DeLoRA's strengths λ and the weight distance.
+"""What the trainer logs: DeLoRA's strengths λ, the weight distance, and how trackers receive them.
 
 ‖W_ft − W_0‖_F per layer (``adapters.weight_distances``, from the low-rank factors) is the curve the
 DeLoRA paper uses to show robustness to learning rate and training length.
@@ -42,3 +42,26 @@ def adapter_fingerprint(unet: nn.Module) -> str:
             digest.update(f"{name}.{key}".encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def tracker_config(values: dict) -> dict:
+    """Hyper-parameters as trackers accept them (scalars and strings only)."""
+    config = {}
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            value = " | ".join(map(str, value))
+        config[key] = "none" if value is None else value
+    return config
+
+
+def log_images(accelerator, rows: list[tuple[str, list]], step: int) -> None:
+    """Validation images to every tracker: one tag per row (its caption), N×H×W×C for TensorBoard."""
+    import numpy as np
+
+    for tracker in accelerator.trackers:
+        for index, (caption, images) in enumerate(rows):
+            tag = f"validation/{index}: {caption}"
+            if tracker.name == "tensorboard":
+                tracker.log_images({tag: np.stack([np.asarray(im) for im in images])}, step, dataformats="NHWC")
+            else:
+                tracker.log_images({tag: images}, step)

@@ -1,0 +1,36 @@
+"""The denoising objective: noise clean latents at random timesteps and score the UNet's prediction."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: dict, generator: torch.Generator,
+                   snr_gamma: float | None = None) -> torch.Tensor:
+    """Per-example MSE (B,) between the UNet's prediction and its target (noise or velocity).
+
+    ``latents`` (B, C, h, w) are clean, scaled VAE latents; noise and timesteps come from
+    ``generator`` only. With ``snr_gamma`` each example is weighted by min(SNR, γ)/SNR (ε-prediction)
+    or min(SNR, γ)/(SNR + 1) (v-prediction), the Min-SNR strategy (Hang et al., ICCV 2023).
+    """
+    from diffusers.training_utils import compute_snr
+
+    config = noise_scheduler.config
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    timesteps = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=generator,
+                              device=latents.device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if config.prediction_type == "epsilon":
+        target = noise
+    elif config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"unsupported prediction_type {config.prediction_type!r} in the model's scheduler")
+    prediction = unet(noisy, timesteps, **conditioning, return_dict=False)[0]
+    per_example = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma is not None:
+        snr = compute_snr(noise_scheduler, timesteps)
+        denominator = snr + 1 if config.prediction_type == "v_prediction" else snr
+        per_example = per_example * torch.clamp(snr, max=snr_gamma) / denominator
+    return per_example

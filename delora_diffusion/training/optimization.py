@@ -1,0 +1,52 @@
+"""AdamW over the adapter's parameter groups and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from ..adapters import param_groups
+
+
+def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: dict[str, nn.Module],
+                    num_processes: int) -> torch.optim.AdamW:
+    """Groups ``adapter`` (``--learning_rate``, ``--adam_weight_decay``), ``lambda`` (DeLoRA: its own
+    rate and decay) and one per extra module (the adapter's rate); ``--scale_lr`` scales every rate by
+    accumulation × batch × processes."""
+    factor = args.gradient_accumulation_steps * args.train_batch_size * num_processes if args.scale_lr else 1
+    learning_rate = args.learning_rate * factor
+    lambda_lr = None if args.lambda_learning_rate is None else args.lambda_learning_rate * factor
+    groups = param_groups(unet, lr=learning_rate, weight_decay=args.adam_weight_decay, lambda_lr=lambda_lr,
+                          lambda_weight_decay=args.lambda_weight_decay)
+    for name, module in extra_modules.items():
+        groups.append({"name": name, "params": [p for p in module.parameters() if p.requires_grad],
+                       "lr": learning_rate, "weight_decay": args.adam_weight_decay})
+    return torch.optim.AdamW(groups, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+
+
+def build_lr_scheduler(args: argparse.Namespace, optimizer, max_train_steps: int, num_processes: int):
+    """diffusers' named schedule; steps are counted per process because accelerate steps a prepared
+    scheduler once per process for every optimizer step."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(args.lr_scheduler, optimizer=optimizer,
+                         num_warmup_steps=args.lr_warmup_steps * num_processes,
+                         num_training_steps=max_train_steps * num_processes,
+                         num_cycles=args.lr_num_cycles, power=args.lr_power)
+
+
+def restore_schedule(lr_scheduler) -> None:
+    """Set each group's learning rate from this run's schedule at the restored step.
+
+    The optimizer state holds the rate of the interrupted run's last step; recomputing it makes a
+    resume with another --max_train_steps follow the new schedule from the first step.
+    """
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if lambdas is None:
+        return
+    for group, base_lr, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas):
+        group["lr"] = base_lr * fn(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
