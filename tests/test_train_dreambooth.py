@@ -204,14 +204,20 @@ class DtypeProbe(DreamBoothTask):
         return super().validation_images(run_context, unet, step)
 
 
-def test_bf16_keeps_adapter_weights_fp32_through_validation(tmp_path, tiny_sd, class_dir, fresh_accelerate):
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_keeps_adapter_weights_fp32_through_validation(precision, dtype, tmp_path, tiny_sd,
+                                                                       fresh_accelerate):
+    # On a CPU accelerate autocasts bf16 but not fp16 (and has no grad scaler): fp16 checks that the UNet
+    # inputs are cast to the frozen weights' dtype.
     DtypeProbe.seen = []
-    result = run(flags(tmp_path / "out", tiny_sd, class_dir, mixed_precision="bf16", max_train_steps=2,
-                       validation_prompt=VALIDATION_PROMPT, validation_steps=1, checkpointing_steps=0),
+    result = run(flags(tmp_path / "out", tiny_sd, tmp_path / "classes", mixed_precision=precision, max_train_steps=2,
+                       num_class_images=2, class_inference_steps=2, validation_prompt=VALIDATION_PROMPT,
+                       validation_steps=1, checkpointing_steps=0),
                  task_class=DtypeProbe)
-    assert result.mixed_precision == "bf16" and result.global_step == 2
+    assert len(list((tmp_path / "classes").glob("class-*.png"))) == 2  # generated in this precision too
+    assert result.mixed_precision == precision and result.global_step == 2
     assert all(math.isfinite(h["loss"]) for h in result.history)
-    assert DtypeProbe.seen == [({torch.float32}, {torch.bfloat16})] * 2  # after step 1 and at the end
+    assert DtypeProbe.seen == [({torch.float32}, {dtype})] * 2  # after step 1 and at the end
     assert len(result.validation_grids) == 2
 
 

@@ -68,7 +68,10 @@ class DreamBoothTask(TrainingTask):
         args, components = self.args, run.components
         components.unet.to(run.device)
         pipeline = sampling_pipeline(components)
-        with run.accelerator.autocast():
+        # The UNet is still fp32 here (the adapter is attached to full-precision weights), the text
+        # encoder and VAE already in the mixed-precision dtype: autocast reconciles them.
+        half = run.weight_dtype != torch.float32
+        with torch.autocast(device_type=run.device.type, dtype=run.weight_dtype, enabled=half):
             written = generate_class_images(
                 pipeline, args.class_data_dir, args.class_prompt, args.num_class_images, args.seed,
                 batch_size=args.sample_batch_size, num_inference_steps=args.class_inference_steps,

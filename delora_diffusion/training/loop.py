@@ -284,7 +284,7 @@ class _Run:
                 with accelerator.accumulate(self.unet, *self.extras.values()):
                     latents, conditioning = self.task.model_inputs(batch, self.context, generator)
                     per_example = diffusion_loss(self.unet, self.components.noise_scheduler, latents, conditioning,
-                                                 generator, args.snr_gamma)
+                                                 generator, args.snr_gamma, self.weight_dtype)
                     loss, parts = self.task.reduce_loss(per_example, batch)
                     for key, value in {"loss": loss, **parts}.items():
                         accumulated[key] = (accumulated.get(key, 0.0)

@@ -7,11 +7,12 @@ import torch.nn.functional as F
 
 
 def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: dict, generator: torch.Generator,
-                   snr_gamma: float | None = None) -> torch.Tensor:
+                   snr_gamma: float | None = None, input_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Per-example MSE (B,) between the UNet's prediction and its target (noise or velocity).
 
     ``latents`` (B, C, h, w) are clean, scaled VAE latents; noise and timesteps come from
-    ``generator`` only. With ``snr_gamma`` each example is weighted by min(SNR, γ)/SNR (ε-prediction)
+    ``generator`` only. ``input_dtype`` (the frozen UNet's dtype under mixed precision) is what the
+    UNet receives, so it also runs where no autocast covers the mismatch; the loss is fp32. With ``snr_gamma`` each example is weighted by min(SNR, γ)/SNR (ε-prediction)
     or min(SNR, γ)/(SNR + 1) (v-prediction), the Min-SNR strategy (Hang et al., ICCV 2023).
     """
     from diffusers.training_utils import compute_snr
@@ -27,6 +28,10 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: d
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         raise ValueError(f"unsupported prediction_type {config.prediction_type!r} in the model's scheduler")
+    if input_dtype is not None:
+        noisy = noisy.to(input_dtype)
+        conditioning = {key: value.to(input_dtype) if torch.is_tensor(value) and value.is_floating_point() else value
+                        for key, value in conditioning.items()}
     prediction = unet(noisy, timesteps, **conditioning, return_dict=False)[0]
     per_example = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if snr_gamma is not None:
