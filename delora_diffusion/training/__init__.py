@@ -1,0 +1,5 @@
+"""Adapter training on accelerate: one loop (``loop.py``), trainers as plug-ins (``task.py``).
+
+``dreambooth.py`` is the DreamBooth plug-in and the ``train_dreambooth.py`` CLI; flags and YAML configs
+are in ``args.py``; checkpoints and exact resume in ``checkpoint.py`` and ``determinism.py``.
+"""
