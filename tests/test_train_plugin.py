@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from delora_diffusion.adapters import read_adapter
 from delora_diffusion.training.args import (
     add_adapter_args,
+    add_config_arg,
     add_model_args,
     add_optimization_args,
     add_run_args,
@@ -74,8 +75,7 @@ class MapTask(TrainingTask):
 
 def parse(argv):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config")
-    for add in (add_model_args, add_adapter_args, add_optimization_args, add_run_args):
+    for add in (add_config_arg, add_model_args, add_adapter_args, add_optimization_args, add_run_args):
         add(parser)
     args = parser.parse_args(argv)
     apply_method_defaults(args)
