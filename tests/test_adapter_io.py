@@ -117,3 +117,15 @@ def test_foreign_safetensors_file(tmp_path):
     save_file({"x": torch.zeros(1)}, str(future), metadata={"delora_diffusion": json.dumps({"format_version": 99})})
     with pytest.raises(AdapterFileError, match="upgrade"):
         read_adapter(future)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from delora_diffusion.fileio import atomic_write_text
+
+    atomic_write_text(tmp_path / "x.json", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~umask

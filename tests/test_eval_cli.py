@@ -89,7 +89,7 @@ def test_yaml_config_supplies_flags(run_folders, tiny_dino, tiny_clip, capsys):
     config.write_text(
         f"real_dir: {run_folders / 'real'}\ngenerated_dir: {run_folders / 'gen'}\n"
         f"class_nouns: {run_folders / 'real' / 'classes.csv'}\n"
-        f"dino_model: {tiny_dino}\nclip_model: {tiny_clip}\nsubjects: [dog]\nbatch_size: 3\nno_cache: true\n"
+        f"dino_model: {tiny_dino}\nclip_model: {tiny_clip}\nsubjects: dog\nbatch_size: 3\nno_cache: true\n"
         f"no_progress: true\nout: {out}\n"
     )
     assert main(["dreambooth", "--config", str(config), "--name", "cli-wins"]) == 0

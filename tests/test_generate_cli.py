@@ -78,6 +78,17 @@ def test_dreambooth_prompt_set_layout_and_metadata(tiny_sd, adapter_file, tmp_pa
     assert not list(out.rglob(".*tmp*")), "no temporary files left behind"
 
 
+def test_yaml_config_supplies_flags_and_flags_win(tiny_sd, prompt_file, tmp_path, capsys):
+    config = tmp_path / "gen.yaml"
+    config.write_text(f"pretrained_model_name_or_path: {tiny_sd}\nsubject: vase\nclass_noun: vase\n"
+                      f"prompt_file: {prompt_file}\nnum_images_per_prompt: 3\noutput_dir: {tmp_path / 'yaml'}\n")
+    assert run("--config", config, "--num_images_per_prompt", 1, *FAST) == 0
+    assert len(metadata(tmp_path / "yaml" / "vase")) == 2  # 2 prompts × 1 image: the flag beat the file
+    config.write_text("num_images_per_promt: 3\n")
+    assert run("--config", config) == 2
+    assert "unknown key 'num_images_per_promt' (did you mean 'num_images_per_prompt'?)" in capsys.readouterr().err
+
+
 def test_resume_skips_existing_and_guards_settings(tiny_sd, prompt_file, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--pretrained_model_name_or_path", tiny_sd, "--subject", "dog", "--class_noun", "dog", "--output_dir", out,

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..configfile import add_config_arg, parse_args
 from .errors import EvaluationInputError
 from .folders import CLIP_T_PROMPTS
 from .protocols import DEFAULT_PROTOCOL, PROTOCOLS
@@ -47,8 +48,7 @@ def _add_dreambooth_parser(subparsers) -> argparse.ArgumentParser:
         description="Score GEN/<subject>/<prompt_index>/<seed>.png against REAL/<subject>/*.jpg with DINO, CLIP-I "
                     "and CLIP-T; print a markdown table and write JSON + CSV.",
     )
-    parser.add_argument("--config", type=Path, help="YAML file whose keys are these flags' names (flags given on the "
-                        "command line win)")
+    add_config_arg(parser)
     parser.add_argument("--real_dir", type=Path, help="DreamBooth dataset layout: REAL/<subject>/*.jpg "
                         "(+ prompts_and_classes.txt)")
     parser.add_argument("--generated_dir", type=Path, help="generated images: GEN/<subject>/<NN>/<seed>.png "
@@ -94,33 +94,6 @@ def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--allow_mixed", action="store_true",
                         help="compare runs scored with different protocols or backbones")
     return parser
-
-
-def _apply_config(parser: argparse.ArgumentParser, path: Path) -> None:
-    """Make the YAML file's values the parser's defaults, so command-line flags still override them."""
-    import yaml
-
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        parser.error(f"--config {path}: cannot read YAML ({exc})")
-    if not isinstance(values, dict):
-        parser.error(f"--config {path}: expected a mapping of flag names to values")
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
-    for key, value in values.items():
-        if key not in actions:
-            parser.error(f"--config {path}: unknown key {key!r} (known: {', '.join(sorted(actions))})")
-        action = actions[key]
-        if action.choices is not None and value not in action.choices:
-            parser.error(f"--config {path}: {key} must be one of {sorted(action.choices)}, got {value!r}")
-        if isinstance(value, list) and key == "subjects":
-            value = ",".join(map(str, value))
-        if action.type is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            try:
-                value = action.type(str(value))
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                parser.error(f"--config {path}: {key}: {exc}")
-        parser.set_defaults(**{key: value})
 
 
 def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -181,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parsers = {"dreambooth": _add_dreambooth_parser(subparsers), "compare": _add_compare_parser(subparsers)}
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "dreambooth":
-        known, _ = parsers["dreambooth"].parse_known_args(argv[1:])
-        if known.config is not None:
-            _apply_config(parsers["dreambooth"], known.config)
-    args = parser.parse_args(argv)
+        args = parse_args(parsers["dreambooth"], argv[1:])
+        args.command = "dreambooth"
+    else:
+        args = parser.parse_args(argv)
     try:
         if args.command == "dreambooth":
             return _run_dreambooth(args, parsers["dreambooth"])

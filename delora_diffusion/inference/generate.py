@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..adapters import AdapterFileError, read_adapter
+from ..configfile import add_config_arg, parse_args
 from ..data.prompts import DEFAULT_TOKEN, read_class_nouns
 from . import layout
 from .pipeline import (
@@ -155,6 +156,7 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
                "Image k of every prompt uses seed --seed + k. Re-running skips images already generated "
                "with the same settings.",
     )
+    add_config_arg(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained_model_name_or_path", required=True, metavar="PATH_OR_ID",
                        help="base pipeline: diffusers folder or hub id (e.g. runwayml/stable-diffusion-v1-5)")
@@ -326,7 +328,7 @@ def run_dreambooth(args) -> list[tuple[SubjectPlan, int, float]]:
 def dreambooth_main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """The ``dreambooth`` subcommand; returns the exit status (2 for a user error, printed without traceback)."""
     parser = dreambooth_parser(prog)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     _check_args(parser, args)
     try:
         results = run_dreambooth(args)

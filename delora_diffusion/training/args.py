@@ -10,23 +10,15 @@ model, adapter, optimisation and run groups and adds only its own data group.
 from __future__ import annotations
 
 import argparse
-import difflib
-import sys
-from pathlib import Path
-
-import yaml
 
 from ..adapters import DEFAULT_TARGETS, METHODS, default_weight_decay
+from ..configfile import ConfigFileError, add_config_arg, parse_args  # noqa: F401  (re-exported for trainers)
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 # Learning rates of the DreamBooth experiments in the DeLoRA (ICLR 2025) and ETHER (ICML 2024) papers.
 PAPER_LEARNING_RATES = {"delora": 2e-2, "lora": 6e-4, "dora": 6e-4, "ether": 6e-3, "etherplus": 6e-3}
 PAPER_LAMBDA_LEARNING_RATE = 1e-3
-
-
-class ConfigFileError(ValueError):
-    """A YAML config file that cannot be used; the message names the file and the key."""
 
 
 class UsageError(ValueError):
@@ -37,13 +29,6 @@ def add_bool_flag(group, name: str, help: str, default: bool | None = False) -> 
     """``--name`` turns the option on, ``--no_name`` off (to override a config file)."""
     group.add_argument(f"--{name}", dest=name, action="store_true", default=default, help=help)
     group.add_argument(f"--no_{name}", dest=name, action="store_false", default=default, help=argparse.SUPPRESS)
-
-
-def add_config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", metavar="YAML",
-        help="YAML file of flag_name: value pairs (any flag below); flags given on the command line override it",
-    )
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -163,96 +148,6 @@ def dreambooth_parser(prog: str = "train_dreambooth.py") -> argparse.ArgumentPar
     add_optimization_args(parser)
     add_run_args(parser)
     return parser
-
-
-# --- YAML -----------------------------------------------------------------------------------------
-
-def _actions_by_dest(parser: argparse.ArgumentParser) -> dict[str, list[argparse.Action]]:
-    table: dict[str, list[argparse.Action]] = {}
-    for action in parser._actions:
-        if action.option_strings and action.dest not in ("help", "config"):
-            table.setdefault(action.dest, []).append(action)
-    return table
-
-
-def _tokens_for(key: str, value, actions: list[argparse.Action], source: str) -> list[str]:
-    """The command-line tokens that say ``key: value``; argparse then checks types and choices."""
-    if value is None:
-        return []
-    flags = {a.const: a.option_strings[0] for a in actions if isinstance(a, argparse._StoreConstAction)}
-    if flags:  # a boolean flag pair
-        if not isinstance(value, bool):
-            raise ConfigFileError(f"{source}: key '{key}' must be true or false, got {value!r}")
-        return [flags[value]]
-    action = actions[0]
-    if isinstance(value, bool):  # YAML 1.1 reads an unquoted no/yes/off/on as a boolean
-        if value is False and action.choices and "no" in action.choices:
-            return [action.option_strings[0], "no"]
-        raise ConfigFileError(f"{source}: key '{key}' takes a value, not {str(value).lower()} (quote it)")
-    if action.nargs in ("+", "*"):
-        values = value if isinstance(value, list) else [value]
-        if not values:
-            raise ConfigFileError(f"{source}: key '{key}' must not be an empty list")
-        return [action.option_strings[0], *map(str, values)]
-    if isinstance(value, (list, dict)):
-        raise ConfigFileError(f"{source}: key '{key}' takes one value, got {value!r}")
-    return [action.option_strings[0], str(value)]
-
-
-def _check_tokens(parser: argparse.ArgumentParser, key: str, tokens: list[str], source: str) -> None:
-    """Parse one key's tokens alone so that a bad value is reported with the file and key."""
-    def fail(message: str):
-        raise ConfigFileError(f"{source}: key '{key}': {message}")
-
-    original, parser.error = parser.error, fail
-    try:
-        parser.parse_args(tokens)
-    finally:
-        parser.error = original
-
-
-def config_file_tokens(parser: argparse.ArgumentParser, path: str | Path) -> list[str]:
-    """Command-line tokens equivalent to the YAML file ``path``; raises ``ConfigFileError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigFileError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{path} is not valid YAML: {exc}") from exc
-    if values is None:
-        return []
-    if not isinstance(values, dict):
-        raise ConfigFileError(f"{path}: expected a mapping of flag_name: value, got {type(values).__name__}")
-    known = _actions_by_dest(parser)
-    tokens: list[str] = []
-    for key, value in values.items():
-        key = str(key)
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigFileError(f"{path}: unknown key '{key}'{hint}")
-        key_tokens = _tokens_for(key, value, known[key], str(path))
-        _check_tokens(parser, key, key_tokens, str(path))
-        tokens += key_tokens
-    return tokens
-
-
-def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` over the values of ``--config`` (if given): explicit flags win."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    tokens: list[str] = []
-    if known.config:
-        try:
-            tokens = config_file_tokens(parser, known.config)
-        except ConfigFileError as exc:
-            parser.error(str(exc))
-    args = parser.parse_args(tokens + argv)
-    args.config = known.config
-    return args
 
 
 def apply_method_defaults(args: argparse.Namespace) -> list[str]:

@@ -1,0 +1,127 @@
+"""One configuration story for every command: flags, optionally read from a YAML file (``--config``).
+
+The YAML file holds ``flag_name: value`` pairs. Each is turned into the command-line tokens it stands
+for and parsed by the command's own argparse parser, so types, choices and checks are the same as on
+the command line; flags given explicitly come later and win; an unknown key is an error naming the file
+and the key. A leaf module: imports nothing of the toolkit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+import yaml
+
+
+class ConfigFileError(ValueError):
+    """A YAML config file that cannot be used; the message names the file and the key."""
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="YAML",
+        help="YAML file of flag_name: value pairs (any flag below); flags given on the command line override it",
+    )
+
+
+def _actions_by_dest(parser: argparse.ArgumentParser) -> dict[str, list[argparse.Action]]:
+    table: dict[str, list[argparse.Action]] = {}
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "config"):
+            table.setdefault(action.dest, []).append(action)
+    return table
+
+
+def _tokens_for(key: str, value, actions: list[argparse.Action], source: str) -> list[str]:
+    """The command-line tokens that say ``key: value``; argparse then checks types and choices."""
+    if value is None:
+        return []
+    flags = {a.const: a.option_strings[0] for a in actions if isinstance(a, argparse._StoreConstAction)}
+    if flags:  # a boolean flag pair
+        if not isinstance(value, bool):
+            raise ConfigFileError(f"{source}: key '{key}' must be true or false, got {value!r}")
+        if value not in flags:  # a lone store_true/store_false flag set to its default: nothing to say
+            return []
+        return [flags[value]]
+    action = actions[0]
+    if action.nargs == "?" and isinstance(value, bool):  # an optional-value flag: true = the bare flag
+        return [action.option_strings[0]] if value else []
+    if isinstance(value, bool):  # YAML 1.1 reads an unquoted no/yes/off/on as a boolean
+        if value is False and action.choices and "no" in action.choices:
+            return [action.option_strings[0], "no"]
+        raise ConfigFileError(f"{source}: key '{key}' takes a value, not {str(value).lower()} (quote it)")
+    if action.nargs in ("+", "*"):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigFileError(f"{source}: key '{key}' must not be an empty list")
+        return [action.option_strings[0], *map(str, values)]
+    if isinstance(value, (list, dict)):
+        raise ConfigFileError(f"{source}: key '{key}' takes one value, got {value!r}")
+    return [action.option_strings[0], str(value)]
+
+
+def _check_tokens(parser: argparse.ArgumentParser, key: str, tokens: list[str], source: str) -> None:
+    """Parse one key's tokens alone so that a bad value is reported with the file and key."""
+    def fail(message: str):
+        raise ConfigFileError(f"{source}: key '{key}': {message}")
+
+    # Other required flags may come from elsewhere in the file or the command line: not this check's job.
+    required = [a for a in [*parser._actions, *parser._mutually_exclusive_groups] if a.required]
+    original, parser.error = parser.error, fail
+    for item in required:
+        item.required = False
+    try:
+        parser.parse_args(tokens)
+    finally:
+        parser.error = original
+        for item in required:
+            item.required = True
+
+
+def config_file_tokens(parser: argparse.ArgumentParser, path: str | Path) -> list[str]:
+    """Command-line tokens equivalent to the YAML file ``path``; raises ``ConfigFileError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigFileError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path} is not valid YAML: {exc}") from exc
+    if values is None:
+        return []
+    if not isinstance(values, dict):
+        raise ConfigFileError(f"{path}: expected a mapping of flag_name: value, got {type(values).__name__}")
+    known = _actions_by_dest(parser)
+    tokens: list[str] = []
+    for key, value in values.items():
+        key = str(key)
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigFileError(f"{path}: unknown key '{key}'{hint}")
+        key_tokens = _tokens_for(key, value, known[key], str(path))
+        _check_tokens(parser, key, key_tokens, str(path))
+        tokens += key_tokens
+    return tokens
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` over the values of ``--config`` (if given): explicit flags win."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    tokens: list[str] = []
+    if known.config:
+        try:
+            tokens = config_file_tokens(parser, known.config)
+        except ConfigFileError as exc:
+            parser.error(str(exc))
+    args = parser.parse_args(tokens + argv)
+    args.config = known.config
+    return args
+
+
