@@ -216,3 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.adapter_path is not None:
         print_summary(result, args)
     return 0
+
+
+if __name__ == "__main__":  # python -m delora_diffusion.training.dreambooth (what delora-sweep launches)
+    sys.exit(main())

@@ -43,7 +43,16 @@ from .class_images import save_png_atomic
 from .components import ensure_base_model, load_components
 from .determinism import EpochShuffleSampler, batch_generator
 from .loss import diffusion_loss
-from .metrics import adapter_fingerprint, lambda_stats, log_images, tracker_config, weight_distance_logs
+from .metrics import (
+    METRICS_FILE,
+    MetricsLog,
+    adapter_fingerprint,
+    lambda_logs,
+    lambda_stats,
+    log_images,
+    tracker_config,
+    weight_distance_logs,
+)
 from .model_card import write_model_card
 from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
 from .task import RunContext, TrainingTask
@@ -53,6 +62,15 @@ logger = logging.getLogger("delora_diffusion.training")
 REGEX_CHARACTERS = set("*()[]|^$\\+?")
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
 DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes", "dataset_length")
+
+
+def _run_level(tag: str) -> bool:
+    """Tags kept in ``TrainResult.history``: everything but the per-layer distances and λ."""
+    if tag.startswith("weight_distance/"):
+        return tag == "weight_distance/total"
+    if tag.startswith("lambda/"):
+        return tag in ("lambda/mean", "lambda/min", "lambda/max")
+    return True
 
 
 class NonFiniteLossError(RuntimeError):
@@ -255,6 +273,9 @@ class _Run:
         if self.main and accelerator.log_with:
             accelerator.init_trackers(self.task.name, config=tracker_config(vars(args)))
         self.result.logging_dir = self.output_dir / args.logging_dir if accelerator.log_with else None
+        self.metrics_log = MetricsLog(self.output_dir / METRICS_FILE)
+        if self.main:
+            self.metrics_log.start(self.global_step)
         self.info("training %s (%s trainable parameters in %d layers) for %d steps: %d examples, %d per step "
                   "(%d per device × %d processes × %d accumulation), %d epochs", self.config.method,
                   f"{trainable_parameter_count(accelerator.unwrap_model(self.unet)):,}", self.num_layers,
@@ -340,9 +361,10 @@ class _Run:
             logs.update(lambda_stats(model))
             if self.global_step % self.args.log_weight_distance_steps == 0 or self.global_step == self.max_train_steps:
                 logs.update(weight_distance_logs(model))
+                logs.update(lambda_logs(model))
+            self.metrics_log.append(self.global_step, logs)
         self.accelerator.log(logs, step=self.global_step)
-        self.result.history.append({"step": self.global_step, **{
-            k: v for k, v in logs.items() if not k.startswith("weight_distance/") or k == "weight_distance/total"}})
+        self.result.history.append({"step": self.global_step, **{k: v for k, v in logs.items() if _run_level(k)}})
 
     def checkpoint(self) -> None:
         if not self.main:

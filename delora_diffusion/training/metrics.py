@@ -1,10 +1,16 @@
 """What the trainer logs: DeLoRA's strengths λ, the weight distance, and how trackers receive them.
 
 ‖W_ft − W_0‖_F per layer (``adapters.weight_distances``, from the low-rank factors) is the curve the
-DeLoRA paper uses to show robustness to learning rate and training length.
+DeLoRA paper uses to show robustness to learning rate and training length. Besides the trackers,
+every logged step goes to ``OUTPUT/metrics.jsonl`` (``MetricsLog``), which studies read without
+TensorBoard.
 """
 
 from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,6 +27,17 @@ def lambda_stats(unet: nn.Module) -> dict[str, float]:
         return {}
     lam = torch.cat(values)
     return {"lambda/mean": lam.mean().item(), "lambda/min": lam.min().item(), "lambda/max": lam.max().item()}
+
+
+@torch.no_grad()
+def lambda_logs(unet: nn.Module) -> dict[str, float]:
+    """``lambda/<layer>``: each DeLoRA layer's current λ (with the bound 2|λ|·max_j‖W[:, j]‖ in mind)."""
+    logs = {}
+    for name, layer in adapter_layers(unet).items():
+        for param in layer.lambda_params:
+            key = f"lambda/{name}" if len(layer.lambda_params) == 1 else f"lambda/{name}.{param}"
+            logs[key] = getattr(layer, param).detach().float().flatten()[0].item()
+    return logs
 
 
 def weight_distance_logs(unet: nn.Module) -> dict[str, float]:
@@ -65,3 +82,61 @@ def log_images(accelerator, rows: list[tuple[str, list]], step: int) -> None:
                 tracker.log_images({tag: np.stack([np.asarray(im) for im in images])}, step, dataformats="NHWC")
             else:
                 tracker.log_images({tag: images}, step)
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLog:
+    """``OUTPUT/metrics.jsonl``: one JSON object per optimizer step, ``{"step": N, <tag>: value, ...}``.
+
+    Holds what the trackers get (losses, learning rates, λ, and at the weight-distance steps
+    ``weight_distance/total``, ``weight_distance/<layer>`` and ``lambda/<layer>``), so sweeps and
+    scripts read the curves without TensorBoard. Appended line by line (a crash loses at most the line
+    being written); ``start`` drops the lines past the step a run resumes from.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def start(self, step: int) -> None:
+        """Keep only the records of steps <= ``step`` (0: a fresh run starts an empty file)."""
+        from ..fileio import atomic_write_text
+
+        kept = [r for r in read_metrics(self.path) if r["step"] <= step] if step and self.path.exists() else []
+        atomic_write_text(self.path, "".join(_json_line(r) for r in kept))
+
+    def append(self, step: int, logs: dict[str, float]) -> None:
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(_json_line({"step": step, **logs}))
+
+
+def _json_line(record: dict) -> str:
+    # NaN/inf as null: the file stays strict JSON for any reader.
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return json.dumps(clean) + "\n"
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``, in step order.
+
+    A torn last line (the run was killed while writing it) is ignored; when the step goes back (a run
+    resumed from an older checkpoint without trimming), the later records replace the earlier ones.
+    Raises ``ValueError`` naming the file and line for any other unreadable line.
+    """
+    records: list[dict] = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = int(record["step"])
+        except (ValueError, KeyError, TypeError) as exc:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}, line {number}: not a metrics record ({exc})") from None
+        while records and records[-1]["step"] >= step:
+            records.pop()
+        records.append(record)
+    return records

@@ -1,0 +1,216 @@
+"""The sweep report's figures (matplotlib, PNG): distance and metrics against LR factor and step, image grids."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from ..fileio import atomic_path
+from .evaluate import FINAL, METRIC_KEYS
+from .report import METRIC_TITLES, reported_eval_step
+
+METHOD_COLORS = {"delora": "tab:blue", "lora": "tab:red", "dora": "tab:orange", "ether": "tab:purple",
+                 "etherplus": "tab:green"}
+METHOD_LABELS = {"delora": "DeLoRA", "lora": "LoRA", "dora": "DoRA", "ether": "ETHER", "etherplus": "ETHER+"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _by_method_factor(results: list[dict], value) -> dict[str, dict[float, list[float]]]:
+    table: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if r.get("status") == "done":
+            v = value(r)
+            if v is not None:
+                table[r["method"]][r["lr_factor"]].append(v)
+    return table
+
+
+def _factor_axis(ax, factors: list[float]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(factors)
+    ax.set_xticklabels([f"×{f:g}" for f in factors])
+    ax.set_xlabel("learning-rate factor (× the method's base rate)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _line(ax, table: dict[float, list[float]], **style) -> None:
+    factors = sorted(table)
+    means = [sum(table[f]) / len(table[f]) for f in factors]
+    low = [m - min(table[f]) for f, m in zip(factors, means)]
+    high = [max(table[f]) - m for f, m in zip(factors, means)]
+    ax.errorbar(factors, means, yerr=[low, high] if any(low + high) else None, capsize=3, **style)
+
+
+def distance_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
+    """Paper Fig. 2 (right): final ‖W_ft − W_0‖_F per method against the LR factor, DeLoRA's bound dashed."""
+    distances = _by_method_factor(results, lambda r: r.get("distance"))
+    if not distances:
+        return None
+    bounds = _by_method_factor(results, lambda r: r.get("bound"))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in info["methods"]:
+        if method not in distances:
+            continue
+        color, label = METHOD_COLORS.get(method), METHOD_LABELS.get(method, method)
+        _line(ax, distances[method], color=color, marker="o", label=label)
+        if method in bounds:
+            _line(ax, bounds[method], color=color, linestyle="--", marker=None, label=f"{label} bound 2|λ|·max‖W[:, j]‖")
+    ax.set_yscale("log")
+    _factor_axis(ax, info["lr_factors"])
+    ax.set_ylabel("‖W_ft − W_0‖_F (sum over layers)")
+    steps = sorted({r.get("steps") for r in results if r.get("status") == "done"})
+    ax.set_title(f"Weight distance after {'/'.join(map(str, steps))} steps")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def metric_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
+    """Paper Fig. 2 (left): DreamBooth metrics per method against the LR factor."""
+    tables = {k: _by_method_factor(results, lambda r, k=k: _score(r, k)) for k in METRIC_KEYS}
+    tables = {k: t for k, t in tables.items() if t}
+    if not tables:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.8), squeeze=False)
+    for ax, (metric, table) in zip(axes[0], tables.items()):
+        for method in info["methods"]:
+            if method in table:
+                _line(ax, table[method], color=METHOD_COLORS.get(method), marker="o",
+                      label=METHOD_LABELS.get(method, method))
+        _factor_axis(ax, info["lr_factors"])
+        ax.set_ylabel(METRIC_TITLES[metric])
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("DreamBooth metrics against the learning rate")
+    return _save(fig, path)
+
+
+def _score(result: dict, metric: str) -> float | None:
+    step = reported_eval_step(result)
+    return result["evaluations"][step].get(metric) if step else None
+
+
+def distance_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
+    """Paper Fig. 3 (prolonged mode): ‖W_ft − W_0‖_F against the step, one panel per method, a curve per
+    LR factor (first seed), DeLoRA's bound dashed."""
+    done = [r for r in results if r.get("status") == "done" and r.get("curve")]
+    if not done:
+        return None
+    first_seed = min(r["seed"] for r in done)
+    methods = [m for m in info["methods"] if any(r["method"] == m for r in done)]
+    plt = _pyplot()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    factors = info["lr_factors"]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.8), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        for r in (r for r in done if r["method"] == method and r["seed"] == first_seed):
+            color = cmap(factors.index(r["lr_factor"]) / max(1, len(factors) - 1)) if len(factors) > 1 else "tab:blue"
+            steps = [c["step"] for c in r["curve"]]
+            ax.plot(steps, [c["total"] for c in r["curve"]], color=color, label=f"×{r['lr_factor']:g}")
+            bound = [c.get("bound_total") for c in r["curve"]]
+            if all(b is not None for b in bound):
+                ax.plot(steps, bound, color=color, linestyle="--", linewidth=0.8)
+        ax.set_title(METHOD_LABELS.get(method, method) + (" (dashed: bound)" if method == "delora" else ""))
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, title="LR factor", title_fontsize=7)
+    axes[0][0].set_ylabel("‖W_ft − W_0‖_F (sum over layers)")
+    return _save(fig, path)
+
+
+def metric_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
+    """Metrics at each evaluated checkpoint (prolonged mode), per method and factor (first seed)."""
+    series = defaultdict(dict)  # (method, factor) -> {step: scores}
+    for r in results:
+        evaluations = {k: v for k, v in (r.get("evaluations") or {}).items() if "error" not in v}
+        numbered = {int(k): v for k, v in evaluations.items() if k != FINAL}
+        if FINAL in evaluations and r.get("steps"):
+            numbered.setdefault(int(r["steps"]), evaluations[FINAL])
+        if len(numbered) > 1 and r["seed"] == min(x["seed"] for x in results):
+            series[(r["method"], r["lr_factor"])] = numbered
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(METRIC_KEYS), figsize=(4.2 * len(METRIC_KEYS), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], METRIC_KEYS):
+        for (method, factor), points in series.items():
+            steps = sorted(points)
+            ax.plot(steps, [points[s].get(metric) for s in steps], marker="o", color=METHOD_COLORS.get(method),
+                    label=f"{METHOD_LABELS.get(method, method)} ×{factor:g}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(METRIC_TITLES[metric])
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _point_image(sweep_dir: Path, result: dict):
+    """The point's final validation grid, else its first evaluated images side by side; None if neither."""
+    from PIL import Image
+
+    folder = sweep_dir / result["point"]
+    grids = sorted((folder / "validation").glob("step-*.png"))
+    if grids:
+        return Image.open(grids[-1]).convert("RGB")
+    step = reported_eval_step(result)
+    if step:
+        images = sorted((folder / "eval" / step / "images").rglob("*.png"))[:4]
+        if images:
+            from diffusers.utils import make_image_grid
+
+            return make_image_grid([Image.open(p).convert("RGB") for p in images], rows=1, cols=len(images))
+    return None
+
+
+def image_grids(sweep_dir: Path, info: dict, results: list[dict], out_dir: Path) -> list[Path]:
+    """``grid_<method>.png``: one row per LR factor (first seed) with that run's images."""
+    written = []
+    done = [r for r in results if r.get("status") == "done"]
+    if not done:
+        return written
+    first_seed = min(r["seed"] for r in done)
+    plt = _pyplot()
+    for method in info["methods"]:
+        rows = [(r["lr_factor"], _point_image(sweep_dir, r)) for r in done
+                if r["method"] == method and r["seed"] == first_seed]
+        rows = sorted((f, im) for f, im in rows if im is not None)
+        if not rows:
+            continue
+        width = max(im.width for _, im in rows)
+        height = sum(im.height for _, im in rows)
+        fig, axes = plt.subplots(len(rows), 1, figsize=(min(12, 1.2 + width / 40), 0.3 + height / 40),
+                                 squeeze=False)
+        for ax, (factor, image) in zip(axes[:, 0], rows):
+            ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(f"×{factor:g}", rotation=0, labelpad=18, va="center")
+        axes[0, 0].set_title(f"{METHOD_LABELS.get(method, method)}: images per learning-rate factor")
+        written.append(_save(fig, out_dir / f"grid_{method}.png"))
+    return written
+
+
+def write_plots(sweep_dir: Path, info: dict, results: list[dict], out_dir: Path) -> list[Path]:
+    figures = [distance_vs_lr(info, results, out_dir / "distance_vs_lr.png"),
+               metric_vs_lr(info, results, out_dir / "metric_vs_lr.png"),
+               distance_vs_step(info, results, out_dir / "distance_vs_step.png"),
+               metric_vs_step(info, results, out_dir / "metric_vs_step.png")]
+    return [p for p in figures if p is not None] + image_grids(sweep_dir, info, results, out_dir)
