@@ -1,6 +1,7 @@
 """Generation throughput (images/s) of the inference pipeline, base model vs adapter vs merged adapter.
 
     python bench/bench_generate.py                                  # tiny model, CPU, built under outputs/tiny
+    python bench/bench_generate.py --quick                          # 2 images, 5 steps, batch 1
     python bench/bench_generate.py --model runwayml/stable-diffusion-v1-5 --adapter A.safetensors --device cuda
 
 Without --adapter a random DeLoRA adapter (rank 16) is attached, which is enough to time it.
@@ -9,16 +10,19 @@ Without --adapter a random DeLoRA adapter (rank 16) is attached, which is enough
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from delora_diffusion.adapters import AdapterConfig, attach, save_adapter
-from delora_diffusion.inference import apply_adapter, load_pipeline, remove_adapter, sample_images
-from delora_diffusion.models.loading import load_unet
-from delora_diffusion.models.tiny import ensure_tiny
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from delora_diffusion.adapters import AdapterConfig, attach, save_adapter  # noqa: E402
+from delora_diffusion.inference import apply_adapter, load_pipeline, remove_adapter, sample_images  # noqa: E402
+from delora_diffusion.models.loading import load_unet  # noqa: E402
+from delora_diffusion.models.tiny import ensure_tiny  # noqa: E402
 
 
 def images_per_second(pipe, count: int, batch_size: int, steps: int) -> float:
@@ -39,7 +43,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--batch_sizes", default="1,4")
+    parser.add_argument("--quick", action="store_true", help="2 images, 5 steps, batch 1 (noisier)")
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.steps, args.batch_sizes = 2, 5, "1"
     model = args.model or str(ensure_tiny("sd"))
     with tempfile.TemporaryDirectory() as tmp:
         adapter = args.adapter

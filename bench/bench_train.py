@@ -2,6 +2,7 @@
 
     python bench/bench_train.py                       # tiny model, CPU, the demo subject, 32 and 64 px
     python bench/bench_train.py --resolution 64 --steps 40 --threads 1
+    python bench/bench_train.py --quick               # delora and lora, 32 px, 8 steps
     python bench/bench_train.py --model runwayml/stable-diffusion-v1-5 --resolution 512 --rank 16   # on a GPU
 
 Each method runs in its own process (`train_dreambooth.py` with prior preservation: one instance and one
@@ -64,7 +65,10 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run (default: torch's choice)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--quick", action="store_true", help="delora and lora at 32 px, 8 steps (noisier)")
     args = parser.parse_args()
+    if args.quick:
+        args.methods, args.resolution, args.steps = ["delora", "lora"], [32], 8
     if args.model is None:
         sys.path.insert(0, str(ROOT))
         from delora_diffusion.models.tiny import ensure_tiny

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,7 +27,8 @@ LAYER_CASES = ["peft-lora", "peft-delora", "base", *METHOD_CONFIGS]
 STEP_CASES = ["none", "lora", "dora", "delora", "delora-zero_b", "ether", "etherplus"]
 INFER_CASES = ["base", "delora-merged", "etherplus-merged", "lora-unmerged", "dora-unmerged", "delora-unmerged",
                "ether-unmerged", "etherplus-unmerged"]
-CACHE_CASES = ["tiny-cached", "tiny-uncached", "sd15-cached", "sd15-uncached"]
+CACHE_CASES = ["tiny-cached", "tiny-fresh_latents", "tiny-uncached", "sd15-cached", "sd15-fresh_latents",
+               "sd15-uncached"]
 
 
 def _median_ms(fn, warmup: int, reps: int) -> float:
@@ -118,45 +120,83 @@ def infer_case(case: str, quick: bool) -> dict:
     return {"ms": _median_ms(lambda: unet(latents, t, context), 1, 3 if quick else 10)}
 
 
-def cache_case(case: str, quick: bool) -> dict:
-    """One DeLoRA training step; 'uncached' also runs the frozen VAE encoder and text encoder."""
-    size, mode = case.split("-")
-    torch.manual_seed(0)
+def _cache_components(size: str):
+    """Frozen components as the trainer holds them: the tiny pipeline loaded from disk through the trainer's
+    loader, or SD 1.5-shaped modules with random weights (built in memory: 4 GB are not worth writing)."""
+    from delora_diffusion.training.components import Components, load_components
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    tiny = str(ensure_tiny("sd"))
     if size == "tiny":
-        from delora_diffusion.models.tiny import TINY_SD_RESOLUTION, ensure_tiny
-        from diffusers import StableDiffusionPipeline
+        return load_components(tiny), 64
+    from diffusers import DDPMScheduler
+    from transformers import CLIPTokenizer
 
-        pipe = StableDiffusionPipeline.from_pretrained(ensure_tiny("sd"))
-        unet, vae, text_encoder, resolution = pipe.unet, pipe.vae, pipe.text_encoder, TINY_SD_RESOLUTION
-    else:
-        from delora_diffusion.models.sd15 import sd15_text_encoder, sd15_unet, sd15_vae
+    from delora_diffusion.models.sd15 import sd15_text_encoder, sd15_unet, sd15_vae
 
-        unet, vae, text_encoder, resolution = sd15_unet(), sd15_vae(), sd15_text_encoder(), 256
-    vae.requires_grad_(False)
-    text_encoder.requires_grad_(False)
-    attach(unet, METHOD_CONFIGS["delora"])
-    opt = torch.optim.AdamW(param_groups(unet, lr=1e-4))
-    pixels = torch.randn(1, 3, resolution, resolution)
-    ids = torch.randint(0, text_encoder.config.vocab_size, (1, 77))
-    with torch.no_grad():
-        cached_latents = vae.encode(pixels).latent_dist.sample() * 0.18215
-        cached_context = text_encoder(ids)[0]
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000)  # SD 1.5's training schedule
+    # The tiny tokenizer's ids fit the SD 1.5 vocabulary; only the encoder's cost matters here.
+    tokenizer = CLIPTokenizer.from_pretrained(tiny, subfolder="tokenizer")
+    return Components(base_model="sd15-random", tokenizer=tokenizer, text_encoder=sd15_text_encoder(),
+                      vae=sd15_vae(), unet=sd15_unet(), noise_scheduler=scheduler), 256
+
+
+def cache_case(case: str, quick: bool) -> dict:
+    """One DreamBooth training step through the trainer's own functions (dataset, ``DreamBoothTask``,
+    ``diffusion_loss``, ``build_optimizer``), DeLoRA rank 16, batch 1:
+
+    cached        the trainer's default: VAE posteriors and prompt embeddings computed once
+    fresh_latents ``--no_cache_latents`` (what random flips/crops force): a VAE encode every step
+    uncached      also the text encoder every step (a trainer that caches nothing)
+    """
+    from accelerate import Accelerator
+
+    from delora_diffusion.adapters import attach
+    from delora_diffusion.training.components import encode_prompts
+    from delora_diffusion.training.dreambooth import DreamBoothTask, build_args
+    from delora_diffusion.training.loop import adapter_config_from_args
+    from delora_diffusion.training.loss import diffusion_loss
+    from delora_diffusion.training.optimization import build_optimizer
+    from delora_diffusion.training.task import RunContext
+
+    size, mode = case.split("-", 1)
+    torch.manual_seed(0)
+    components, resolution = _cache_components(size)
+    for module in (components.vae, components.text_encoder, components.unet):
+        module.requires_grad_(False)
+    root = Path(__file__).resolve().parents[1]
+    args, _ = build_args(["--pretrained_model_name_or_path", components.base_model,
+                          "--instance_data_dir", str(root / "subjects" / "demo"),
+                          "--instance_prompt", "a photo of sks toy", "--resolution", str(resolution), "--center_crop",
+                          "--adapter", "delora", "--rank", "16",
+                          "--cache_latents" if mode == "cached" else "--no_cache_latents"])
+    accelerator = Accelerator(cpu=True)
+    context = RunContext(args=args, accelerator=accelerator, components=components, weight_dtype=torch.float32,
+                         output_dir=root / "outputs" / "bench")
+    task = DreamBoothTask(args)
+    dataset = task.build_dataset(context)
+    attach(components.unet, adapter_config_from_args(args))
+    components.unet.train()
+    optimizer = build_optimizer(args, components.unet, {}, 1)
+    counter = iter(range(10**6))
 
     def step():
-        if mode == "cached":
-            latents, context = cached_latents, cached_context
-        else:
-            with torch.no_grad():
-                latents = vae.encode(pixels).latent_dist.sample() * 0.18215
-                context = text_encoder(ids)[0]
-        noise = torch.randn_like(latents)
-        opt.zero_grad(set_to_none=True)
-        pred = unet(latents + noise, torch.tensor([500]), context).sample
-        nn.functional.mse_loss(pred, noise).backward()
-        opt.step()
+        index = next(counter)
+        generator = torch.Generator().manual_seed(index)
+        batch = task.collate([dataset[index % len(dataset)]])
+        if mode == "uncached":
+            task.prompt_embeds = encode_prompts(components, batch["prompts"], context.device, torch.float32)
+        latents, conditioning = task.model_inputs(batch, context, generator)
+        per_example = diffusion_loss(components.unet, components.noise_scheduler, latents, conditioning, generator)
+        loss, _ = task.reduce_loss(per_example, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     reps = (5 if quick else 20) if size == "tiny" else (2 if quick else 5)
-    return {"ms": _median_ms(step, 1, reps), "compare": [f"{size}-cached"] if mode == "uncached" else []}
+    compare = [f"{size}-cached"] if mode != "cached" else []
+    return {"ms": _median_ms(step, 1, reps), "compare": compare}
 
 
 def run(suite: str, case: str, quick: bool) -> dict:

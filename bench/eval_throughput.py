@@ -1,6 +1,7 @@
 """Throughput of ``delora-eval dreambooth`` with the tiny backbones (decoding + preprocessing + embedding).
 
-    PYTHONPATH=. python bench/eval_throughput.py [--subjects 4 --prompts 5 --seeds 4 --size 512 --device cpu]
+    python bench/eval_throughput.py [--subjects 4 --prompts 5 --seeds 4 --size 512 --device cpu]
+    python bench/eval_throughput.py --quick          # 1 subject, 2 prompts, 2 seeds, 256 px
 
 Builds a synthetic GEN folder (``size``×``size`` PNGs, the inference contract) and a REAL folder
 (4 JPEG photos of 1024×1024 per subject), then times a cold run (real embeddings computed) and a warm run
@@ -64,7 +65,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tiny_dir", default=os.path.join("outputs", "tiny"))
+    parser.add_argument("--quick", action="store_true", help="1 subject, 2 prompts, 2 seeds, 256 px (noisier)")
     args = parser.parse_args()
+    if args.quick:
+        args.subjects, args.prompts, args.seeds, args.size = 1, 2, 2, 256
 
     dino, clip = ensure_tiny("dino", args.tiny_dir), ensure_tiny("clip", args.tiny_dir)
     with tempfile.TemporaryDirectory() as tmp:

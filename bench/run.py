@@ -1,9 +1,10 @@
 """Benchmarks, run on demand (never in the test suite): ratios against a baseline measured in the same run.
+The index of every benchmark, what each measures and how to read it: bench/README.md.
 
     python bench/run.py layers      # adapter layer forward+backward per method vs PEFT LoRA / PEFT DeLoRA
     python bench/run.py step        # one SD1.5-architecture UNet training step per method vs LoRA / no adapter
     python bench/run.py infer       # merged-adapter inference vs the base model; unmerged overhead
-    python bench/run.py cache       # cached latents + text embeddings vs an uncached step
+    python bench/run.py cache       # the trainer's step with cached latents + text embeddings vs uncached
     python bench/run.py all [--quick]
 
 Every case runs in its own subprocess so its peak memory (max RSS) is its own. Times are medians

@@ -19,7 +19,7 @@ from delora_diffusion.training.checkpoint import ADAPTER_FILE, STATE_FILE
 from delora_diffusion.training.components import load_components, sampling_pipeline
 from delora_diffusion.training.dreambooth import DreamBoothTask, build_args, main
 from delora_diffusion.training.loop import NonFiniteLossError, train
-from delora_diffusion.training.metrics import adapter_fingerprint
+from delora_diffusion.training.metrics import METRICS_FILE, adapter_fingerprint, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "subjects" / "demo"
@@ -165,6 +165,15 @@ def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_
         assert a["loss"] == b["loss"] and a["lr/adapter"] == b["lr/adapter"], (a, b)
     assert max_difference(whole.adapter_path, resumed.adapter_path) <= 1e-6
     assert max_difference(tmp_path / "split" / "checkpoint-2" / ADAPTER_FILE, resumed.adapter_path) > 1e-4
+
+    # metrics.jsonl of the interrupted-and-resumed folder reads like the uninterrupted run's.
+    split_log, whole_log = (read_metrics(tmp_path / name / METRICS_FILE) for name in ("split", "whole"))
+    assert [r["step"] for r in split_log] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in split_log] == [r["loss"] for r in whole_log]
+    final = split_log[-1]  # the last step logs the distance of every layer and every λ
+    layers = [k.removeprefix("weight_distance/") for k in final if k.startswith("weight_distance/")]
+    assert len(layers) > 1 and all(f"lambda/{layer}" in final for layer in layers if layer != "total")
+    assert final["weight_distance/total"] == pytest.approx(whole_log[-1]["weight_distance/total"], rel=1e-5)
 
 
 def test_resume_from_a_missing_checkpoint_is_a_usage_error(tmp_path, tiny_sd, capsys, fresh_accelerate):

@@ -180,37 +180,43 @@ def _point_image(sweep_dir: Path, result: dict):
     return None
 
 
-def image_grids(sweep_dir: Path, info: dict, results: list[dict], out_dir: Path) -> list[Path]:
-    """``grid_<method>.png``: one row per LR factor (first seed) with that run's images."""
-    written = []
+def image_grid(sweep_dir: Path, info: dict, results: list[dict], path: Path) -> Path | None:
+    """One row per LR factor, one column per method (first seed): each run's final validation grid (or its
+    first evaluated images), so the same prompt and seed are compared across methods and learning rates."""
     done = [r for r in results if r.get("status") == "done"]
     if not done:
-        return written
+        return None
     first_seed = min(r["seed"] for r in done)
+    cells = {(r["method"], r["lr_factor"]): _point_image(sweep_dir, r) for r in done if r["seed"] == first_seed}
+    cells = {key: image for key, image in cells.items() if image is not None}
+    if not cells:
+        return None
+    methods = [m for m in info["methods"] if any(key[0] == m for key in cells)]
+    factors = [f for f in info["lr_factors"] if any(key[1] == f for key in cells)]
     plt = _pyplot()
-    for method in info["methods"]:
-        rows = [(r["lr_factor"], _point_image(sweep_dir, r)) for r in done
-                if r["method"] == method and r["seed"] == first_seed]
-        rows = sorted((f, im) for f, im in rows if im is not None)
-        if not rows:
-            continue
-        width = max(im.width for _, im in rows)
-        height = sum(im.height for _, im in rows)
-        fig, axes = plt.subplots(len(rows), 1, figsize=(min(12, 1.2 + width / 40), 0.3 + height / 40),
-                                 squeeze=False)
-        for ax, (factor, image) in zip(axes[:, 0], rows):
-            ax.imshow(image)
+    fig, axes = plt.subplots(len(factors), len(methods), figsize=(2.2 * len(methods) + 0.6, 2.2 * len(factors)),
+                             squeeze=False, layout="constrained")
+    for i, factor in enumerate(factors):
+        for j, method in enumerate(methods):
+            ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_ylabel(f"×{factor:g}", rotation=0, labelpad=18, va="center")
-        axes[0, 0].set_title(f"{METHOD_LABELS.get(method, method)}: images per learning-rate factor")
-        written.append(_save(fig, out_dir / f"grid_{method}.png"))
-    return written
+            if (method, factor) in cells:
+                ax.imshow(cells[(method, factor)])
+            else:
+                ax.set_frame_on(False)
+            if i == 0:
+                ax.set_title(METHOD_LABELS.get(method, method))
+            if j == 0:
+                ax.set_ylabel(f"×{factor:g}", rotation=0, labelpad=20, va="center")
+    fig.suptitle("Final validation images per learning-rate factor")
+    return _save(fig, path)
 
 
 def write_plots(sweep_dir: Path, info: dict, results: list[dict], out_dir: Path) -> list[Path]:
     figures = [distance_vs_lr(info, results, out_dir / "distance_vs_lr.png"),
                metric_vs_lr(info, results, out_dir / "metric_vs_lr.png"),
                distance_vs_step(info, results, out_dir / "distance_vs_step.png"),
-               metric_vs_step(info, results, out_dir / "metric_vs_step.png")]
-    return [p for p in figures if p is not None] + image_grids(sweep_dir, info, results, out_dir)
+               metric_vs_step(info, results, out_dir / "metric_vs_step.png"),
+               image_grid(sweep_dir, info, results, out_dir / "image_grid.png")]
+    return [p for p in figures if p is not None]

@@ -3,8 +3,8 @@
 Reads ``SWEEP/sweep.json`` and every ``SWEEP/<point>/result.json``; writes ``SWEEP/report/``:
 ``summary.md``, ``summary.csv``, ``distance_vs_lr.png`` (paper Fig. 2 right), ``metric_vs_lr.png`` when
 points were evaluated (Fig. 2 left), ``distance_vs_step.png`` (Fig. 3 in prolonged mode),
-``metric_vs_step.png`` when several checkpoints were evaluated, and ``grid_<method>.png`` (images per
-learning-rate factor). Works on a sweep that is still running: it reports what has finished.
+``metric_vs_step.png`` when several checkpoints were evaluated, and ``image_grid.png`` (each run's
+images, a row per learning-rate factor and a column per method). Works on a sweep that is still running: it reports what has finished.
 """
 
 from __future__ import annotations

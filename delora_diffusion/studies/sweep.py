@@ -55,7 +55,8 @@ def run_parser() -> argparse.ArgumentParser:
                    help=f"multiples of each method's base rate (default: grid {' '.join(map(factor_label, DEFAULT_LR_FACTORS))}; "
                         "prolonged 1)")
     g.add_argument("--seeds", nargs="+", type=int, default=[0], help="(default: %(default)s)")
-    g.add_argument("--base_learning_rates", nargs="+", metavar="METHOD=LR",
+    # KEY=VALUE lists extend (a command line adds to the config file's list; for a key given twice the last wins).
+    g.add_argument("--base_learning_rates", nargs="+", action="extend", metavar="METHOD=LR",
                    help="base rate per method (default: the DeLoRA paper's: delora=6e-3 lora=6e-4 dora=6e-4 "
                         "ether=6e-3 etherplus=6e-3)")
     g.add_argument("--lambda_learning_rate", type=float, default=PAPER_LAMBDA_LEARNING_RATE,
@@ -64,9 +65,9 @@ def run_parser() -> argparse.ArgumentParser:
                    help="multiply DeLoRA's λ rate by the factor too")
     t = parser.add_argument_group("the trainer runs")
     t.add_argument("--train_config", metavar="YAML", help="train_dreambooth.py config every point starts from")
-    t.add_argument("--method_configs", nargs="+", metavar="METHOD=YAML",
+    t.add_argument("--method_configs", nargs="+", action="extend", metavar="METHOD=YAML",
                    help="a method's own train_dreambooth.py config, over --train_config (e.g. lora_alpha)")
-    t.add_argument("--train", nargs="+", metavar="KEY=VALUE",
+    t.add_argument("--train", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="train_dreambooth.py flags for every point, over the configs (e.g. max_train_steps=400)")
     t.add_argument("--max_train_steps", type=int, help="steps of every point (prolonged mode: required)")
     t.add_argument("--checkpoint_every", type=int, help="checkpoint interval (prolonged mode: required)")
@@ -81,8 +82,8 @@ def run_parser() -> argparse.ArgumentParser:
     e.add_argument("--eval_subject", help="subject name: folder REAL_DIR/<subject> of real photos")
     e.add_argument("--eval_class_noun", help="class noun of the subject (picks the object or live prompt set)")
     e.add_argument("--eval_real_dir", help="DreamBooth dataset layout with the real photos")
-    e.add_argument("--generate", nargs="+", metavar="KEY=VALUE", help="generate.py flags (e.g. num_images_per_prompt=2)")
-    e.add_argument("--eval", nargs="+", metavar="KEY=VALUE", help="delora-eval dreambooth flags (e.g. dino_model=...)")
+    e.add_argument("--generate", nargs="+", action="extend", metavar="KEY=VALUE", help="generate.py flags (e.g. num_images_per_prompt=2)")
+    e.add_argument("--eval", nargs="+", action="extend", metavar="KEY=VALUE", help="delora-eval dreambooth flags (e.g. dino_model=...)")
     return parser
 
 
