@@ -195,8 +195,7 @@ def cache_case(case: str, quick: bool) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
     reps = (5 if quick else 20) if size == "tiny" else (2 if quick else 5)
-    compare = [f"{size}-cached"] if mode != "cached" else []
-    return {"ms": _median_ms(step, 1, reps), "compare": compare}
+    return {"ms": _median_ms(step, 1, reps)}
 
 
 def run(suite: str, case: str, quick: bool) -> dict:
