@@ -144,7 +144,7 @@ def metric_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
         numbered = {int(k): v for k, v in evaluations.items() if k != FINAL}
         if FINAL in evaluations and r.get("steps"):
             numbered.setdefault(int(r["steps"]), evaluations[FINAL])
-        if len(numbered) > 1 and r["seed"] == min(x["seed"] for x in results):
+        if len(numbered) > 1 and r.get("seed") == min(x.get("seed", 0) for x in results):
             series[(r["method"], r["lr_factor"])] = numbered
     if not series:
         return None

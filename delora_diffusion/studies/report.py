@@ -102,7 +102,10 @@ def summary_markdown(info: dict, results: list[dict]) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
         if method in bounds:
             cells = [_fmt(_mean(bounds[method].get(f))) for f in factors]
-            lines.append(f"| {method} bound Σ 2·abs(λ)·max‖W[:, j]‖ | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} bound Σ c·abs(λ)·max‖W[:, j]‖ | " + " | ".join(cells) + " |")
+    if bounds:
+        lines += ["", "Bound: Σ over layers of c·|λ|·max_j ‖W[:, j]‖ (DeLoRA; c = 2 with the residual init, 1 with "
+                      "zero_b), with the final λ of each layer."]
     lines += ["", "| point | lr | steps | ‖W_ft − W_0‖_F | bound | mean λ | final loss | "
                   + " | ".join(METRIC_TITLES[k] for k in METRIC_KEYS) + " | wall s | status |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | " + "---: | " * len(METRIC_KEYS) + "---: | --- |"]
