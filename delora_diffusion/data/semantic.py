@@ -100,6 +100,8 @@ def read_captions(path: str | Path) -> dict[str, str]:
     except json.JSONDecodeError:
         whole = None
     captions: dict[str, str] = {}
+    if isinstance(whole, dict) and any(k in whole for k in FILE_KEYS) and any(k in whole for k in TEXT_KEYS):
+        whole = [whole]  # a JSON-lines file of one record
     if isinstance(whole, dict):
         for name, caption in whole.items():
             if not isinstance(caption, str):
