@@ -203,3 +203,40 @@ def test_generate_semantic_user_errors(tiny_sd, scenes, tmp_path, capsys):
     assert "holds no semantic-map control module" in capsys.readouterr().err
     assert generate_main([*common, "--adapter", str(plain), "--maps", str(tmp_path / "none")]) == 2
     assert f"--maps {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+
+
+def test_two_processes_keep_adapter_and_hint_encoder_in_sync(tiny_sd, scenes, tmp_path):
+    """Real 2-process DDP (gloo, CPU): the fingerprint covers the adapter and the hint encoder, so equal
+    fingerprints mean the hint encoder's gradients were averaged too; rank 0 alone writes the file."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    from delora_diffusion.adapters import load_adapter
+    from delora_diffusion.training.metrics import adapter_fingerprint
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), str(repo / "train_semantic.py"), "--pretrained_model_name_or_path", str(tiny_sd),
+               "--data_dir", str(scenes), "--resolution", str(RESOLUTION), "--rank", "2", "--train_batch_size", "1",
+               "--max_train_steps", "3", "--checkpointing_steps", "0", "--report_to", "none", "--random_flip",
+               "--output_dir", str(out)]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    found = dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))
+    assert set(found) == {"0", "1"} and found["0"] == found["1"], found
+    assert log.count("Done: 3 steps of delora + hint") == 1
+    unet = load_unet(str(tiny_sd))
+    stored = load_adapter(unet, out / "adapter.safetensors")
+    _, hint_encoder = load_control(stored)
+    assert adapter_fingerprint(unet, {"hint_encoder": hint_encoder}) == found["0"]

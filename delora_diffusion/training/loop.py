@@ -393,7 +393,9 @@ class _Run:
             accelerator.end_training()
             raise NonFiniteLossError(self.stop_message)
         result.global_step = self.global_step
-        result.adapter_fingerprint = adapter_fingerprint(accelerator.unwrap_model(self.unet))
+        unwrap = accelerator.unwrap_model
+        result.adapter_fingerprint = adapter_fingerprint(unwrap(self.unet),
+                                                         {name: unwrap(m) for name, m in self.extras.items()})
         logger.info("process %d: adapter fingerprint %s", accelerator.process_index, result.adapter_fingerprint)
         # The first step includes one-off work (allocations, autotuning); leave it out of the average.
         timed = self.step_times[1:] or self.step_times
