@@ -5,7 +5,7 @@ denoiser signature the training loss calls, and ``control_metadata`` / ``load_co
 into the adapter file and take it out again (its configuration in the metadata, its weights as extra
 tensors ``<module>.<parameter>``), so one file holds everything a semantic-map adapter needs.
 
-- ``hint`` (default): ``HintEncoder`` output added after ``conv_in`` (``hint_encoder.py``); ~0.5M
+- ``hint`` (default): ``HintEncoder`` output added after ``conv_in`` (``hint_encoder.py``); 1.1M
   parameters for SD 1.5 besides the adapter.
 - ``controlnet``: ``ControlNetModel.from_unet`` — a trainable copy of the UNet's encoder fed the map
   through its own conditioning embedding, adding residuals to the UNet's skip connections through zero
