@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,6 @@ from PIL import Image
 from delora_diffusion.data.ade20k import IGNORE_INDEX
 from delora_diffusion.data.demo_scenes import draw_scene
 from delora_diffusion.data.semantic_maps import colorize, palette_lookup
-from delora_diffusion.evaluation import segmentation
 from delora_diffusion.evaluation.cli import main as eval_main
 from delora_diffusion.evaluation.fid import compute_fid
 from delora_diffusion.evaluation.segmentation import confusion_matrix, segmentation_scores
@@ -80,9 +80,6 @@ def write_generated(root: Path, maps_dir: Path, size: int = 32) -> Path:
     region of its map that ``map_crop`` names, so a segmenter reading colours back is right everywhere."""
     gen = root / "gen"
     maps_dir.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    import random
-
     for index in range(3):
         stem = f"m{index}"
         _, ids, _ = draw_scene(random.Random(index), size=48)
@@ -101,7 +98,6 @@ def write_generated(root: Path, maps_dir: Path, size: int = 32) -> Path:
                             "file": f"00/{seed}.png", "map_size": [48, 32], "map_crop": box, "control": "hint",
                             "guidance_scale": 9.0, "num_inference_steps": 50, "scheduler": "ddim"})
         (gen / stem / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    del rng
     return gen
 
 
@@ -148,7 +144,7 @@ def test_cli_writes_json_csv_markdown_and_plot(tmp_path, tiny_segformer, tiny_fi
     real = tmp_path / "real"
     real.mkdir()
     for k in range(3):
-        photo, _, _ = draw_scene(__import__("random").Random(10 + k), size=40)
+        photo, _, _ = draw_scene(random.Random(10 + k), size=40)
         photo.save(real / f"r{k}.jpg")
     code = eval_main(["semantic", "--generated", str(gen), "--maps", str(tmp_path / "maps"), "--real", str(real),
                       "--seg_model", str(tiny_segformer), "--fid_extractor", str(tiny_fid_features), "--plot",

@@ -159,6 +159,17 @@ def test_controlnet_option_trains_and_generates(tiny_sd, scenes, tmp_path, capsy
     assert (tmp_path / "gen" / "scene_0000" / "00" / "0.png").is_file()
 
 
+@pytest.mark.parametrize("control", ["hint", "controlnet"])
+def test_bf16_mixed_precision_trains_and_validates(control, tiny_sd, scenes, tmp_path):
+    """The frozen UNet in bf16, the control module fp32: its features / residuals must meet the UNet in its dtype."""
+    result, _ = run(flags(tmp_path / control, tiny_sd, scenes, control=control, mixed_precision="bf16",
+                          max_train_steps=2, checkpointing_steps=0, validation_maps=[scenes / "maps" / "scene_0001.png"],
+                          num_validation_images=1, validation_inference_steps=2))
+    assert result.mixed_precision == "bf16" and result.validation_grids
+    stored = read_adapter(result.adapter_path)
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in stored.extra_tensors.values())
+
+
 @pytest.mark.parametrize("case", ["missing_map", "size_mismatch", "cache_without_center_crop",
                                   "validation_prompts", "missing_data_dir"])
 def test_trainer_user_errors_exit_2_with_a_clear_message(case, tiny_sd, tmp_path, capsys):

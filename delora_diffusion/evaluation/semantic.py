@@ -137,6 +137,8 @@ def _segmentation(settings: SemanticEvalSettings, images: list[GeneratedImage], 
             per_image.append({"map": image.subject, "seed": image.seed, "file": image.file, "valid_pixels": valid,
                               "pixel_accuracy": float(np.trace(own) / valid) if valid else None})
         bar.update(len(batch))
+        # Images come map by map: keep only the current map's ground truth (ADE20K has 2000 of them).
+        truths = {k: v for k, v in truths.items() if k.startswith(f"{batch[-1].subject}/")}
     scores = segmentation_scores(confusion)
     per_class = [{"id": k, "name": names[k], "iou": _float(scores["iou"][k]), "acc": _float(scores["acc"][k]),
                   "gt_pixels": int(scores["area_label"][k]), "pred_pixels": int(scores["area_pred"][k]),

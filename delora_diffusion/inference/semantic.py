@@ -34,7 +34,7 @@ from ..adapters import AdapterFileError
 from ..configfile import add_config_arg, parse_args
 from ..data.semantic import IMAGE_EXTENSIONS, SemanticDataError, read_captions
 from ..data.semantic_maps import MAP_EXTENSIONS, MapError, default_palette, fit_map, open_map, read_palette
-from ..models.control import ControlFileError, load_control
+from ..models.control import ControlFileError, load_control, residuals_as
 from ..models.hint_encoder import inject_hint
 from . import layout
 from .pipeline import PipelineLoadError, apply_adapter, file_sha256, load_pipeline, resolve_device, resolve_dtype
@@ -97,7 +97,9 @@ def sample_semantic(pipe, kind: str, control, maps: list[Image.Image], prompts: 
         features = control(maps_tensor(maps).to(parameter.device, parameter.dtype)) * control_scale
         with inject_hint(pipe.unet, features):
             return sample_images(pipe, prompts, seeds, **common)
-    return sample_images(pipe, prompts, seeds, image=list(maps), controlnet_conditioning_scale=control_scale, **common)
+    with residuals_as(control, pipe.unet.dtype):
+        return sample_images(pipe, prompts, seeds, image=list(maps), controlnet_conditioning_scale=control_scale,
+                             **common)
 
 
 def _control_entry(path: str) -> dict:
@@ -311,24 +313,30 @@ def run_semantic(args) -> tuple[list[tuple[MapPlan, int]], float]:
               "dtype": str(dtype).removeprefix("torch.")}
     seeds = [args.seed + k for k in range(args.num_images_per_map)]
     output_dir = Path(args.output_dir)
-    plans, fitted = [], {}
+    plans = []
     for job in jobs:  # plan all first: a settings clash stops the run before any image is made
         source = open_map(job.path)
-        control_map, box = fit_map(source, width, height, palette)
+        _, box = fit_map(source, width, height, palette)
         map_fields = {"map_file": str(job.path), "map_sha256": file_sha256(job.path), "map_size": list(source.size),
                       "map_crop": list(box)}
-        plan = plan_map(job, output_dir, seeds, common, map_fields, overwrite=args.overwrite)
-        plans.append(plan)
-        if plan.todo:
-            fitted[job.stem] = control_map
+        plans.append(plan_map(job, output_dir, seeds, common, map_fields, overwrite=args.overwrite))
+    fitted: dict[str, Image.Image] = {}  # the fitted maps of the current batch only (data sets have thousands)
+
+    def control_map(plan: MapPlan) -> Image.Image:
+        if plan.job.stem not in fitted:
+            fitted[plan.job.stem] = fit_map(open_map(plan.job.path), width, height, palette)[0]
+        return fitted[plan.job.stem]
+
     started = time.perf_counter()
     todo = [(plan, record) for plan in plans for record in plan.todo]
     written = {plan.job.stem: 0 for plan in plans}
     with tqdm(total=len(todo), desc="images", unit="img", disable=args.no_progress) as bar:
         for start in range(0, len(todo), args.batch_size):
             batch = todo[start:start + args.batch_size]
+            for stem in [s for s in fitted if s not in {plan.job.stem for plan, _ in batch}]:
+                del fitted[stem]
             samples = sample_semantic(
-                pipe, kind, control, [fitted[plan.job.stem] for plan, _ in batch], [r["prompt"] for _, r in batch],
+                pipe, kind, control, [control_map(plan) for plan, _ in batch], [r["prompt"] for _, r in batch],
                 [r["seed"] for _, r in batch], control_scale=args.control_scale,
                 negative_prompt=args.negative_prompt or None, num_inference_steps=args.num_inference_steps,
                 guidance_scale=args.guidance_scale, height=height, width=width)
@@ -336,7 +344,7 @@ def run_semantic(args) -> tuple[list[tuple[MapPlan, int]], float]:
             for (plan, record), image, flagged in zip(batch, samples.images, samples.nsfw):
                 record = {**record, "nsfw": flagged}
                 if not written[plan.job.stem]:
-                    layout.write_image(plan.folder / CONTROL_MAP_FILE, fitted[plan.job.stem])
+                    layout.write_image(plan.folder / CONTROL_MAP_FILE, control_map(plan))
                 layout.write_image(plan.folder / record["file"], image, record)
                 plan.records[layout.record_key(record)] = record
                 written[plan.job.stem] += 1

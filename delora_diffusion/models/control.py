@@ -14,7 +14,9 @@ tensors ``<module>.<parameter>``), so one file holds everything a semantic-map a
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -89,6 +91,25 @@ def load_control(adapter_file) -> tuple[str, nn.Module]:
     return kind, module.eval()
 
 
+@contextlib.contextmanager
+def residuals_as(controlnet: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """While open, the ControlNet's residuals come out in ``dtype`` (a trained fp32 ControlNet beside a
+    half-precision UNet inside diffusers' pipeline, which adds them as they come)."""
+    def cast(module, inputs, output):
+        if isinstance(output, tuple) and len(output) == 2:
+            down, mid = output
+            return [d.to(dtype) for d in down], mid.to(dtype)
+        output.down_block_res_samples = [d.to(dtype) for d in output.down_block_res_samples]
+        output.mid_block_res_sample = output.mid_block_res_sample.to(dtype)
+        return output
+
+    handle = controlnet.register_forward_hook(cast)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class ControlledUNet:
     """Calls ``unet`` under ``control`` with the denoiser signature of the training loss.
 
@@ -110,6 +131,9 @@ class ControlledUNet:
                 return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict)
         down, mid = self.control(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                                  controlnet_cond=control_image, conditioning_scale=self.scale, return_dict=False)
+        # The trained ControlNet is fp32; under mixed precision the frozen UNet's activations are not, and
+        # an fp32 residual would carry fp32 into its half-precision normalisation layers.
+        down, mid = [d.to(sample.dtype) for d in down], mid.to(sample.dtype)
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                          down_block_additional_residuals=down, mid_block_additional_residual=mid,
                          return_dict=return_dict)
