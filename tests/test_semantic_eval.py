@@ -29,6 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 NAN = float("nan")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models gain nothing from intra-op threads and lose a lot on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_metrics_match_a_hand_computed_confusion_matrix():
     label = np.array([[0, 0, 1], [1, 2, IGNORE_INDEX], [2, 2, 2]])
     prediction = np.array([[0, 1, 1], [1, 2, 0], [3, 2, 2]])  # the ignored pixel's prediction must not count
@@ -73,6 +82,32 @@ def test_fid_with_an_injected_extractor_matches_a_direct_computation(tmp_path):
     assert value == pytest.approx(expected, rel=1e-3, abs=1e-6)
     same = compute_fid(paths["real"], paths["real"], extractor)
     assert abs(same) < 1e-6 < value  # shifted images are farther than a set from itself
+
+
+def test_standard_inception_path_runs_offline_from_a_weights_file(tmp_path, monkeypatch):
+    """The default FID features (torchmetrics on torch-fidelity's Inception-v3) from ``--fid_weights``: here a
+    randomly initialised copy, since the real weights cannot be downloaded in CI. Checks the plumbing (weights
+    file, uint8 images of their own sizes, 2048-d features), not the value."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inception
+
+    from delora_diffusion.evaluation.fid import load_fid_extractor
+
+    with monkeypatch.context() as patch:
+        patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        torch.manual_seed(0)
+        network = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    weights = tmp_path / "inception.pth"
+    torch.save(network.state_dict(), weights)
+    images = []
+    for k, size in enumerate((24, 24, 32, 40)):
+        path = tmp_path / f"{k}.png"
+        draw_scene(random.Random(k), size=size)[0].save(path)
+        images.append(path)
+    extractor = load_fid_extractor("inception", weights)
+    assert extractor.describe() == {"spec": "inception", "features": 2048, "weights": str(weights)}
+    value = compute_fid(images[:2], images[2:], extractor, batch_size=4)
+    assert np.isfinite(value) and value >= 0
 
 
 def write_generated(root: Path, maps_dir: Path, size: int = 32) -> Path:

@@ -74,7 +74,7 @@ def _metric(extractor: FidExtractor, device: torch.device):
     except (OSError, RuntimeError, ValueError) as exc:
         raise EvaluationInputError(f"cannot load the FID Inception weights ({type(exc).__name__}: {exc}); "
                                    "torch-fidelity downloads them on first use — offline, pass --fid_weights "
-                                   "with a copy (pt_inception-2015-12-05-6726825d.pth)") from None
+                                   "with a copy (weights-inception-2015-12-05-6726825d.pth)") from None
 
 
 def _batches_by_size(paths: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
