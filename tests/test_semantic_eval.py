@@ -235,3 +235,25 @@ def test_evaluation_imports_neither_training_nor_inference():
             "bad = [m for m in sys.modules if m.startswith(('delora_diffusion.training', 'delora_diffusion.inference'))]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_compare_semantic_runs_side_by_side(tmp_path, monkeypatch, capsys):
+    from delora_diffusion.evaluation.report import write_json
+
+    gen = write_generated(tmp_path, tmp_path / "maps")
+    monkeypatch.setattr("delora_diffusion.evaluation.semantic.load_segmenter", ColourReader)
+    files = []
+    for name in ("delora", "lora"):
+        results = evaluate_semantic(SemanticEvalSettings(generated_dir=gen, maps_dir=tmp_path / "maps", name=name,
+                                                         progress=False))
+        files.append(write_json(results, tmp_path / f"{name}.json"))
+    assert eval_main(["compare", *map(str, files), "--per_subject", "--plot", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| run | images | black | mIoU | mAcc | aAcc | FID |" in out and "| delora | 5 | 1 | 1.0000" in out
+    class_rows = out.split("IoU per class:")[1].strip().splitlines()[2:]
+    assert class_rows and all(row.endswith("| 1.0000 | 1.0000 |") for row in class_rows)
+    assert (tmp_path / "s.png").stat().st_size > 0
+    dreambooth = tmp_path / "db.json"
+    dreambooth.write_text(json.dumps({"format": "delora-eval/dreambooth/1", "name": "db"}))
+    assert eval_main(["compare", str(files[0]), str(dreambooth)]) == 2
+    assert "cannot compare DreamBooth and semantic-map results" in capsys.readouterr().err

@@ -155,14 +155,17 @@ def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "compare", help="side-by-side table of several results files",
-        description="Print the metrics of several `delora-eval dreambooth` results files side by side.",
+        description="Print the metrics of several `delora-eval dreambooth` (or several `delora-eval semantic`) "
+                    "results files side by side.",
     )
     parser.add_argument("runs", nargs="+", type=Path, help="results JSON files")
     parser.add_argument("--names", type=_subjects, help="comma-separated run names (default: each file's name)")
-    parser.add_argument("--per_subject", action="store_true", help="also print per-subject tables")
-    parser.add_argument("--plot", type=Path, metavar="PNG", help="write a DINO vs CLIP-T scatter plot")
+    parser.add_argument("--per_subject", action="store_true",
+                        help="also print per-subject tables (semantic results: per-class IoU)")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="write a DINO vs CLIP-T scatter plot (semantic results: mIoU vs FID)")
     parser.add_argument("--allow_mixed", action="store_true",
-                        help="compare runs scored with different protocols or backbones")
+                        help="compare runs scored with different protocols, backbones or segmentation models")
     return parser
 
 
@@ -198,20 +201,27 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .report import check_comparable, compare_table, plot_compare, read_results
+    from . import report, semantic_report
+    from .dreambooth import RESULTS_FORMAT as DREAMBOOTH_FORMAT
+    from .semantic import RESULTS_FORMAT as SEMANTIC_FORMAT
 
     if args.names and len(args.names) != len(args.runs):
         parser.error(f"--names has {len(args.names)} names for {len(args.runs)} results files")
-    loaded = [read_results(path) for path in args.runs]
+    loaded = [report.read_results(path, (DREAMBOOTH_FORMAT, SEMANTIC_FORMAT)) for path in args.runs]
+    kinds = {results["format"] for results in loaded}
+    if len(kinds) > 1:
+        raise EvaluationInputError("cannot compare DreamBooth and semantic-map results files with each other: "
+                                   + ", ".join(f"{p} is {r['format']}" for p, r in zip(args.runs, loaded)))
+    tables = semantic_report if kinds == {SEMANTIC_FORMAT} else report
     names = args.names or [results["name"] for results in loaded]
     if len(set(names)) < len(names):  # same run name twice: tell the files apart
         names = [str(path) for path in args.runs]
     runs = list(zip(names, loaded))
     if not args.allow_mixed:
-        check_comparable(runs)
-    print(compare_table(runs, per_subject=args.per_subject))
+        tables.check_comparable(runs)
+    print(tables.compare_table(runs, per_subject=args.per_subject))
     if args.plot:
-        print(f"wrote {plot_compare(runs, args.plot)}", file=sys.stderr)
+        print(f"wrote {tables.plot_compare(runs, args.plot)}", file=sys.stderr)
     return 0
 
 

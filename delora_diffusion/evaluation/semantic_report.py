@@ -1,4 +1,5 @@
-"""Results of ``delora-eval semantic`` as CSV (summary, per class, per image), markdown, and a per-class plot.
+"""Results of ``delora-eval semantic`` as CSV (summary, per class, per image), markdown, and a per-class plot;
+several runs side by side (``delora-eval compare``).
 
 The JSON file is ``report.write_json``'s, like the DreamBooth evaluator's.
 """
@@ -10,6 +11,7 @@ import io
 from pathlib import Path
 
 from ..fileio import atomic_path, atomic_write_text
+from .errors import EvaluationInputError
 from .report import _fmt, _pyplot
 
 CSV_COLUMNS = ("level", "map", "seed", "file", "class_id", "class_name", "iou", "acc", "gt_pixels", "pred_pixels",
@@ -83,6 +85,64 @@ def plot_run(results: dict, path: Path) -> Path:
     axes[-1].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     fid = results["summary"]["fid"]
     axes[0].set_title(f"{results['name']}: per-class segmentation consistency" + (f" (FID {fid:.2f})" if fid is not None else ""))
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+    return Path(path)
+
+
+def _identity(results: dict) -> tuple:
+    segmentation, fid = results["segmentation"] or {}, results["fid"] or {}
+    model = segmentation.get("model", {})
+    return (model.get("spec"), model.get("fingerprint"), segmentation.get("palette"),
+            (fid.get("extractor") or {}).get("spec"))
+
+
+def check_comparable(runs: list[tuple[str, dict]]) -> None:
+    """Runs scored with another segmentation model, palette or FID extractor are not comparable."""
+    first_name, first = runs[0]
+    for name, results in runs[1:]:
+        if _identity(results) != _identity(first):
+            model, fingerprint, palette, fid = _identity(results)
+            model0, fingerprint0, palette0, fid0 = _identity(first)
+            raise EvaluationInputError(
+                f"{name} was scored with segmentation model {model!r} ({fingerprint}), palette {palette!r}, FID "
+                f"features {fid!r}; {first_name} with {model0!r} ({fingerprint0}), {palette0!r}, {fid0!r}: not "
+                "comparable (pass --allow_mixed to show anyway)")
+
+
+def compare_table(runs: list[tuple[str, dict]], per_subject: bool = False) -> str:
+    """Side-by-side markdown table; ``per_subject``: also the IoU of every class present in any run."""
+    lines = ["| run | images | black | mIoU | mAcc | aAcc | FID |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, results in runs:
+        summary, counts = results["summary"], results["counts"]
+        lines.append(f"| {name} | {counts['scored_images']} | {counts['black_skipped']} | {_fmt(summary['mIoU'])} | "
+                     f"{_fmt(summary['mAcc'])} | {_fmt(summary['aAcc'])} | {_fmt(summary['fid'], 2)} |")
+    if per_subject:
+        by_run = [{row["name"]: row for row in (results["segmentation"] or {}).get("per_class", [])}
+                  for _, results in runs]
+        present = sorted({name for rows in by_run for name, row in rows.items() if row["gt_pixels"]})
+        lines += ["", "IoU per class:", "", "| class | " + " | ".join(name for name, _ in runs) + " |",
+                  "| --- |" + " ---: |" * len(runs)]
+        for cls in present:
+            lines.append(f"| {cls} | " + " | ".join(_fmt(rows[cls]["iou"]) if cls in rows else "" for rows in by_run) + " |")
+    return "\n".join(lines)
+
+
+def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
+    """mIoU (following the map) against FID (image quality), one labelled point per run."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 5))
+    for name, results in runs:
+        summary = results["summary"]
+        if summary["mIoU"] is None or summary["fid"] is None:
+            continue
+        axis.scatter(summary["fid"], summary["mIoU"], s=40)
+        axis.annotate(name, (summary["fid"], summary["mIoU"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    axis.set_xlabel("FID (lower is better)")
+    axis.set_ylabel("mIoU")
+    axis.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_path(Path(path)) as tmp:
         figure.savefig(tmp, dpi=120, format="png")
