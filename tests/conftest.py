@@ -15,6 +15,9 @@ import torch  # noqa: E402
 
 SHARED_DREAMBOOTH = Path(__file__).resolve().parents[2] / "shared" / "dreambooth"
 
+# The tests' models are tiny: intra-op threads gain nothing and cost several times over on a shared CPU.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:

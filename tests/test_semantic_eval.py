@@ -29,14 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models gain nothing from intra-op threads and lose a lot on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_metrics_match_a_hand_computed_confusion_matrix():
     label = np.array([[0, 0, 1], [1, 2, IGNORE_INDEX], [2, 2, 2]])

@@ -12,13 +12,6 @@ from delora_diffusion.models.hint_encoder import HintEncoder, inject_hint
 from delora_diffusion.models.loading import load_unet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def unet(tiny_sd):

@@ -23,13 +23,6 @@ from delora_diffusion.training.semantic import SemanticTask, build_args, main as
 RESOLUTION = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def reset_accelerate():
     from accelerate.state import AcceleratorState, GradientState
