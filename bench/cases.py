@@ -47,16 +47,15 @@ def _layer(case: str, width: int) -> nn.Module:
     base.requires_grad_(False)
     if case == "base":
         return base
-    if case == "peft-lora":
-        from peft import LoraConfig
-        from peft.tuners.lora import Linear
+    if case in ("peft-lora", "peft-delora"):
+        from peft import DeloraConfig, LoraConfig, inject_adapter_in_model
 
-        return Linear(base, "default", config=LoraConfig(r=16, lora_alpha=32), r=16, lora_alpha=32)
-    if case == "peft-delora":
-        from peft import DeloraConfig
-        from peft.tuners.delora.layer import DeloraLinear
-
-        return DeloraLinear(base, "default", config=DeloraConfig(r=16), r=16, delora_lambda=15.0)
+        config = (LoraConfig(r=16, lora_alpha=32, target_modules=["layer"]) if case == "peft-lora"
+                  else DeloraConfig(r=16, delora_lambda=15, target_modules=["layer"]))
+        holder = nn.Module()
+        holder.layer = base
+        inject_adapter_in_model(config, holder)
+        return holder.layer
     holder = nn.Sequential(base)
     attach(holder, METHOD_CONFIGS[case], layer_names=["0"])
     return holder[0]

@@ -29,9 +29,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
-    os.chmod(tmp, _FILE_MODE)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)  # after the write: some writers (safetensors) recreate the file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -15,6 +15,9 @@ import torch  # noqa: E402
 
 SHARED_DREAMBOOTH = Path(__file__).resolve().parents[2] / "shared" / "dreambooth"
 
+# The tests' models are tiny: intra-op threads gain nothing and cost several times over on a shared CPU.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
@@ -57,3 +60,19 @@ def tiny_clip(tiny_root) -> Path:
     from delora_diffusion.models.tiny import ensure_tiny
 
     return ensure_tiny("clip", tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_segformer(tiny_root) -> Path:
+    """Path of a saved tiny SegFormer with the 150 ADE20K labels (transformers model + image processor)."""
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return ensure_tiny("segformer", tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_fid_features(tiny_root) -> Path:
+    """Path of a tiny random image-feature extractor exported with torch.export (stands in for Inception)."""
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return ensure_tiny("fid_features", tiny_root) / "extractor.pt2"

@@ -126,6 +126,10 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     from delora_diffusion.fileio import atomic_write_text
 
     atomic_write_text(tmp_path / "x.json", "{}")
+    model = ToyModel()
+    attach(model, AdapterConfig(method="lora", rank=2))
+    save_adapter(model, tmp_path / "adapter.safetensors")
     umask = os.umask(0)
     os.umask(umask)
-    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o666 & ~umask
+    for name in ("x.json", "adapter.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name

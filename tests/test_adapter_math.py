@@ -92,15 +92,17 @@ def test_delora_update_stays_bounded_at_huge_learning_rate(init, factor):
 
 
 def test_delora_equals_peft_delora_layer():
-    from peft import DeloraConfig
-    from peft.tuners.delora.layer import DeloraLinear
+    from peft import DeloraConfig, inject_adapter_in_model
 
     torch.manual_seed(0)
     base = nn.Linear(16, 24)
     ours = DeLoRALinear(base, AdapterConfig(method="delora", rank=4, init="zero_b", lambda_init=7.0))
-    theirs = DeloraLinear(nn.Linear(16, 24), "default", config=DeloraConfig(r=4, delora_lambda=7), r=4, delora_lambda=7.0)
+    holder = nn.Module()
+    holder.layer = nn.Linear(16, 24)
+    holder.layer.load_state_dict(base.state_dict())
+    inject_adapter_in_model(DeloraConfig(r=4, delora_lambda=7, target_modules=["layer"]), holder)
+    theirs = holder.layer
     with torch.no_grad():
-        theirs.base_layer.load_state_dict(base.state_dict())
         ours.lora_B.normal_()  # both start at B = 0; give B a value so the comparison is not trivial
         theirs.delora_A["default"].copy_(ours.lora_A)
         theirs.delora_B["default"].copy_(ours.lora_B)

@@ -26,14 +26,6 @@ from delora_diffusion.training.dreambooth import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def save(image: Image.Image, path: Path, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

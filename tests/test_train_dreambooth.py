@@ -26,14 +26,6 @@ DEMO = REPO / "subjects" / "demo"
 VALIDATION_PROMPT = "a sks toy on the beach"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def fresh_accelerate():

@@ -24,17 +24,14 @@ from delora_diffusion.training.task import TrainingTask
 
 
 @pytest.fixture(autouse=True)
-def one_thread_fresh_accelerate():
+def fresh_accelerate():
     from accelerate.state import AcceleratorState, GradientState
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     yield
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
-    torch.set_num_threads(before)
 
 
 class MapDataset(Dataset):

@@ -10,8 +10,8 @@ adds what the shared interface needs: exact factors / dense update, scale, merge
 from __future__ import annotations
 
 import torch
-from peft import LoraConfig
-from peft.tuners.lora import Linear as PeftLoraLinear
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .base import AdapterLayer, fp32_region
@@ -27,10 +27,15 @@ class PeftLoRALinear(AdapterLayer):
         super().__init__(config)
         self.method = config.method
         self.use_dora = config.method == "dora"
-        lora_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, use_dora=self.use_dora)
-        self.peft = PeftLoraLinear(
-            base_layer, ADAPTER_NAME, config=lora_config, r=config.rank, lora_alpha=config.alpha
-        )
+        lora_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, use_dora=self.use_dora,
+                                 target_modules=["layer"])
+        # PEFT's public injection (stable across versions, unlike lora.Linear's constructor) on a holder.
+        holder = nn.Module()
+        holder.layer = base_layer
+        inject_adapter_in_model(lora_config, holder, adapter_name=ADAPTER_NAME)
+        self.peft = holder.layer
+        if not isinstance(self.peft, LoraLayer):
+            raise TypeError(f"PEFT did not wrap the {type(base_layer).__name__} layer with LoRA")
         # PEFT may create adapter weights in the base dtype; the interface keeps them fp32.
         for tensor in self.adapter_tensors().values():
             tensor.data = tensor.data.float()

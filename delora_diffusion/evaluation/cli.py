@@ -1,6 +1,8 @@
-"""``delora-eval``: DreamBooth metrics of a generated-images folder, and side-by-side comparison of runs.
+"""``delora-eval``: DreamBooth metrics of a generated-images folder, semantic-map metrics, and side-by-side
+comparison of runs.
 
     delora-eval dreambooth --real_dir REAL --generated_dir GEN [--protocol oft|dreambooth] [--out results.json]
+    delora-eval semantic --maps MAPS --generated GEN --real REAL [--seg_model ID] [--out results.json]
     delora-eval compare RUN1.json RUN2.json ... [--plot scatter.png]
 """
 
@@ -82,17 +84,88 @@ def _add_dreambooth_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
+    from .fid import INCEPTION
+    from .semantic import DEFAULT_SEG_MODEL
+
+    parser = subparsers.add_parser(
+        "semantic", help="mIoU, mean class accuracy, pixel accuracy and FID of images generated from semantic maps",
+        description="Segment GEN/<map>/00/<seed>.png (written by generate.py semantic) and score the predictions "
+                    "against the maps (mmseg's mIoU, mAcc, aAcc; 'other' ignored); FID against the real images. "
+                    "Prints a markdown table and writes JSON + CSV.",
+    )
+    add_config_arg(parser)
+    parser.add_argument("--generated", "--generated_dir", dest="generated_dir", type=Path,
+                        help="generated images: GEN/<map stem>/00/<seed>.png + GEN/<map stem>/metadata.jsonl")
+    parser.add_argument("--maps", "--maps_dir", dest="maps_dir", type=Path,
+                        help="the maps the images were generated from (colour maps or class-id annotations), "
+                             "matched by file stem; omit to skip the segmentation metrics")
+    parser.add_argument("--real", "--real_dir", dest="real_dir", type=Path,
+                        help="folder of real images for FID (e.g. ADE20K images/validation); omit to skip FID")
+    parser.add_argument("--seg_model", default=DEFAULT_SEG_MODEL,
+                        help="transformers semantic-segmentation model (hub id or local folder) predicting the "
+                             "palette's classes (default: %(default)s)")
+    parser.add_argument("--palette", type=Path, help="palette file: class colours in id order (default: ADE20K's 150)")
+    parser.add_argument("--fid_extractor", default=INCEPTION,
+                        help="'inception' (the standard 2048-d FID features, via torchmetrics + torch-fidelity) or a "
+                             "torch.export program (.pt2) mapping uint8 (B, 3, H, W) to (B, D) (default: %(default)s)")
+    parser.add_argument("--fid_weights", type=Path,
+                        help="local copy of the FID Inception weights (default: torch-fidelity downloads them)")
+    parser.add_argument("--out", type=Path, help="results JSON; the CSV goes beside it "
+                        "(default: GEN/eval_semantic.json)")
+    parser.add_argument("--name", help="run name shown in tables (default: GEN's folder name)")
+    parser.add_argument("--plot", nargs="?", const=True, default=None, metavar="PNG",
+                        help="also write per-class IoU / accuracy bars (default path: the results file with .png)")
+    parser.add_argument("--batch_size", type=_positive_int, default=16, help="images per forward pass "
+                        "(default: %(default)s)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .report import write_json
+    from .semantic import SemanticEvalSettings, evaluate_semantic
+    from .semantic_report import markdown_summary, plot_run, write_csv
+
+    if args.generated_dir is None:
+        parser.error("the following arguments are required: --generated")
+    if args.maps_dir is None and args.real_dir is None:
+        parser.error("give --maps (segmentation metrics), --real (FID), or both")
+    settings = SemanticEvalSettings(
+        generated_dir=args.generated_dir, maps_dir=args.maps_dir, real_dir=args.real_dir, seg_model=args.seg_model,
+        palette=args.palette, fid_extractor=args.fid_extractor, fid_weights=args.fid_weights,
+        batch_size=args.batch_size, device=args.device or _default_device(), name=args.name,
+        progress=not args.no_progress)
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    results = evaluate_semantic(settings)
+    out = args.out or Path(args.generated_dir) / "eval_semantic.json"
+    written = [write_json(results, out), write_csv(results, out.with_suffix(".csv"))]
+    if args.plot is not None:
+        written.append(plot_run(results, out.with_suffix(".png") if args.plot is True else Path(args.plot)))
+    print(markdown_summary(results))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "compare", help="side-by-side table of several results files",
-        description="Print the metrics of several `delora-eval dreambooth` results files side by side.",
+        description="Print the metrics of several `delora-eval dreambooth` (or several `delora-eval semantic`) "
+                    "results files side by side.",
     )
     parser.add_argument("runs", nargs="+", type=Path, help="results JSON files")
     parser.add_argument("--names", type=_subjects, help="comma-separated run names (default: each file's name)")
-    parser.add_argument("--per_subject", action="store_true", help="also print per-subject tables")
-    parser.add_argument("--plot", type=Path, metavar="PNG", help="write a DINO vs CLIP-T scatter plot")
+    parser.add_argument("--per_subject", action="store_true",
+                        help="also print per-subject tables (semantic results: per-class IoU)")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="write a DINO vs CLIP-T scatter plot (semantic results: mIoU vs FID)")
     parser.add_argument("--allow_mixed", action="store_true",
-                        help="compare runs scored with different protocols or backbones")
+                        help="compare runs scored with different protocols, backbones or segmentation models")
     return parser
 
 
@@ -128,39 +201,49 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .report import check_comparable, compare_table, plot_compare, read_results
+    from . import report, semantic_report
+    from .dreambooth import RESULTS_FORMAT as DREAMBOOTH_FORMAT
+    from .semantic import RESULTS_FORMAT as SEMANTIC_FORMAT
 
     if args.names and len(args.names) != len(args.runs):
         parser.error(f"--names has {len(args.names)} names for {len(args.runs)} results files")
-    loaded = [read_results(path) for path in args.runs]
+    loaded = [report.read_results(path, (DREAMBOOTH_FORMAT, SEMANTIC_FORMAT)) for path in args.runs]
+    kinds = {results["format"] for results in loaded}
+    if len(kinds) > 1:
+        raise EvaluationInputError("cannot compare DreamBooth and semantic-map results files with each other: "
+                                   + ", ".join(f"{p} is {r['format']}" for p, r in zip(args.runs, loaded)))
+    tables = semantic_report if kinds == {SEMANTIC_FORMAT} else report
     names = args.names or [results["name"] for results in loaded]
     if len(set(names)) < len(names):  # same run name twice: tell the files apart
         names = [str(path) for path in args.runs]
     runs = list(zip(names, loaded))
     if not args.allow_mixed:
-        check_comparable(runs)
-    print(compare_table(runs, per_subject=args.per_subject))
+        tables.check_comparable(runs)
+    print(tables.compare_table(runs, per_subject=args.per_subject))
     if args.plot:
-        print(f"wrote {plot_compare(runs, args.plot)}", file=sys.stderr)
+        print(f"wrote {tables.plot_compare(runs, args.plot)}", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``delora-eval``; returns the exit status (2 for bad input, with ``delora-eval: error: ...``)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="DreamBooth metrics (DINO, CLIP-I, CLIP-T) of generated images, and side-by-side "
-                               "comparison of runs.")
+        prog=PROG, description="DreamBooth metrics (DINO, CLIP-I, CLIP-T) of generated images, semantic-map "
+                               "metrics (mIoU, accuracy, FID), and side-by-side comparison of runs.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    parsers = {"dreambooth": _add_dreambooth_parser(subparsers), "compare": _add_compare_parser(subparsers)}
+    parsers = {"dreambooth": _add_dreambooth_parser(subparsers), "semantic": _add_semantic_parser(subparsers),
+               "compare": _add_compare_parser(subparsers)}
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "dreambooth":
-        args = parse_args(parsers["dreambooth"], argv[1:])
-        args.command = "dreambooth"
+    if argv and argv[0] in ("dreambooth", "semantic"):  # the subcommands that read --config
+        args = parse_args(parsers[argv[0]], argv[1:])
+        args.command = argv[0]
     else:
         args = parser.parse_args(argv)
     try:
         if args.command == "dreambooth":
             return _run_dreambooth(args, parsers["dreambooth"])
+        if args.command == "semantic":
+            return _run_semantic(args, parsers["semantic"])
         return _run_compare(args, parsers["compare"])
     except EvaluationInputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ class GeneratedImage:
     class_noun: str | None = None
     seed: int | None = None
     generation: dict = field(default_factory=dict, compare=False)
+    record: dict = field(default_factory=dict, compare=False)  # the whole metadata line (task-specific fields)
 
 
 def _is_subject_dir(path: Path) -> bool:
@@ -127,6 +128,7 @@ def _read_metadata(subject_dir: Path) -> list[GeneratedImage]:
             class_noun=_optional_str(record.get("class_noun"), where, "class_noun"),
             seed=_optional_int(record.get("seed"), where, "seed"),
             generation={key: record[key] for key in GENERATION_KEYS if key in record},
+            record=record,
         )
     images = list(by_file.values())
     for image in images:

@@ -27,8 +27,8 @@ def write_json(results: dict, path: Path) -> Path:
     return Path(path)
 
 
-def read_results(path: Path) -> dict:
-    """A results file written by ``delora-eval dreambooth``; anything else is an error naming the file."""
+def read_results(path: Path, formats: tuple[str, ...] = (RESULTS_FORMAT,)) -> dict:
+    """A results file written by ``delora-eval`` in one of ``formats``; anything else is an error naming the file."""
     path = Path(path)
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -36,8 +36,9 @@ def read_results(path: Path) -> dict:
         raise EvaluationInputError(f"{path}: no such results file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvaluationInputError(f"{path}: not a JSON results file ({exc})") from None
-    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
-        raise EvaluationInputError(f"{path}: not a delora-eval results file (expected format {RESULTS_FORMAT!r})")
+    if not isinstance(results, dict) or results.get("format") not in formats:
+        expected = " or ".join(repr(f) for f in formats)
+        raise EvaluationInputError(f"{path}: not a delora-eval results file (expected format {expected})")
     return results
 
 

@@ -2,7 +2,7 @@
 
 Subcommands: ``dreambooth`` (the default, so ``generate.py --flags`` works): the 25 DreamBooth prompts
 of each subject (or a prompt file) × ``--num_images_per_prompt`` seeds, written in the layout the
-evaluator reads (``layout.py``). Image k of every prompt uses seed ``--seed + k``, so methods, scales
+evaluator reads (``layout.py``); ``semantic``: images from semantic maps (``semantic.py``). Image k of every prompt uses seed ``--seed + k``, so methods, scales
 and prompts are compared on the same starting noise. Re-running skips images already on disk with
 the same settings, so an interrupted run resumes where it stopped.
 """
@@ -29,6 +29,7 @@ from .pipeline import (
 from .prompt_sets import PROMPT_SETS, PromptFileError, SubjectPrompt, read_prompt_file, subject_prompts, templates_for
 from .sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, default_size, sample_images
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from .semantic import semantic_main
 
 PROG = "generate.py"
 CLASS_TABLE = "prompts_and_classes.txt"
@@ -343,8 +344,8 @@ def dreambooth_main(argv: list[str] | None = None, prog: str = PROG) -> int:
     return 0
 
 
-# Subcommand name -> entry taking (argv, prog). A later subcommand (e.g. "semantic") registers here.
-SUBCOMMANDS: dict[str, Callable[..., int]] = {"dreambooth": dreambooth_main}
+# Subcommand name -> entry taking (argv, prog).
+SUBCOMMANDS: dict[str, Callable[..., int]] = {"dreambooth": dreambooth_main, "semantic": semantic_main}
 DEFAULT_SUBCOMMAND = "dreambooth"
 
 

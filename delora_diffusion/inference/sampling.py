@@ -51,8 +51,12 @@ def sample_images(
     guidance_scale: float = DEFAULT_GUIDANCE,
     height: int | None = None,
     width: int | None = None,
+    **pipeline_kwargs,
 ) -> Samples:
-    """One image per (prompt, seed) pair, rendered as one batch; sizes in pixels (default: ``default_size``)."""
+    """One image per (prompt, seed) pair, rendered as one batch; sizes in pixels (default: ``default_size``).
+
+    ``pipeline_kwargs`` go to the pipeline call as they are (e.g. a ControlNet pipeline's ``image=``).
+    """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: one seed per image is required")
     if not prompts:
@@ -71,6 +75,7 @@ def sample_images(
         # Stochastic solvers (euler_a) go on drawing per-step noise from each image's own generator.
         generator=generators,
         output_type="pil",
+        **pipeline_kwargs,
     )
     flagged = output.nsfw_content_detected or [False] * len(prompts)
     return Samples(images=list(output.images), nsfw=[bool(x) for x in flagged])

@@ -136,3 +136,8 @@ def make_tiny(root: str | os.PathLike = DEFAULT_TINY_DIR, components: list[str] 
 from .tiny_backbones import TINY_BACKBONE_BUILDERS  # noqa: E402
 
 TINY_BUILDERS.update(TINY_BACKBONE_BUILDERS)
+
+# Semantic-map evaluation (a tiny ADE20K SegFormer and an exported FID feature extractor).
+from .tiny_semantic import TINY_SEMANTIC_BUILDERS  # noqa: E402
+
+TINY_BUILDERS.update(TINY_SEMANTIC_BUILDERS)

@@ -201,7 +201,8 @@ class _Run:
             unet.enable_gradient_checkpointing()
         unet.train()
 
-        optimizer = build_optimizer(args, unet, extra_modules, accelerator.num_processes)
+        optimizer = build_optimizer(args, unet, extra_modules, accelerator.num_processes,
+                                    self.task.trainable_module_options())
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
         dataloader = DataLoader(self.dataset, batch_size=args.train_batch_size,
                                 sampler=EpochShuffleSampler(len(self.dataset), args.seed),
@@ -214,6 +215,7 @@ class _Run:
         self.unet, self.optimizer, self.dataloader, self.lr_scheduler = prepared[:4]
         self.extras = dict(zip(extra_modules, prepared[4:]))
         self.context.trainable.update(self.extras)
+        self.denoiser = self.task.denoiser(self.unet, self.context)
         self.steps_per_epoch = math.ceil(len(self.dataloader) / args.gradient_accumulation_steps)
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         register_adapter_state_hooks(accelerator, self.write_adapter, self.read_adapter)
@@ -304,7 +306,7 @@ class _Run:
                                             accelerator.device)
                 with accelerator.accumulate(self.unet, *self.extras.values()):
                     latents, conditioning = self.task.model_inputs(batch, self.context, generator)
-                    per_example = diffusion_loss(self.unet, self.components.noise_scheduler, latents, conditioning,
+                    per_example = diffusion_loss(self.denoiser, self.components.noise_scheduler, latents, conditioning,
                                                  generator, args.snr_gamma, self.weight_dtype)
                     loss, parts = self.task.reduce_loss(per_example, batch)
                     for key, value in {"loss": loss, **parts}.items():
@@ -413,7 +415,9 @@ class _Run:
             accelerator.end_training()
             raise NonFiniteLossError(self.stop_message)
         result.global_step = self.global_step
-        result.adapter_fingerprint = adapter_fingerprint(accelerator.unwrap_model(self.unet))
+        unwrap = accelerator.unwrap_model
+        result.adapter_fingerprint = adapter_fingerprint(unwrap(self.unet),
+                                                         {name: unwrap(m) for name, m in self.extras.items()})
         logger.info("process %d: adapter fingerprint %s", accelerator.process_index, result.adapter_fingerprint)
         # The first step includes one-off work (allocations, autotuning); leave it out of the average.
         timed = self.step_times[1:] or self.step_times

@@ -49,15 +49,19 @@ def weight_distance_logs(unet: nn.Module) -> dict[str, float]:
 
 
 @torch.no_grad()
-def adapter_fingerprint(unet: nn.Module) -> str:
-    """SHA-256 of every adapter tensor (names and fp32 bytes): equal on processes that hold equal adapters."""
+def adapter_fingerprint(unet: nn.Module, extra_modules: dict[str, nn.Module] | None = None) -> str:
+    """SHA-256 of every adapter tensor (names and fp32 bytes), then of the tensors of ``extra_modules`` (a task's
+    trained modules, e.g. a hint encoder): equal on processes that hold equal adapters and modules."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name, layer in adapter_layers(unet).items():
-        for key, tensor in sorted(layer.adapter_state_dict().items()):
-            digest.update(f"{name}.{key}".encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    tensors = [(f"{name}.{key}", tensor) for name, layer in adapter_layers(unet).items()
+               for key, tensor in sorted(layer.adapter_state_dict().items())]
+    tensors += [(f"{name}.{key}", tensor) for name, module in (extra_modules or {}).items()
+                for key, tensor in module.state_dict().items()]
+    for key, tensor in tensors:
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -55,14 +55,16 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
         grid = result.validation_grids[-1]
         lines += [f"![validation grid, step {result.global_step}]({grid.relative_to(output_dir).as_posix()})", "",
                   "Rows: " + "; ".join(f"“{p}”" for p in prompts) + f" ({args.num_validation_images} seeds each).", ""]
-    lines += ["## Use", "", "```python", "from diffusers import StableDiffusionPipeline",
-              "from delora_diffusion.adapters import load_adapter", "",
-              f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
-              'load_adapter(pipe.unet, "adapter.safetensors")  # method and settings are read from the file']
-    example = prompts[0] if prompts else task.example_prompt()
-    if example:
-        lines.append(f"image = pipe({example!r}).images[0]")
-    lines += ["```", "", "## Training", "", "| setting | value |", "| --- | --- |"]
+    usage = task.usage_lines(base)
+    if usage is None:
+        usage = ["from diffusers import StableDiffusionPipeline",
+                 "from delora_diffusion.adapters import load_adapter", "",
+                 f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
+                 'load_adapter(pipe.unet, "adapter.safetensors")  # method and settings are read from the file']
+        example = prompts[0] if prompts else task.example_prompt()
+        if example:
+            usage.append(f"image = pipe({example!r}).images[0]")
+    lines += ["## Use", "", "```python", *usage, "```", "", "## Training", "", "| setting | value |", "| --- | --- |"]
     lines += [f"| {key} | {value} |" for key, value in rows]
     if result.seconds_per_step:
         lines.append(f"| time | {result.seconds_per_step:.3f} s per step, {result.wall_seconds:.0f} s in all |")

@@ -11,18 +11,21 @@ from ..adapters import param_groups
 
 
 def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: dict[str, nn.Module],
-                    num_processes: int) -> torch.optim.AdamW:
+                    num_processes: int, module_options: dict[str, dict] | None = None) -> torch.optim.AdamW:
     """Groups ``adapter`` (``--learning_rate``, ``--adam_weight_decay``), ``lambda`` (DeLoRA: its own
-    rate and decay) and one per extra module (the adapter's rate); ``--scale_lr`` scales every rate by
-    accumulation × batch × processes."""
+    rate and decay) and one per extra module (its ``module_options`` ``lr``/``weight_decay``, else the
+    adapter's); ``--scale_lr`` scales every rate by accumulation × batch × processes."""
     factor = args.gradient_accumulation_steps * args.train_batch_size * num_processes if args.scale_lr else 1
     learning_rate = args.learning_rate * factor
     lambda_lr = None if args.lambda_learning_rate is None else args.lambda_learning_rate * factor
     groups = param_groups(unet, lr=learning_rate, weight_decay=args.adam_weight_decay, lambda_lr=lambda_lr,
                           lambda_weight_decay=args.lambda_weight_decay)
     for name, module in extra_modules.items():
-        groups.append({"name": name, "params": [p for p in module.parameters() if p.requires_grad],
-                       "lr": learning_rate, "weight_decay": args.adam_weight_decay})
+        options = (module_options or {}).get(name, {})
+        lr = options["lr"] * factor if options.get("lr") is not None else learning_rate
+        decay = options.get("weight_decay")
+        groups.append({"name": name, "params": [p for p in module.parameters() if p.requires_grad], "lr": lr,
+                       "weight_decay": args.adam_weight_decay if decay is None else decay})
     return torch.optim.AdamW(groups, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
 
 

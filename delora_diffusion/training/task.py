@@ -12,6 +12,7 @@ semantic-map → image trainer is another subclass (a map dataset, a conditionin
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,14 @@ class TrainingTask:
         """
         raise NotImplementedError
 
+    def denoiser(self, unet: nn.Module, run: RunContext) -> Callable:
+        """What the loss calls as ``denoiser(noisy_latents, timesteps, **conditioning, return_dict=False)``.
+
+        The (prepared) UNet by default; a task whose conditioning needs the noisy latents or timesteps
+        (e.g. a ControlNet) returns a callable running its modules (``run.trainable``) around the UNet.
+        """
+        return unet
+
     def reduce_loss(self, per_example: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Scalar loss from per-example losses (B,), and named parts to log."""
         return per_example.mean(), {}
@@ -80,6 +89,11 @@ class TrainingTask:
     def trainable_modules(self) -> dict[str, nn.Module]:
         """Extra modules trained with the adapter (fp32), saved in the adapter file as extra tensors
         ``<name>.<parameter>``; call them through ``run.trainable[name]`` in ``model_inputs``."""
+        return {}
+
+    def trainable_module_options(self) -> dict[str, dict]:
+        """Optimizer settings (``lr``, ``weight_decay``) per ``trainable_modules`` name; unset ones follow the
+        adapter's (``--learning_rate``, ``--adam_weight_decay``). ``--scale_lr`` scales these rates too."""
         return {}
 
     def validation_images(self, run: RunContext, unet: nn.Module, step: int) -> list[tuple[str, list[Image.Image]]]:
@@ -92,6 +106,10 @@ class TrainingTask:
 
     def example_prompt(self) -> str | None:
         """A prompt for the model card's usage snippet when no validation prompt was given."""
+        return None
+
+    def usage_lines(self, base_model: str) -> list[str] | None:
+        """Python lines of the model card's usage snippet (None: load the adapter on a plain pipeline)."""
         return None
 
     def model_card_facts(self) -> dict[str, str]:
