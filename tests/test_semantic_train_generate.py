@@ -19,16 +19,10 @@ from delora_diffusion.models.loading import load_unet
 from delora_diffusion.training.determinism import derive_seed
 from delora_diffusion.training.loop import train
 from delora_diffusion.training.semantic import SemanticTask, build_args, main as train_main
+from train_helpers import reset_accelerate
 
 RESOLUTION = 32
 
-
-
-def reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(scope="module")

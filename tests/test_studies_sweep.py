@@ -134,6 +134,7 @@ def test_report_writes_tables_and_plots_and_a_rerun_skips_finished_points(sweep)
     again = run_sweep(done, evaluation, jobs=2, threads=1, log=lines.append)
     assert "4 finished (skipped), 0 to run" in lines[0] and not any("eval " in line for line in lines)
     assert again["lora-x16-seed0"]["distance"] == results["lora-x16-seed0"]["distance"]
+    assert {name: (spec.output_dir / name / "result.json").stat().st_mtime_ns for name in stamp} == stamp
 
 
 def test_a_point_run_with_other_settings_is_not_overwritten(sweep):
@@ -180,7 +181,7 @@ def test_bad_sweep_settings_are_usage_errors(tmp_path, capsys, extra, message):
         main(["--output_dir", str(tmp_path / "s"), *extra])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage:") and f"delora-sweep: error: " in err and message in err
+    assert err.startswith("usage:") and "delora-sweep: error: " in err and message in err
 
 
 def test_report_of_a_folder_that_is_no_sweep_is_a_usage_error(tmp_path, capsys):

@@ -20,6 +20,7 @@ from delora_diffusion.training.components import load_components, sampling_pipel
 from delora_diffusion.training.dreambooth import DreamBoothTask, build_args, main
 from delora_diffusion.training.loop import NonFiniteLossError, train
 from delora_diffusion.training.metrics import METRICS_FILE, adapter_fingerprint, read_metrics
+from train_helpers import reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "subjects" / "demo"
@@ -30,13 +31,9 @@ VALIDATION_PROMPT = "a sks toy on the beach"
 @pytest.fixture
 def fresh_accelerate():
     """Each run builds its own Accelerator; accelerate keeps process-wide state between them."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +143,7 @@ def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_
 
     first = run(flags(tmp_path / "split", tiny_sd, class_dir, max_train_steps=2, **options))
     assert [p.name for p in first.checkpoints] == ["checkpoint-2"]
-    from accelerate.state import AcceleratorState, GradientState
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     resumed = run(flags(tmp_path / "split", tiny_sd, class_dir, max_train_steps=5,
                         resume_from_checkpoint="latest", **options))
 

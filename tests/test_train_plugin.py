@@ -21,17 +21,14 @@ from delora_diffusion.training.args import (
 )
 from delora_diffusion.training.loop import train
 from delora_diffusion.training.task import TrainingTask
+from train_helpers import reset_accelerate
 
 
 @pytest.fixture(autouse=True)
 def fresh_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
 
 
 class MapDataset(Dataset):
@@ -93,9 +90,7 @@ def test_second_task_trains_its_encoder_through_the_same_loop(tmp_path, tiny_sd)
     assert torch.equal(saved, task.encoder.weight.detach().cpu())   # and saved as it ended
 
     # Resume restores the encoder from the checkpoint along with the adapter.
-    from accelerate.state import AcceleratorState, GradientState
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate()
     resumed_task = MapTask()
     resumed = train(parse(common + ["--max_train_steps", "4", "--resume_from_checkpoint",
                                     str(tmp_path / "a" / "checkpoint-2"), "--output_dir", str(tmp_path / "b")]),

@@ -67,13 +67,7 @@ def _add_dreambooth_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--clip_t_prompt", choices=CLIP_T_PROMPTS, default="without_token",
                         help="text CLIP-T compares with: the prompt without or with the identifier token "
                              "(default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="results JSON; the CSV goes beside it "
-                        "(default: GEN/eval_<protocol>.json)")
-    parser.add_argument("--name", help="run name shown in tables (default: GEN's folder name)")
-    parser.add_argument("--plot", nargs="?", const=True, default=None, metavar="PNG",
-                        help="also write per-subject bar charts (default path: the results file with .png)")
-    parser.add_argument("--batch_size", type=_positive_int, default=32, help="images per forward pass "
-                        "(default: %(default)s)")
+    _add_output_args(parser, "GEN/eval_<protocol>.json", "per-subject bar charts", batch_size=32)
     parser.add_argument("--workers", type=_positive_int, default=2, help="threads decoding images "
                         "(default: %(default)s)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
@@ -82,6 +76,16 @@ def _add_dreambooth_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no_cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _add_output_args(parser: argparse.ArgumentParser, default_out: str, plot_what: str, batch_size: int) -> None:
+    """--out, --name, --plot and --batch_size, shared by the dreambooth and semantic commands."""
+    parser.add_argument("--out", type=Path, help=f"results JSON; the CSV goes beside it (default: {default_out})")
+    parser.add_argument("--name", help="run name shown in tables (default: GEN's folder name)")
+    parser.add_argument("--plot", nargs="?", const=True, default=None, metavar="PNG",
+                        help=f"also write {plot_what} (default path: the results file with .png)")
+    parser.add_argument("--batch_size", type=_positive_int, default=batch_size, help="images per forward pass "
+                        "(default: %(default)s)")
 
 
 def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
@@ -111,13 +115,7 @@ def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
                              "torch.export program (.pt2) mapping uint8 (B, 3, H, W) to (B, D) (default: %(default)s)")
     parser.add_argument("--fid_weights", type=Path,
                         help="local copy of the FID Inception weights (default: torch-fidelity downloads them)")
-    parser.add_argument("--out", type=Path, help="results JSON; the CSV goes beside it "
-                        "(default: GEN/eval_semantic.json)")
-    parser.add_argument("--name", help="run name shown in tables (default: GEN's folder name)")
-    parser.add_argument("--plot", nargs="?", const=True, default=None, metavar="PNG",
-                        help="also write per-class IoU / accuracy bars (default path: the results file with .png)")
-    parser.add_argument("--batch_size", type=_positive_int, default=16, help="images per forward pass "
-                        "(default: %(default)s)")
+    _add_output_args(parser, "GEN/eval_semantic.json", "per-class IoU / accuracy bars", batch_size=16)
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser

@@ -8,7 +8,8 @@ import json
 import math
 from pathlib import Path
 
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_write_text
+from ..plotting import pyplot, save_png
 from .dreambooth import METRICS, RESULTS_FORMAT
 from .errors import EvaluationInputError
 
@@ -137,18 +138,9 @@ def compare_table(runs: list[tuple[str, dict]], per_subject: bool = False) -> st
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_run(results: dict, path: Path) -> Path:
     """Per-subject bars of DINO, CLIP-I and CLIP-T (one panel each), mean over subjects as a dashed line."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = results["per_subject"]
     names = [row["subject"] for row in rows]
     figure, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.35 * len(names) + 2), 8), sharex=True)
@@ -163,15 +155,12 @@ def plot_run(results: dict, path: Path) -> Path:
     axes[-1].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     axes[0].set_title(f"{results['name']} (protocol {results['protocol']})")
     figure.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)
 
 
 def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
     """DINO (subject fidelity) against CLIP-T (prompt fidelity), one labelled point per run."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 5))
     for name, results in runs:
         mean = results["mean_over_subjects"]
@@ -184,7 +173,4 @@ def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
     axis.set_title(f"protocol {runs[0][1]['protocol']}")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)

@@ -10,9 +10,10 @@ import csv
 import io
 from pathlib import Path
 
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_write_text
+from ..plotting import pyplot, save_png
 from .errors import EvaluationInputError
-from .report import _fmt, _pyplot
+from .report import _fmt
 
 CSV_COLUMNS = ("level", "map", "seed", "file", "class_id", "class_name", "iou", "acc", "gt_pixels", "pred_pixels",
                "tp_pixels", "pixel_accuracy", "valid_pixels", "mIoU", "mAcc", "aAcc", "fid", "n_images")
@@ -67,7 +68,7 @@ def markdown_summary(results: dict, top: int = 10) -> str:
 
 def plot_run(results: dict, path: Path) -> Path:
     """IoU and accuracy of every class present in the ground truth (most frequent first), means dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     segmentation = results["segmentation"]
     rows = sorted((row for row in (segmentation or {}).get("per_class", []) if row["gt_pixels"]),
                   key=lambda row: -row["gt_pixels"])
@@ -86,10 +87,7 @@ def plot_run(results: dict, path: Path) -> Path:
     fid = results["summary"]["fid"]
     axes[0].set_title(f"{results['name']}: per-class segmentation consistency" + (f" (FID {fid:.2f})" if fid is not None else ""))
     figure.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)
 
 
 def _identity(results: dict) -> tuple:
@@ -132,7 +130,7 @@ def compare_table(runs: list[tuple[str, dict]], per_subject: bool = False) -> st
 
 def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
     """mIoU (following the map) against FID (image quality), one labelled point per run."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 5))
     for name, results in runs:
         summary = results["summary"]
@@ -144,7 +142,4 @@ def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
     axis.set_ylabel("mIoU")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_write_text
+from ..plotting import pyplot, save_png
 
 PROG = "delora-inspect-norms"
 PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -86,11 +87,7 @@ def rows_csv(rows: list[dict]) -> str:
 
 
 def plot(blocks: list[str], series: dict, title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colors = dict(zip(PROJECTIONS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(blocks) + 2), 4.2))
     x = range(len(blocks))
@@ -104,10 +101,7 @@ def plot(blocks: list[str], series: dict, title: str, path: Path) -> Path:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

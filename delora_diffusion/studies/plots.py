@@ -5,29 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from ..fileio import atomic_path
+from ..plotting import pyplot, save_png
 from .evaluate import FINAL, METRIC_KEYS
 from .report import METRIC_TITLES, reported_eval_step
 
 METHOD_COLORS = {"delora": "tab:blue", "lora": "tab:red", "dora": "tab:orange", "ether": "tab:purple",
                  "etherplus": "tab:green"}
 METHOD_LABELS = {"delora": "DeLoRA", "lora": "LoRA", "dora": "DoRA", "ether": "ETHER", "etherplus": "ETHER+"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
 
 
 def _by_method_factor(results: list[dict], value) -> dict[str, dict[float, list[float]]]:
@@ -62,7 +46,7 @@ def distance_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
     if not distances:
         return None
     bounds = _by_method_factor(results, lambda r: r.get("bound"))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method in info["methods"]:
         if method not in distances:
@@ -77,7 +61,7 @@ def distance_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
     steps = sorted({r.get("steps") for r in results if r.get("status") == "done"})
     ax.set_title(f"Weight distance after {'/'.join(map(str, steps))} steps")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path, dpi=110)
 
 
 def metric_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
@@ -86,7 +70,7 @@ def metric_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
     tables = {k: t for k, t in tables.items() if t}
     if not tables:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.8), squeeze=False)
     for ax, (metric, table) in zip(axes[0], tables.items()):
         for method in info["methods"]:
@@ -97,7 +81,7 @@ def metric_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
         ax.set_ylabel(METRIC_TITLES[metric])
     axes[0][0].legend(fontsize=8)
     fig.suptitle("DreamBooth metrics against the learning rate")
-    return _save(fig, path)
+    return save_png(fig, path, dpi=110)
 
 
 def _score(result: dict, metric: str) -> float | None:
@@ -113,7 +97,7 @@ def distance_vs_step(info: dict, results: list[dict], path: Path) -> Path | None
         return None
     first_seed = min(r["seed"] for r in done)
     methods = [m for m in info["methods"] if any(r["method"] == m for r in done)]
-    plt = _pyplot()
+    plt = pyplot()
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
@@ -133,7 +117,7 @@ def distance_vs_step(info: dict, results: list[dict], path: Path) -> Path | None
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, title="LR factor", title_fontsize=7)
     axes[0][0].set_ylabel("‖W_ft − W_0‖_F (sum over layers)")
-    return _save(fig, path)
+    return save_png(fig, path, dpi=110)
 
 
 def metric_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
@@ -148,7 +132,7 @@ def metric_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
             series[(r["method"], r["lr_factor"])] = numbered
     if not series:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(METRIC_KEYS), figsize=(4.2 * len(METRIC_KEYS), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], METRIC_KEYS):
         for (method, factor), points in series.items():
@@ -159,7 +143,7 @@ def metric_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
         ax.set_ylabel(METRIC_TITLES[metric])
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path, dpi=110)
 
 
 def _point_image(sweep_dir: Path, result: dict):
@@ -193,7 +177,7 @@ def image_grid(sweep_dir: Path, info: dict, results: list[dict], path: Path) -> 
         return None
     methods = [m for m in info["methods"] if any(key[0] == m for key in cells)]
     factors = [f for f in info["lr_factors"] if any(key[1] == f for key in cells)]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(factors), len(methods), figsize=(2.2 * len(methods) + 0.6, 2.2 * len(factors)),
                              squeeze=False, layout="constrained")
     for i, factor in enumerate(factors):
@@ -210,7 +194,7 @@ def image_grid(sweep_dir: Path, info: dict, results: list[dict], path: Path) -> 
             if j == 0:
                 ax.set_ylabel(f"×{factor:g}", rotation=0, labelpad=20, va="center")
     fig.suptitle("Final validation images per learning-rate factor")
-    return _save(fig, path)
+    return save_png(fig, path, dpi=110)
 
 
 def write_plots(sweep_dir: Path, info: dict, results: list[dict], out_dir: Path) -> list[Path]:

@@ -185,9 +185,10 @@ def run_sweep(spec: SweepSpec, evaluation: EvalSpec | None = None, launcher: str
                 continue
             evaluations = result.setdefault("evaluations", {})
             base_model = spec.train_config_for(point).get("pretrained_model_name_or_path")
-            for step in evaluation.steps:
-                if step in evaluations and "error" not in evaluations[step]:
-                    continue
+            missing = [step for step in evaluation.steps if step not in evaluations or "error" in evaluations[step]]
+            if not missing:
+                continue  # a finished point's result.json is left untouched
+            for step in missing:
                 evaluations[step] = evaluate_step(spec.point_dir(point), str(base_model), evaluation, step)
                 scores = evaluations[step]
                 what = scores["error"] if "error" in scores else ", ".join(

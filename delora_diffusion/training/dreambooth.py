@@ -8,21 +8,19 @@ the prior-preservation loss  L = mean(instance) + w · mean(class),  and validat
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 import torch
 
-from ..adapters import AdapterConfigError, AdapterFileError
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..inference.sampling import sample_images
-from .args import ConfigFileError, UsageError, apply_method_defaults, check_common_args, dreambooth_parser, parse_args
-from .checkpoint import CheckpointError
+from .args import apply_method_defaults, check_common_args, dreambooth_parser, parse_args
 from .class_images import generate_class_images
 from .components import encode_prompts, sampling_pipeline
 from .latents import batch_latents, cache_posteriors
-from .loop import NonFiniteLossError, TrainResult, train
+from .entry import run_trainer, summary_lines
+from .loop import TrainResult
 from .task import RunContext, TrainingTask
 
 PROG = "train_dreambooth.py"
@@ -169,24 +167,16 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
             args.class_data_dir = str(Path(args.output_dir) / "class_images")
 
 
-def print_summary(result: TrainResult, args: argparse.Namespace) -> None:
-    minutes, seconds = divmod(int(round(result.wall_seconds)), 60)
-    pace = f", {result.seconds_per_step:.3f} s/step" if result.seconds_per_step else ""
-    lines = [f"\nDone: {result.global_step} steps of {args.adapter} in {minutes}m{seconds:02d}s{pace}."]
-    entries = [("adapter", result.adapter_path), ("checkpoints", ", ".join(map(str, result.checkpoints)) or None),
-               ("validation", result.validation_grids[-1] if result.validation_grids else None),
-               ("model card", result.model_card), ("settings", result.output_dir / "training_args.json"),
-               ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None),
-               ("class images", args.class_data_dir if args.with_prior_preservation else None)]
-    lines += [f"  {name:<13}{value}" for name, value in entries if value]
-    if result.adapter_path is not None:
-        subject = Path(args.instance_data_dir).name or "subject"
-        noun = args.class_prompt.split()[-1] if args.class_prompt else "<class noun>"
-        lines.append(f"  {'generate':<13}python generate.py --pretrained_model_name_or_path "
-                     f"{args.pretrained_model_name_or_path} --adapter {result.adapter_path} --subject {subject} "
-                     f"--class_noun {noun} --height {args.resolution} --width {args.resolution} "
-                     f"--output_dir {result.output_dir / 'samples'}")
-    print("\n".join(lines), flush=True)
+def summary(result: TrainResult, args: argparse.Namespace) -> list[str]:
+    """The lines printed when training ends: outputs and the ``generate.py`` command for this subject."""
+    extra = [("class images", args.class_data_dir if args.with_prior_preservation else None)]
+    subject = Path(args.instance_data_dir).name or "subject"
+    noun = args.class_prompt.split()[-1] if args.class_prompt else "<class noun>"
+    extra.append(("generate", f"python generate.py --pretrained_model_name_or_path {args.pretrained_model_name_or_path} "
+                              f"--adapter {result.adapter_path} --subject {subject} --class_noun {noun} "
+                              f"--height {args.resolution} --width {args.resolution} "
+                              f"--output_dir {result.output_dir / 'samples'}"))
+    return summary_lines(result, args.adapter, extra)
 
 
 def build_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -202,20 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     """``train_dreambooth.py``: parse flags (and ``--config``), train, print where everything is."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args, filled = build_args(argv)
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
-    try:
-        result = train(args, DreamBoothTask(args), command=[PROG, *argv], notes=[f"default {f}" for f in filled])
-    except (ImageDataError, CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError,
-            OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    if result.adapter_path is not None:
-        print_summary(result, args)
-    return 0
+    return run_trainer(PROG, argv, args, filled, DreamBoothTask(args), (ImageDataError,),
+                       lambda result: summary(result, args))
 
 
 if __name__ == "__main__":  # python -m delora_diffusion.training.dreambooth (what delora-sweep launches)

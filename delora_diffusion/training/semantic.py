@@ -11,27 +11,25 @@ everything else (flags, checkpoints, resume, logging, DDP, mixed precision) is t
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 import torch
 
-from ..adapters import AdapterConfigError, AdapterFileError
 from ..data.semantic import DEFAULT_SPLIT, LAYOUTS, SemanticData, SemanticDataError, SemanticDataset, collate_semantic, find_pairs
 from ..data.semantic_maps import MapError, default_palette, fit_map, open_map, read_palette
 from ..inference.schedulers import set_scheduler
 from ..inference.semantic import DEFAULT_GUIDANCE, control_pipeline, sample_semantic
 from ..models.control import CONTROLS, MODULE_NAMES, ControlledUNet, build_control, control_metadata
 from .args import (
-    ConfigFileError, UsageError, add_adapter_args, add_bool_flag, add_config_arg, add_model_args,
+    add_adapter_args, add_bool_flag, add_config_arg, add_model_args,
     add_optimization_args, add_run_args, apply_method_defaults, check_common_args, parse_args,
 )
-from .checkpoint import CheckpointError
 from .components import encode_prompts, sampling_pipeline
 from .determinism import derive_seed
 from .latents import batch_latents, cache_posteriors
-from .loop import NonFiniteLossError, TrainResult, train
+from .entry import run_trainer, summary_lines
+from .loop import TrainResult
 from .task import RunContext, TrainingTask
 
 PROG = "train_semantic.py"
@@ -281,38 +279,17 @@ def build_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, apply_method_defaults(args) + filled
 
 
-def print_summary(result: TrainResult, args: argparse.Namespace) -> None:
-    minutes, seconds = divmod(int(round(result.wall_seconds)), 60)
-    pace = f", {result.seconds_per_step:.3f} s/step" if result.seconds_per_step else ""
-    lines = [f"\nDone: {result.global_step} steps of {args.adapter} + {args.control} in {minutes}m{seconds:02d}s{pace}."]
-    entries = [("adapter", result.adapter_path), ("checkpoints", ", ".join(map(str, result.checkpoints)) or None),
-               ("validation", result.validation_grids[-1] if result.validation_grids else None),
-               ("model card", result.model_card), ("settings", result.output_dir / "training_args.json"),
-               ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None)]
-    lines += [f"  {name:<13}{value}" for name, value in entries if value]
-    if result.adapter_path is not None:
-        lines.append(f"  {'generate':<13}python generate.py semantic --pretrained_model_name_or_path "
-                     f"{args.pretrained_model_name_or_path} --adapter {result.adapter_path} --maps MAPS "
-                     f"--captions CAPTIONS --height {args.resolution} --width {args.resolution} "
-                     f"--output_dir {result.output_dir / 'samples'}")
-    print("\n".join(lines), flush=True)
+def summary(result: TrainResult, args: argparse.Namespace) -> list[str]:
+    """The lines printed when training ends: outputs and the ``generate.py semantic`` command."""
+    command = (f"python generate.py semantic --pretrained_model_name_or_path {args.pretrained_model_name_or_path} "
+               f"--adapter {result.adapter_path} --maps MAPS --captions CAPTIONS "
+               f"--height {args.resolution} --width {args.resolution} --output_dir {result.output_dir / 'samples'}")
+    return summary_lines(result, f"{args.adapter} + {args.control}", [("generate", command)])
 
 
 def main(argv: list[str] | None = None) -> int:
     """``train_semantic.py``: parse flags (and ``--config``), train, print where everything is."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args, filled = build_args(argv)
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    try:
-        result = train(args, SemanticTask(args), command=[PROG, *argv], notes=[f"default {f}" for f in filled])
-    except (SemanticDataError, MapError, CheckpointError, ConfigFileError, UsageError, AdapterConfigError,
-            AdapterFileError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    if result.adapter_path is not None:
-        print_summary(result, args)
-    return 0
+    return run_trainer(PROG, argv, args, filled, SemanticTask(args), (SemanticDataError, MapError),
+                       lambda result: summary(result, args))

@@ -1,0 +1,48 @@
+"""What both trainer CLIs do around ``train``: logging set-up, user errors as exit codes, the summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..adapters import AdapterConfigError, AdapterFileError
+from .args import ConfigFileError, UsageError
+from .checkpoint import CheckpointError
+from .loop import NonFiniteLossError, TrainResult, train
+from .task import TrainingTask
+
+# Errors that mean bad input (flags, files, data): a one-line message, exit 2, no traceback.
+USER_ERRORS = (CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError, OSError)
+
+
+def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: TrainingTask,
+                data_errors: tuple[type[Exception], ...], summary) -> int:
+    """Train ``task`` with parsed ``args``; ``summary(result)`` returns the lines printed at the end.
+
+    Exit codes: 0 done, 1 the loss became NaN/inf (last good checkpoint kept), 2 bad input.
+    """
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
+    try:
+        result = train(args, task, command=[prog, *argv], notes=[f"default {f}" for f in filled])
+    except (*data_errors, *USER_ERRORS) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    if result.adapter_path is not None:
+        print("\n".join(summary(result)), flush=True)
+    return 0
+
+
+def summary_lines(result: TrainResult, title: str, extra: list[tuple[str, object]]) -> list[str]:
+    """"Done: N steps of TITLE in MmSSs" and one line per output that exists (``extra`` appended)."""
+    minutes, seconds = divmod(int(round(result.wall_seconds)), 60)
+    pace = f", {result.seconds_per_step:.3f} s/step" if result.seconds_per_step else ""
+    entries = [("adapter", result.adapter_path), ("checkpoints", ", ".join(map(str, result.checkpoints)) or None),
+               ("validation", result.validation_grids[-1] if result.validation_grids else None),
+               ("model card", result.model_card), ("settings", result.output_dir / "training_args.json"),
+               ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None), *extra]
+    return ([f"\nDone: {result.global_step} steps of {title} in {minutes}m{seconds:02d}s{pace}."]
+            + [f"  {name:<13}{value}" for name, value in entries if value])
