@@ -24,3 +24,19 @@ def save_png(figure, path: Path | str, dpi: int = 120) -> Path:
         figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     pyplot().close(figure)
     return path
+
+
+def labelled_scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, path: Path | str,
+                     title: str | None = None) -> Path:
+    """One labelled dot per (label, x, y), e.g. a run per method; written as PNG to ``path``."""
+    figure, axis = pyplot().subplots(figsize=(6, 5))
+    for label, x, y in points:
+        axis.scatter(x, y, s=40)
+        axis.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    if title:
+        axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return save_png(figure, path)

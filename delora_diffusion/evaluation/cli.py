@@ -121,8 +121,20 @@ def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _write_results(results: dict, out: Path, plot, write_csv, plot_run, markdown_summary) -> int:
+    """JSON at ``out``, CSV (and, with --plot, PNG) beside it; the markdown table to stdout."""
     from .report import write_json
+
+    written = [write_json(results, out), write_csv(results, out.with_suffix(".csv"))]
+    if plot is not None:
+        written.append(plot_run(results, out.with_suffix(".png") if plot is True else Path(plot)))
+    print(markdown_summary(results))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .semantic import SemanticEvalSettings, evaluate_semantic
     from .semantic_report import markdown_summary, plot_run, write_csv
 
@@ -140,14 +152,8 @@ def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
         transformers_logging.disable_progress_bar()
     results = evaluate_semantic(settings)
-    out = args.out or Path(args.generated_dir) / "eval_semantic.json"
-    written = [write_json(results, out), write_csv(results, out.with_suffix(".csv"))]
-    if args.plot is not None:
-        written.append(plot_run(results, out.with_suffix(".png") if args.plot is True else Path(args.plot)))
-    print(markdown_summary(results))
-    for path in written:
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
+    return _write_results(results, args.out or Path(args.generated_dir) / "eval_semantic.json", args.plot,
+                          write_csv, plot_run, markdown_summary)
 
 
 def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -170,7 +176,7 @@ def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
 def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .dreambooth import DreamBoothEvalSettings, evaluate_dreambooth
     from .embedding_cache import default_cache_dir
-    from .report import markdown_summary, plot_run, write_csv, write_json
+    from .report import markdown_summary, plot_run, write_csv
 
     missing = [f"--{name}" for name in REQUIRED if getattr(args, name) is None]
     if missing:
@@ -188,14 +194,8 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
         transformers_logging.disable_progress_bar()
     results = evaluate_dreambooth(settings)
-    out = args.out or Path(args.generated_dir) / f"eval_{args.protocol}.json"
-    written = [write_json(results, out), write_csv(results, out.with_suffix(".csv"))]
-    if args.plot is not None:
-        written.append(plot_run(results, out.with_suffix(".png") if args.plot is True else Path(args.plot)))
-    print(markdown_summary(results))
-    for path in written:
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
+    return _write_results(results, args.out or Path(args.generated_dir) / f"eval_{args.protocol}.json", args.plot,
+                          write_csv, plot_run, markdown_summary)
 
 
 def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from ..fileio import atomic_write_text
-from ..plotting import pyplot, save_png
+from ..plotting import labelled_scatter, pyplot, save_png
 from .dreambooth import METRICS, RESULTS_FORMAT
 from .errors import EvaluationInputError
 
@@ -160,17 +160,7 @@ def plot_run(results: dict, path: Path) -> Path:
 
 def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
     """DINO (subject fidelity) against CLIP-T (prompt fidelity), one labelled point per run."""
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 5))
-    for name, results in runs:
-        mean = results["mean_over_subjects"]
-        if mean["dino"] is None or mean["clip_t"] is None:
-            continue
-        axis.scatter(mean["clip_t"], mean["dino"], s=40)
-        axis.annotate(name, (mean["clip_t"], mean["dino"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
-    axis.set_xlabel("CLIP-T (mean over subjects)")
-    axis.set_ylabel("DINO (mean over subjects)")
-    axis.set_title(f"protocol {runs[0][1]['protocol']}")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return save_png(figure, path)
+    means = [(name, results["mean_over_subjects"]) for name, results in runs]
+    points = [(name, m["clip_t"], m["dino"]) for name, m in means if m["dino"] is not None and m["clip_t"] is not None]
+    return labelled_scatter(points, "CLIP-T (mean over subjects)", "DINO (mean over subjects)", path,
+                            title=f"protocol {runs[0][1]['protocol']}")

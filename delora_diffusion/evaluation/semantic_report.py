@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from ..fileio import atomic_write_text
-from ..plotting import pyplot, save_png
+from ..plotting import labelled_scatter, pyplot, save_png
 from .errors import EvaluationInputError
 from .report import _fmt
 
@@ -130,16 +130,6 @@ def compare_table(runs: list[tuple[str, dict]], per_subject: bool = False) -> st
 
 def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
     """mIoU (following the map) against FID (image quality), one labelled point per run."""
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 5))
-    for name, results in runs:
-        summary = results["summary"]
-        if summary["mIoU"] is None or summary["fid"] is None:
-            continue
-        axis.scatter(summary["fid"], summary["mIoU"], s=40)
-        axis.annotate(name, (summary["fid"], summary["mIoU"]), textcoords="offset points", xytext=(5, 5), fontsize=9)
-    axis.set_xlabel("FID (lower is better)")
-    axis.set_ylabel("mIoU")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return save_png(figure, path)
+    points = [(name, r["summary"]["fid"], r["summary"]["mIoU"]) for name, r in runs
+              if r["summary"]["mIoU"] is not None and r["summary"]["fid"] is not None]
+    return labelled_scatter(points, "FID (lower is better)", "mIoU", path)
