@@ -55,14 +55,19 @@ def csv_rows(results: dict) -> list[dict]:
     return [{column: row.get(column) for column in CSV_COLUMNS} for row in rows]
 
 
-def write_csv(results: dict, path: Path) -> Path:
+def write_table_csv(rows: list[dict], columns: tuple[str, ...], path: Path) -> Path:
+    """Rows as CSV (floats at full precision, None empty), written atomically; returns the path."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in csv_rows(results):
+    for row in rows:
         writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(Path(path), buffer.getvalue())
     return Path(path)
+
+
+def write_csv(results: dict, path: Path) -> Path:
+    return write_table_csv(csv_rows(results), CSV_COLUMNS, path)
 
 
 def markdown_summary(results: dict) -> str:

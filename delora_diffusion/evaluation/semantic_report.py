@@ -6,14 +6,11 @@ The JSON file is ``report.write_json``'s, like the DreamBooth evaluator's.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
-from ..fileio import atomic_write_text
 from ..plotting import labelled_scatter, pyplot, save_png
 from .errors import EvaluationInputError
-from .report import _fmt
+from .report import _fmt, write_table_csv
 
 CSV_COLUMNS = ("level", "map", "seed", "file", "class_id", "class_name", "iou", "acc", "gt_pixels", "pred_pixels",
                "tp_pixels", "pixel_accuracy", "valid_pixels", "mIoU", "mAcc", "aAcc", "fid", "n_images")
@@ -34,13 +31,7 @@ def csv_rows(results: dict) -> list[dict]:
 
 
 def write_csv(results: dict, path: Path) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in csv_rows(results):
-        writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(Path(path), buffer.getvalue())
-    return Path(path)
+    return write_table_csv(csv_rows(results), CSV_COLUMNS, path)
 
 
 def markdown_summary(results: dict, top: int = 10) -> str:
