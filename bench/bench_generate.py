@@ -2,7 +2,7 @@
 
     python bench/bench_generate.py                                  # tiny model, CPU, built under outputs/tiny
     python bench/bench_generate.py --quick                          # 2 images, 5 steps, batch 1
-    python bench/bench_generate.py --model runwayml/stable-diffusion-v1-5 --adapter A.safetensors --device cuda
+    python bench/bench_generate.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 --adapter A.safetensors --device cuda
 
 Without --adapter a random DeLoRA adapter (rank 16) is attached, which is enough to time it.
 """
@@ -36,7 +36,7 @@ def images_per_second(pipe, count: int, batch_size: int, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", help="pipeline folder or hub id (default: the tiny model)")
     parser.add_argument("--adapter", help="adapter file (default: a random DeLoRA adapter)")
     parser.add_argument("--device", default="auto")

@@ -3,7 +3,7 @@
     python bench/bench_train.py                       # tiny model, CPU, the demo subject, 32 and 64 px
     python bench/bench_train.py --resolution 64 --steps 40 --threads 1
     python bench/bench_train.py --quick               # delora and lora, 32 px, 8 steps
-    python bench/bench_train.py --model runwayml/stable-diffusion-v1-5 --resolution 512 --rank 16   # on a GPU
+    python bench/bench_train.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 --resolution 512 --rank 16   # on a GPU
 
 Each method runs in its own process (`train_dreambooth.py` with prior preservation: one instance and one
 class image per step, cached latents, no checkpoints or validation). Reported: the mean time of an
@@ -58,7 +58,7 @@ def _step_times(logdir: Path) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", help="pipeline folder or hub id (default: the tiny model, built if missing)")
     parser.add_argument("--resolution", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--steps", type=int, default=30)

@@ -56,7 +56,7 @@ def build_folders(root: Path, subjects: int, prompts: int, seeds: int, size: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--prompts", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=4)

@@ -10,6 +10,7 @@ first case are taken within each round; the median over rounds is reported.
     python bench/interleaved.py                      # training step, batch 1: lora, delora, delora-zero_b
     python bench/interleaved.py --mode infer         # no-grad forward, batch 2: base, delora-merged, ...
     python bench/interleaved.py --cases lora,dora,ether --rounds 12 --threads 2
+    python bench/interleaved.py --quick              # 2 rounds: a check that it runs, not a measurement
 
 A case is `none` (no adapter), a METHOD_CONFIGS name of bench/cases.py (unmerged), or `NAME-merged`.
 """
@@ -29,14 +30,17 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds after one warm-up round (default 8)")
     parser.add_argument("--mode", choices=["step", "infer"], default="step",
                         help="step: forward+backward+AdamW, batch 1; infer: no-grad forward, batch 2 (guidance)")
     parser.add_argument("--cases", help="comma-separated cases, the first is the baseline (default: step "
                         "lora,delora,delora-zero_b; infer none,delora-merged,etherplus-merged,delora)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds (as every bench script: a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import platform

@@ -66,7 +66,7 @@ def report(suite: str, results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("suite", nargs="?", choices=[*SUITES, "all"], default="all")
     parser.add_argument("case", nargs="?")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")

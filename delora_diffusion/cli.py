@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def make_tiny_main(argv: list[str] | None = None) -> int:
     """delora-make-tiny: build the offline tiny models (random weights) under --out."""
     from .models.tiny import DEFAULT_TINY_DIR, TINY_BUILDERS, make_tiny
 
-    parser = argparse.ArgumentParser(prog="delora-make-tiny", description=make_tiny_main.__doc__)
+    parser = argparse.ArgumentParser(prog="delora-make-tiny", description=make_tiny_main.__doc__, allow_abbrev=False)
     parser.add_argument("--out", default=str(DEFAULT_TINY_DIR), help="folder to build into (default: %(default)s)")
     parser.add_argument("--only", nargs="+", choices=sorted(TINY_BUILDERS), help="build only these components")
     parser.add_argument("--force", action="store_true", help="rebuild components that already exist")
@@ -24,15 +25,22 @@ def export_main(argv: list[str] | None = None) -> int:
     """delora-export: write any adapter as an exact plain-LoRA file (diffusers/PEFT or kohya keys)."""
     from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
     from .adapters.export import FORMATS
+    from .fileio import folder_problem
     from .models.loading import load_unet
 
-    parser = argparse.ArgumentParser(prog="delora-export", description=export_main.__doc__)
+    parser = argparse.ArgumentParser(prog="delora-export", description=export_main.__doc__, allow_abbrev=False)
     parser.add_argument("--adapter", required=True, help="adapter.safetensors written by delora-diffusion")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="output .safetensors file")
     parser.add_argument("--base_model", help="base pipeline path or hub id (default: the one stored in the adapter)")
     parser.add_argument("--scale", type=float, default=1.0, help="bake this strength into the exported update")
     args = parser.parse_args(argv)
+    if Path(args.out).is_dir():  # checked first: the error would otherwise name an internal temporary file
+        parser.error(f"--out {args.out} is a folder; give the .safetensors file to write, e.g. "
+                     f"{Path(args.out) / 'pytorch_lora_weights.safetensors'}")
+    problem = folder_problem(Path(args.out).parent)
+    if problem:
+        parser.error(f"--out {args.out}: its folder {Path(args.out).parent} {problem}")
     try:
         adapter = read_adapter(args.adapter)
         base = args.base_model or adapter.metadata.get("base_model")

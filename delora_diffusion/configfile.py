@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,31 @@ import yaml
 
 class ConfigFileError(ValueError):
     """A YAML config file that cannot be used; the message names the file and the key."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not "last wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigFileError(f"key '{key}' is given twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path):
+    """The YAML document in ``path`` (safe types only); a duplicate key raises ``ConfigFileError``."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except ConfigFileError as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path} is not valid YAML: {exc}") from exc
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -86,10 +112,7 @@ def config_file_tokens(parser: argparse.ArgumentParser, path: str | Path) -> lis
     path = Path(path)
     if not path.is_file():
         raise ConfigFileError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{path} is not valid YAML: {exc}") from exc
+    values = load_yaml(path)
     if values is None:
         return []
     if not isinstance(values, dict):
@@ -108,20 +131,47 @@ def config_file_tokens(parser: argparse.ArgumentParser, path: str | Path) -> lis
     return tokens
 
 
+def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the flags written in ``argv`` (abbreviations are off, so the spelling is exact)."""
+    written = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    return {a.dest for a in parser._actions if written & set(a.option_strings)}
+
+
+def _errors_name_the_file(parser: argparse.ArgumentParser, origins: dict[str, str]) -> None:
+    """Checks made after parsing (``--rank must be >= 1``) name the file and key a bad value came from."""
+    report = parser.error
+
+    def error(message: str):
+        sources = [origins[flag] for flag in dict.fromkeys(re.findall(r"--[A-Za-z0-9_]+", message)) if flag in origins]
+        report(message + "".join(f" (from {source})" for source in sources))
+
+    parser.error = error
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` over the values of ``--config`` (if given): explicit flags win."""
+    """Parse ``argv`` over the values of ``--config`` (if given): explicit flags win.
+
+    ``--config`` may be given once; a later ``parser.error`` about a flag whose value came from the file
+    names the file and the key.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", action="append")
     known, _ = pre.parse_known_args(argv)
     tokens: list[str] = []
-    if known.config:
+    if known.config and len(known.config) > 1:
+        parser.error(f"--config is given {len(known.config)} times ({', '.join(known.config)}): give one file "
+                     f"(flags after it override its values)")
+    config = known.config[0] if known.config else None
+    if config:
         try:
-            tokens = config_file_tokens(parser, known.config)
+            tokens = config_file_tokens(parser, config)
         except ConfigFileError as exc:
             parser.error(str(exc))
     args = parser.parse_args(tokens + argv)
-    args.config = known.config
+    args.config = config
+    if config:
+        from_file = _given_flags(parser, tokens) - _given_flags(parser, argv)
+        _errors_name_the_file(parser, {flag: f"{config}, key '{a.dest}'" for a in parser._actions
+                                       if a.dest in from_file for flag in a.option_strings})
     return args
-
-

@@ -1,13 +1,21 @@
-"""Atomic file writes for every module (temporary file in the target folder, then rename).
+"""Files for every module: atomic writes (temporary file in the target folder, then rename), JSON, PNG, hashes.
 
-A reader, a resumed run or a crash never sees half a file. A leaf module: imports nothing of the toolkit.
+A reader, a resumed run or a crash never sees half a file. Temporary names are hidden and carry the
+writer's process id (``.NAME.PID.xxxxxxxx.tmp.EXT``, ``.NAME.tmp-PID``), so the debris a killed process
+leaves is recognised and removed by the next run (``remove_stale_temporaries``). A leaf module: imports
+nothing of the toolkit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -45,3 +53,80 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json_atomic(data, path: str | os.PathLike, indent: int = 2, sort_keys: bool = False) -> Path:
+    """``data`` as indented JSON (one trailing newline), written atomically; returns the path."""
+    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+    return Path(path)
+
+
+def save_png_atomic(image, path: str | os.PathLike) -> Path:
+    """A PIL image as PNG, written atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be (or become) a folder we write into, or None: it, or a parent, is a file."""
+    for candidate in (Path(path), *Path(path).parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return None
+            return "is a file, not a folder" if candidate == Path(path) else f"is inside {candidate}, which is a file"
+    return None
+
+
+def temporary_dir_name(final: str, pid: int | None = None) -> str:
+    """The hidden name a folder is built under before it is renamed to ``final`` (e.g. a checkpoint)."""
+    return f".{final}.tmp-{os.getpid() if pid is None else pid}"
+
+
+_WITH_PID = re.compile(r"^\..+\.(?:(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(?:\.\w+)?|(?:tmp|old)-(?P<dir_pid>\d+))$")
+_WITHOUT_PID = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(?:\.\w+)?$")  # written before names carried the pid
+_LEGACY_AGE_S = 3600.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders (anywhere under ``folder``) of writers that died; returns them.
+
+    A temporary whose process is alive (another run writing now) is left alone; one of an older version,
+    without a process id, only when it is over an hour old.
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            match = _WITH_PID.match(name)
+            path = Path(root) / name
+            if match:
+                stale = not _alive(int(match.group("pid") or match.group("dir_pid")))
+            else:
+                stale = bool(_WITHOUT_PID.match(name)) and time.time() - path.lstat().st_mtime > _LEGACY_AGE_S
+            if stale:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if (Path(root) / d).exists()]
+    return removed

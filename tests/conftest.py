@@ -76,3 +76,21 @@ def tiny_fid_features(tiny_root) -> Path:
     from delora_diffusion.models.tiny import ensure_tiny
 
     return ensure_tiny("fid_features", tiny_root) / "extractor.pt2"
+
+
+@pytest.fixture(scope="session")
+def toy_pipeline():
+    """The shipped toy-world StableDiffusionPipeline, loaded as generate.py loads a checkpoint."""
+    from delora_diffusion.inference import load_pipeline
+    from delora_diffusion.world.assets import pretrained_path
+
+    return load_pipeline(str(pretrained_path("sd")))
+
+
+@pytest.fixture(scope="session")
+def toy_judges():
+    """The shipped toy-world DINO-style ViT and CLIP, loaded as delora-eval loads backbones."""
+    from delora_diffusion.world.assets import pretrained_path
+    from delora_diffusion.world.quality import Judges
+
+    return Judges.load(str(pretrained_path("dino")), str(pretrained_path("clip")))

@@ -78,6 +78,10 @@ def test_dora_refuses_kohya_and_export_errors_are_clear(tiny_sd, tmp_path, capsy
     assert export_main(["--adapter", str(tmp_path / "nope.safetensors"), "--format", "kohya",
                         "--out", str(tmp_path / "k.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a folder as --out: named as the user gave it, before any work
+        export_main(["--adapter", str(path), "--format", "diffusers", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path} is a folder" in err and ".tmp" not in err
     out = tmp_path / "d.safetensors"
     assert export_main(["--adapter", str(path), "--format", "diffusers", "--out", str(out)]) == 0
     with safe_open(str(out), framework="pt") as f:

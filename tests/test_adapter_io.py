@@ -43,12 +43,12 @@ def test_save_load_gives_identical_outputs(method, tmp_path):
 def test_metadata_describes_the_adapter(tmp_path):
     model = ToyModel()
     attach(model, AdapterConfig(method="delora", rank=2, lambda_init=9.0))
-    path = save_adapter(model, tmp_path / "a.safetensors", base_model="runwayml/stable-diffusion-v1-5")
+    path = save_adapter(model, tmp_path / "a.safetensors", base_model="stable-diffusion-v1-5/stable-diffusion-v1-5")
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["delora_diffusion"])
         keys = set(f.keys())
     assert meta["method"] == "delora" and meta["config"]["rank"] == 2 and meta["config"]["lambda_init"] == 9.0
-    assert meta["version"] == __version__ and meta["base_model"] == "runwayml/stable-diffusion-v1-5"
+    assert meta["version"] == __version__ and meta["base_model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert meta["shapes"]["attn1.to_k"] == [16, 24]
     assert "attn1.to_q.lora_A" in keys and "attn1.to_q.w_norm" in keys and "attn1.to_q.lora_A0" in keys
     assert not any("base_layer" in k for k in keys)
@@ -101,6 +101,19 @@ def test_truncated_file(tmp_path):
     path = save_adapter(model, tmp_path / "a.safetensors")
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(AdapterFileError, match="not a readable safetensors file"):
+        load_adapter(ToyModel(), path)
+
+
+def test_an_adapter_holding_nan_or_inf_is_refused_naming_file_and_tensor(tmp_path):
+    model = ToyModel()
+    attach(model, AdapterConfig(method="lora", rank=2))
+    path = save_adapter(model, tmp_path / "a.safetensors")
+    with safe_open(str(path), "pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    key = sorted(tensors)[-1]
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(AdapterFileError, match=f"{path.name}: 1 tensor.*NaN or inf.*{key}"):
         load_adapter(ToyModel(), path)
 
 

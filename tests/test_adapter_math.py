@@ -59,6 +59,21 @@ def test_delora_matches_dense_formula(init):
     torch.testing.assert_close(layer.update_norm(), expected.norm(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("lr", [1e-4, 1e-5])
+def test_delora_update_norm_keeps_its_precision_for_small_updates(lr):
+    """One Adam step at a small rate: the trained and frozen terms nearly cancel; the norm must not."""
+    torch.manual_seed(0)
+    layer = DeLoRALinear(nn.Linear(320, 320), AdapterConfig(method="delora", rank=4, lambda_init=15.0))
+    optimizer = torch.optim.Adam([layer.lora_A, layer.lora_B], lr=lr)
+    layer(torch.randn(8, 320)).square().mean().backward()
+    optimizer.step()
+    double = layer.double()  # the paper's formula, every term in float64
+    true_norm = dense_delora(double).norm().item()
+    assert true_norm > 0
+    layer.float()
+    assert layer.update_norm().item() == pytest.approx(true_norm, rel=1e-4)  # float32 Gram: 0.7 % and 4 % off
+
+
 def test_delora_frozen_copies_are_clones_and_stay_frozen():
     """Guards against the reference code's bug: A0/B0 aliased to A/B keep ΔW = 0 for ever."""
     layer = make_delora("residual")
@@ -180,6 +195,25 @@ def test_etherplus_is_identity_at_init_and_matches_dense_form(one_sided):
     torch.testing.assert_close(layer(x), x @ expected.T + b, atol=1e-5, rtol=1e-5)
     rank = torch.linalg.matrix_rank(expected - W).item()
     assert rank <= (2 if one_sided else 4) * 4
+
+
+@pytest.mark.parametrize("one_sided", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_etherplus_at_a_scale_on_a_half_precision_base_takes_fp32_activations(one_sided, dtype):
+    """What autocast delivers (fp32 activations, fp16/bf16 frozen weights), with --scale != 1."""
+    from delora_diffusion.adapters import cast_base, set_scale
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 24))
+    attach(model, AdapterConfig(method="etherplus", ether_blocks=4, one_sided=one_sided, target_modules=["0"]))
+    layer = adapter_layers(model)["0"]
+    perturb(layer, std=0.5)
+    delta = layer.delta_weight()
+    cast_base(model, dtype)
+    set_scale(model, 0.5)
+    x = torch.randn(3, 16)
+    W, b = layer.base_layer.weight.float(), layer.base_layer.bias.float()
+    torch.testing.assert_close(model(x).float(), x @ (W + 0.5 * delta).T + b, atol=3e-2, rtol=3e-2)
 
 
 def test_ether_block_count_must_divide_the_layer():

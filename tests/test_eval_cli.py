@@ -108,3 +108,20 @@ def test_the_shipped_config_file_runs_with_overrides(run_folders, tiny_dino, tin
     assert main(["dreambooth", "--config", str(shipped), *_flags(run_folders, tiny_dino, tiny_clip)[1:],
                  "--out", str(out)]) == 0
     assert json.loads(out.read_text())["protocol"] == "oft" and out.with_suffix(".png").is_file()
+
+
+def test_a_folder_of_only_black_images_is_a_failed_evaluation(tmp_path, tiny_dino, tiny_clip, capsys):
+    make_real(tmp_path / "real", {"dog": 2}, classes={"dog": "dog"})
+    make_generated(tmp_path / "gen", "dog", "dog", {0: 2}, black={(0, 0), (0, 1)})
+    assert main(_flags(tmp_path, tiny_dino, tiny_clip)) == 1
+    assert "none of the 2 generated images could be scored: all are black" in capsys.readouterr().err
+
+
+def test_max_images_per_prompt_scores_the_first_seeds_of_each_prompt(tmp_path, tiny_dino, tiny_clip):
+    make_real(tmp_path / "real", {"dog": 2}, classes={"dog": "dog"})
+    make_generated(tmp_path / "gen", "dog", "dog", {0: 3, 1: 1})
+    out = tmp_path / "r.json"
+    assert main(_flags(tmp_path, tiny_dino, tiny_clip, "--max_images_per_prompt", "2", "--out", str(out))) == 0
+    results = json.loads(out.read_text())
+    assert results["counts"]["generated_images"] == 3 and results["max_images_per_prompt"] == 2
+    assert sorted(row["file"] for row in results["per_image"]) == ["00/100.png", "00/101.png", "01/100.png"]

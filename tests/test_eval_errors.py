@@ -27,7 +27,7 @@ def test_unreadable_image_is_named(folders, tiny_dino, tiny_clip, capsys):
     real, gen = folders
     broken = gen / "dog" / "00" / "101.png"
     broken.write_bytes(b"\x89PNG but not really")
-    with pytest.raises(EvaluationInputError, match=r"101\.png: cannot read image"):
+    with pytest.raises(EvaluationInputError, match=r"cannot read image .*101\.png"):
         _evaluate(real, gen, tiny_dino, tiny_clip)
     code = main(["dreambooth", "--real_dir", str(real), "--generated_dir", str(gen), "--dino_model", str(tiny_dino),
                  "--clip_model", str(tiny_clip), "--no_cache", "--no_progress"])

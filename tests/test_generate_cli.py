@@ -105,6 +105,13 @@ def test_resume_skips_existing_and_guards_settings(tiny_sd, prompt_file, tmp_pat
     assert "0 generated, 4 kept" in capsys.readouterr().out
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
 
+    (folder / "00/11.png").write_bytes((folder / "00/11.png").read_bytes()[:-30])  # truncated by a crash
+    (folder / "01/10.png").write_bytes(b"")                                       # or never written
+    assert run(*args) == 0
+    assert "2 generated, 2 kept" in capsys.readouterr().out
+    assert all(Image.open(f).load() is not None for f in files)
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+
     (folder / "01/11.png").unlink()  # a lost image, and a record lost in a crash before the metadata write
     (folder / "metadata.jsonl").write_text("".join(
         json.dumps(r) + "\n" for r in metadata(folder) if r["file"] != "00/10.png"))
@@ -166,7 +173,7 @@ def test_dreambooth_dataset_table_lists_all_subjects(dreambooth_dataset, monkeyp
 
 
 @pytest.mark.parametrize("case", ["missing_adapter", "other_base", "bad_prompt_file", "bad_subject", "scale_alone",
-                                  "unknown_subject", "no_class_noun"])
+                                  "unknown_subject", "no_class_noun", "output_is_a_file", "zero_threads"])
 def test_user_errors_exit_2_with_a_clear_message(case, tiny_sd, tmp_path, capsys):
     base = ["--pretrained_model_name_or_path", tiny_sd, "--output_dir", tmp_path / "out", *FAST]
     dog = ["--subject", "dog", "--class_noun", "dog"]
@@ -191,6 +198,11 @@ def test_user_errors_exit_2_with_a_clear_message(case, tiny_sd, tmp_path, capsys
     elif case == "unknown_subject":
         (tmp_path / "c.csv").write_text("dog,dog\n")
         args, message = [*base, "--subjects", "dog,cow", "--class_nouns", tmp_path / "c.csv"], "cow not in .*c.csv"
+    elif case == "zero_threads":
+        args, message = [*base, *dog, "--num_threads", 0], "--num_threads: must be >= 1, got 0"
+    elif case == "output_is_a_file":
+        (tmp_path / "taken").write_text("")
+        args, message = [*base, *dog, "--output_dir", tmp_path / "taken"], "taken is a file, not a folder"
     else:
         args, message = [*base, "--subject", "dog"], "--subject needs --class_noun"
     assert run(*args) == 2
@@ -216,3 +228,16 @@ def test_root_script_subcommand_and_no_traceback(tiny_sd, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("generate.py dreambooth: error:") and "Traceback" not in result.stderr
+
+
+def test_prompt_file_lines_without_placeholders_are_warned_about(tmp_path, capsys):
+    from delora_diffusion.inference import generate
+
+    (tmp_path / "p.txt").write_text("a {token} {class_noun} in the snow\na photo of a dog on the beach\n")
+    args = generate.dreambooth_parser().parse_args(["--pretrained_model_name_or_path", "x", "--subject", "dog",
+                                                    "--class_noun", "dog", "--prompt_file", str(tmp_path / "p.txt"),
+                                                    "--output_dir", "unused"])
+    jobs = generate.build_jobs(args)
+    assert [p.prompt for p in jobs[0].prompts] == ["a sks dog in the snow", "a photo of a dog on the beach"]
+    err = capsys.readouterr().err
+    assert "1 line(s) have neither {token} nor {class_noun}" in err and "a photo of a dog on the beach" in err

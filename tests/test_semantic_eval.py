@@ -230,7 +230,7 @@ def test_evaluation_imports_neither_training_nor_inference():
 
 
 def test_compare_semantic_runs_side_by_side(tmp_path, monkeypatch, capsys):
-    from delora_diffusion.evaluation.report import write_json
+    from delora_diffusion.fileio import write_json_atomic as write_json
 
     gen = write_generated(tmp_path, tmp_path / "maps")
     monkeypatch.setattr("delora_diffusion.evaluation.semantic.load_segmenter", ColourReader)

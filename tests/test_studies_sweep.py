@@ -21,7 +21,7 @@ STEPS, LOG_EVERY = 10, 5
 
 def tiny_train_config(tiny_sd: Path) -> dict:
     """The demo subject without prior preservation, 10 steps: the cheapest run that shows the mechanism."""
-    return {"pretrained_model_name_or_path": str(tiny_sd), "instance_data_dir": str(REPO / "subjects" / "demo"),
+    return {"pretrained_model_name_or_path": str(tiny_sd), "instance_data_dir": str(REPO / "subjects" / "robot"),
             "instance_prompt": "a photo of sks toy", "resolution": 32, "center_crop": True, "rank": 4,
             "train_batch_size": 2, "lr_scheduler": "constant", "report_to": "none",
             "log_weight_distance_steps": LOG_EVERY, "checkpointing_steps": LOG_EVERY,
@@ -40,7 +40,7 @@ def sweep(tmp_path_factory, tiny_sd, tiny_dino, tiny_clip):
     spec = SweepSpec(output_dir=root / "sweep", methods=("delora", "lora", "etherplus"), lr_factors=(1.0, 16.0),
                      train_config=tiny_train_config(tiny_sd), method_configs={"etherplus": {"ether_blocks": 0}},
                      max_train_steps=STEPS)
-    evaluation = EvalSpec(subject="demo", class_noun="toy", real_dir=REPO / "subjects", steps=("5", "final"),
+    evaluation = EvalSpec(subject="robot", class_noun="toy", real_dir=REPO / "subjects", steps=("5", "final"),
                           generate_flags={"prompt_file": str(prompts), "num_images_per_prompt": 1,
                                           "num_inference_steps": 2, "height": 32, "width": 32},
                           eval_flags={"dino_model": str(tiny_dino), "clip_model": str(tiny_clip), "no_cache": True})

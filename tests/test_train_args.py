@@ -6,8 +6,9 @@ import pytest
 
 from pathlib import Path
 
-from delora_diffusion.training.args import PAPER_LEARNING_RATES, apply_method_defaults, dreambooth_parser, parse_args
-from delora_diffusion.training.dreambooth import build_args, main
+from delora_diffusion.configfile import parse_args
+from delora_diffusion.training.args import PAPER_LEARNING_RATES, apply_method_defaults
+from delora_diffusion.training.dreambooth import build_args, dreambooth_parser, main
 
 DIFFUSERS_FLAGS = """--pretrained_model_name_or_path --revision --variant --instance_data_dir --instance_prompt
 --class_data_dir --class_prompt --with_prior_preservation --prior_loss_weight --num_class_images --sample_batch_size
@@ -17,6 +18,9 @@ DIFFUSERS_FLAGS = """--pretrained_model_name_or_path --revision --variant --inst
 --resume_from_checkpoint --validation_prompt --num_validation_images --validation_steps --snr_gamma
 --dataloader_num_workers --adapter --rank --target_modules --adapter_init --delora_lambda --lambda_learning_rate
 --lambda_weight_decay --lora_alpha --ether_blocks --adam_weight_decay --config""".split()
+
+
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # runwayml's copy was deleted from the hub in 2024
 
 
 def write(path, text):
@@ -72,6 +76,53 @@ def test_bad_yaml_is_an_error_naming_file_and_key(tmp_path, capsys, text, expect
     assert "train_dreambooth.py: error:" in err and config in err and expected in err
 
 
+def test_a_key_given_twice_is_an_error_naming_key_and_lines(tmp_path, capsys):
+    config = write(tmp_path / "dup.yaml", "rank: 4\nadapter: lora\nrank: 8\n")
+    with pytest.raises(SystemExit):
+        parse_args(dreambooth_parser("train_dreambooth.py"), ["--config", config])
+    assert f"{config}: key 'rank' is given twice (lines 1 and 3)" in capsys.readouterr().err
+
+
+def test_config_given_twice_is_an_error(tmp_path, capsys):
+    a, b = write(tmp_path / "a.yaml", "rank: 4\n"), write(tmp_path / "b.yaml", "rank: 8\n")
+    with pytest.raises(SystemExit):
+        parse_args(dreambooth_parser(), ["--config", a, "--config", b])
+    assert "--config is given 2 times" in capsys.readouterr().err
+
+
+def test_a_range_error_from_the_file_names_file_and_key(tmp_path, capsys):
+    base = ["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p"]
+    config = write(tmp_path / "c.yaml", "rank: -4\n")
+    with pytest.raises(SystemExit):
+        build_args(["--config", config, *base])
+    assert f"--rank must be >= 1, got -4 (from {config}, key 'rank')" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the same value on the command line: nothing to point at
+        build_args(["--config", config, *base, "--rank", "-5"])
+    err = capsys.readouterr().err
+    assert "--rank must be >= 1, got -5" in err and "(from" not in err
+
+
+@pytest.mark.parametrize("argv", [["--max_train", "3"], ["--learning", "1e-4"]])
+def test_abbreviated_flags_are_refused(capsys, argv):
+    with pytest.raises(SystemExit):
+        parse_args(dreambooth_parser(), ["--pretrained_model_name_or_path", "m", *argv])
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_every_command_refuses_abbreviations():
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    missing = []
+    for path in [*root.joinpath("delora_diffusion").rglob("*.py"), *root.joinpath("bench").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = getattr(node, "func", None) and getattr(node.func, "attr", getattr(node.func, "id", None))
+            if name in ("ArgumentParser", "add_parser") and not any(
+                    k.arg == "allow_abbrev" and getattr(k.value, "value", None) is False for k in node.keywords):
+                missing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not missing, missing
+
+
 def test_missing_config_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(dreambooth_parser(), ["--config", str(tmp_path / "nope.yaml")])
@@ -100,8 +151,13 @@ def test_method_defaults_come_from_the_papers():
       "--resolution", "30"], "multiple of 8"),
     (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
       "--train_batch_size", "0"], "--train_batch_size must be >= 1"),
+    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
+      "--output_dir", "README.md"], "--output_dir README.md is a file, not a folder"),
+    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
+      "--output_dir", "README.md/run"], "--output_dir README.md/run is inside README.md, which is a file"),
 ])
-def test_cli_usage_errors_exit_2(capsys, argv, message):
+def test_cli_usage_errors_exit_2(capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
@@ -124,8 +180,16 @@ def test_recipe_configs_hold_the_papers_hyperparameters():
         args, filled = build_args(["--config", str(configs / f"dreambooth_sd15_{method}.yaml"), "--instance_data_dir",
                                    "d", "--instance_prompt", "a photo of sks dog", "--class_prompt", "a photo of dog"])
         assert (args.adapter, args.learning_rate, args.max_train_steps, args.num_class_images) == (method, lr, 1400, 200)
-        assert args.pretrained_model_name_or_path == "runwayml/stable-diffusion-v1-5" and args.with_prior_preservation
+        assert args.pretrained_model_name_or_path == SD15 and args.with_prior_preservation
         assert rank is None or args.rank == rank
         assert args.lora_alpha == alpha
         assert (args.lambda_learning_rate == 1e-3) == (method == "delora")
         assert not any("learning_rate" in line for line in filled)  # every rate comes from the file
+
+
+def test_the_deleted_sd15_hub_id_appears_nowhere():
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *root.glob("*.py"), *(root / "configs").rglob("*.yaml"),
+             *(root / "delora_diffusion").rglob("*.py"), *(root / "bench").rglob("*.py")]
+    dead = "runwayml/" + "stable-diffusion"
+    assert not [str(p.relative_to(root)) for p in files if dead in p.read_text(encoding="utf-8")]

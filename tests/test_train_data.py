@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from delora_diffusion.data.demo_subject import render_views
+from delora_diffusion.world.subjects import DEMO_SUBJECT
+from delora_diffusion.world.views import write_views
 from delora_diffusion.data.dreambooth import (
     CLASS,
     INSTANCE,
@@ -92,7 +93,7 @@ def test_cli_stops_on_corrupt_image_and_empty_folder(tmp_path, tiny_sd, capsys):
     (tmp_path / "empty").mkdir()
     assert main(_cli(tmp_path, tiny_sd, tmp_path / "empty")) == 2
     assert "contains no images" in capsys.readouterr().err
-    assert main(_cli(tmp_path, tmp_path / "no_model", REPO / "subjects" / "demo")) == 2
+    assert main(_cli(tmp_path, tmp_path / "no_model", REPO / "subjects" / "robot")) == 2
     assert f"base model folder {tmp_path / 'no_model'} does not exist" in capsys.readouterr().err
 
 
@@ -137,12 +138,12 @@ def test_when_latents_can_be_cached(tmp_path):
     assert _dataset(tmp_path / "d", sizes=((32, 32), (64, 64))).fresh_encode_reason() is None  # square: crop is fixed
 
 
-def test_committed_demo_images_are_the_ones_the_code_draws():
-    committed = sorted((REPO / "subjects" / "demo").glob("*.png"))
-    drawn = render_views()
-    assert 4 <= len(committed) == len(drawn) <= 6
-    for path, image in zip(committed, drawn):
-        diff = np.abs(np.asarray(Image.open(path).convert("RGB"), dtype=int) - np.asarray(image, dtype=int))
+def test_committed_demo_images_are_the_ones_the_code_draws(tmp_path):
+    committed = sorted((REPO / "subjects" / "robot").glob("*.png"))
+    drawn = write_views(DEMO_SUBJECT, tmp_path)
+    assert len(committed) == len(drawn) == 5
+    for path, fresh in zip(committed, drawn):
+        diff = np.abs(np.asarray(Image.open(path).convert("RGB"), dtype=int) - np.asarray(Image.open(fresh), dtype=int))
         assert diff.mean() < 1.0, path  # equal up to resampling differences between Pillow versions
 
 
@@ -162,7 +163,7 @@ def test_class_images_are_generated_seeded_and_resumable(tmp_path, tiny_sd):
 
     # An interrupted run: image 1 missing, plus a user's own image. Existing files are kept untouched.
     (folder / "class-00001.png").unlink()
-    shutil.copy(REPO / "subjects" / "demo" / "robot-0.png", folder / "mine.png")
+    shutil.copy(REPO / "subjects" / "robot" / "view-0.png", folder / "mine.png")
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     written = generate_class_images(pipeline, folder, wanted=5, **kw)
     assert sorted(p.name for p in written) == ["class-00001.png", "class-00003.png"]

@@ -28,7 +28,7 @@ def test_two_processes_end_with_identical_adapters_and_only_rank_0_writes(tmp_pa
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()), str(REPO / "train_dreambooth.py"),
-        "--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(REPO / "subjects" / "demo"),
+        "--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(REPO / "subjects" / "robot"),
         "--instance_prompt", "a photo of sks toy", "--with_prior_preservation", "--class_prompt", "a photo of a toy",
         "--class_data_dir", str(classes), "--num_class_images", "3", "--class_inference_steps", "2",
         "--resolution", "32", "--center_crop", "--rank", "2", "--train_batch_size", "1", "--max_train_steps", "3",
@@ -51,6 +51,10 @@ def test_two_processes_end_with_identical_adapters_and_only_rank_0_writes(tmp_pa
     # Rank 0 alone wrote: one summary, TensorBoard events from one process, rank 0's state files only,
     # exactly the class images asked for, no temporary leftovers.
     assert log.count("Done: 3 steps of delora") == 1
+    # The summary's time is the command's (imports included), at least the time after imports.
+    times = re.search(r"Done: 3 steps of delora in (\d+)m(\d+)s \((\d+)m(\d+)s after imports\)", log).groups()
+    wall, after_imports = int(times[0]) * 60 + int(times[1]), int(times[2]) * 60 + int(times[3])
+    assert wall >= after_imports and wall > 0
     writers = {p.name.split(".")[-2] for p in (out / "logs").rglob("events.out.tfevents.*")}  # ...<pid>.<n>
     assert len(writers) == 1
     checkpoint = out / "checkpoint-2"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +14,18 @@ import torch
 from PIL import Image
 
 from delora_diffusion.adapters import METHODS, adapter_layers, disabled, load_adapter, read_adapter
-from delora_diffusion.data.demo_subject import render_views
 from delora_diffusion.inference.sampling import sample_images
 from delora_diffusion.training.checkpoint import ADAPTER_FILE, STATE_FILE
 from delora_diffusion.training.components import load_components, sampling_pipeline
 from delora_diffusion.training.dreambooth import DreamBoothTask, build_args, main
 from delora_diffusion.training.loop import NonFiniteLossError, train
 from delora_diffusion.training.metrics import METRICS_FILE, adapter_fingerprint, read_metrics
+from delora_diffusion.world.objects import sample_instance
+from delora_diffusion.world.views import write_views
 from train_helpers import reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "subjects" / "demo"
+DEMO = REPO / "subjects" / "robot"
 VALIDATION_PROMPT = "a sks toy on the beach"
 
 
@@ -40,8 +42,7 @@ def fresh_accelerate():
 def class_dir(tmp_path_factory) -> Path:
     """Ready class images, so that runs train with prior preservation without generating any."""
     folder = tmp_path_factory.mktemp("class_images")
-    for k, image in enumerate(render_views()):
-        image.transpose(Image.FLIP_TOP_BOTTOM).save(folder / f"c{k}.png")
+    write_views(sample_instance("toy", random.Random(1)), folder, name="c")
     return folder
 
 
@@ -168,6 +169,63 @@ def test_resume_from_a_missing_checkpoint_is_a_usage_error(tmp_path, tiny_sd, ca
     assert code == 2 and "no such folder" in capsys.readouterr().err
 
 
+def test_resume_latest_without_a_checkpoint_warns_naming_the_folder(tmp_path, tiny_sd, caplog, fresh_accelerate):
+    with caplog.at_level("WARNING", logger="delora_diffusion.training"):
+        run(flags(tmp_path / "typo", tiny_sd, max_train_steps=1, resume_from_checkpoint="latest"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("no checkpoint-N folder in" in w and str((tmp_path / "typo").resolve()) in w for w in warnings)
+
+
+def test_the_trainer_removes_debris_of_dead_runs_at_start(tmp_path, tiny_sd, fresh_accelerate):
+    import subprocess
+    import sys
+
+    from delora_diffusion.fileio import temporary_dir_name
+
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = [out / temporary_dir_name("checkpoint-2", pid), out / f".adapter.safetensors.{pid}.abcd1234.tmp.safetensors"]
+    stale[0].mkdir(parents=True)
+    stale[1].write_bytes(b"half")
+    result = run(flags(out, tiny_sd, max_train_steps=1, checkpointing_steps=0))
+    assert not any(p.exists() for p in stale)
+    assert any("removed 2 temporary file(s) left by interrupted runs" in note for note in result.notes)
+
+
+def test_an_output_dir_of_another_adapter_is_refused_unless_overwritten(tmp_path, tiny_sd, capsys, fresh_accelerate):
+    out = tmp_path / "out"
+    run(flags(out, tiny_sd, adapter="delora", max_train_steps=2, checkpointing_steps=1))
+    assert (out / "checkpoint-2").is_dir()
+    reset_accelerate()
+    assert main(flags(out, tiny_sd, adapter="lora", max_train_steps=1)) == 2
+    assert "holds a run with other adapter flags (--adapter 'delora' -> 'lora'" in capsys.readouterr().err
+    reset_accelerate()
+    result = run(flags(out, tiny_sd, adapter="lora", max_train_steps=1, checkpointing_steps=0,
+                       overwrite_output_dir=True))
+    assert not list(out.glob("checkpoint-*")) and read_adapter(result.adapter_path).config.method == "lora"
+
+
+def test_one_thread_policy_recorded_and_checked_on_resume(tmp_path, tiny_sd, caplog, monkeypatch, fresh_accelerate):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    out = tmp_path / "out"
+    try:
+        with caplog.at_level("INFO", logger="delora_diffusion.training"):
+            run(flags(out, tiny_sd, max_train_steps=1, checkpointing_steps=1))
+            assert torch.get_num_threads() == 1  # not torch's every-core default
+            assert json.loads((out / "training_args.json").read_text())["args"]["num_threads"] == 1
+            reset_accelerate()
+            run(flags(out, tiny_sd, max_train_steps=2, checkpointing_steps=1, resume_from_checkpoint="latest",
+                      num_threads=2))
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "CPU threads per process: 1 (--num_threads)" in messages
+    assert any("resuming with 2 CPU threads per process where the run had 1" in m for m in messages)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_sd, monkeypatch, fresh_accelerate):
     calls = {"n": 0}
     real = DreamBoothTask.model_inputs
@@ -215,19 +273,20 @@ def test_mixed_precision_keeps_adapter_weights_fp32_through_validation(precision
     assert all(math.isfinite(h["loss"]) for h in result.history)
     assert DtypeProbe.seen == [({torch.float32}, {dtype})] * 2  # after step 1 and at the end
     assert len(result.validation_grids) == 2
+    assert any(f"--mixed_precision {precision} on a CPU is usually slower" in note for note in result.notes)
 
 
 def test_demo_config_runs_end_to_end(tmp_path, monkeypatch, capsys, fresh_accelerate):
-    """The README's main job, shortened by flags: builds the tiny model on first use, generates class
-    images, trains, validates, checkpoints, writes the adapter and says where everything is."""
+    """The README's main job, shortened by flags, from the repository root: the shipped toy model, class
+    images, training, validation, checkpoints, the adapter and where everything is."""
     monkeypatch.chdir(tmp_path)
-    os.symlink(REPO / "subjects", tmp_path / "subjects")
+    for name in ("subjects", "delora_diffusion"):
+        os.symlink(REPO / name, tmp_path / name)
     code = main(["--config", str(REPO / "configs" / "demo.yaml"), "--max_train_steps", "4",
                  "--checkpointing_steps", "1", "--validation_steps", "2", "--num_class_images", "2",
                  "--class_inference_steps", "2", "--validation_inference_steps", "2"])
     assert code == 0
     out = tmp_path / "outputs" / "demo"
-    assert (tmp_path / "outputs" / "tiny" / "sd" / "model_index.json").is_file()
     assert sorted(p.name for p in (out / "class_images").iterdir()) == ["class-00000.png", "class-00001.png"]
     assert read_adapter(out / ADAPTER_FILE).config.method == "delora"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # limit 2

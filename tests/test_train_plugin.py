@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from delora_diffusion.adapters import read_adapter
+from delora_diffusion.configfile import add_config_arg
 from delora_diffusion.training.args import (
     add_adapter_args,
-    add_config_arg,
     add_model_args,
     add_optimization_args,
     add_run_args,

@@ -2,13 +2,15 @@
 
 DeLoRA's math: ``delora.py``; ETHER/ETHER+: ``ether.py``; LoRA/DoRA (PEFT): ``peft_methods.py``;
 the shared layer interface: ``base.py``; attach/merge/scale over a model: ``registry.py``;
-the adapter file: ``io.py``; plain-LoRA export: ``export.py``.
+the adapter file: ``io.py``; plain-LoRA export: ``export.py``; every method's name, label, defaults and
+papers' learning rates: ``methods.py``.
 """
 
 from .base import AdapterLayer
 from .config import DEFAULT_TARGETS, METHODS, AdapterConfig, AdapterConfigError, default_weight_decay
 from .export import export_lora, lora_state_dict
 from .io import AdapterFile, AdapterFileError, check_fits, load_adapter, read_adapter, save_adapter
+from .methods import METHOD_TABLE, PAPER_LAMBDA_LEARNING_RATE, Method, method
 from .registry import (
     adapter_config,
     adapter_layers,
@@ -29,8 +31,9 @@ from .registry import (
 
 __all__ = [
     "AdapterConfig", "AdapterConfigError", "AdapterFile", "AdapterFileError", "AdapterLayer", "DEFAULT_TARGETS",
-    "METHODS", "adapter_config", "adapter_layers", "attach", "cast_base", "check_fits", "default_weight_decay",
+    "METHODS", "METHOD_TABLE", "Method", "PAPER_LAMBDA_LEARNING_RATE", "adapter_config", "adapter_layers",
+    "attach", "cast_base", "check_fits", "default_weight_decay",
     "delta_weights", "detach", "disabled", "export_lora", "find_target_modules", "load_adapter",
-    "lora_state_dict", "merge", "param_groups", "read_adapter", "save_adapter", "set_enabled", "set_scale",
+    "lora_state_dict", "merge", "method", "param_groups", "read_adapter", "save_adapter", "set_enabled", "set_scale",
     "trainable_parameter_count", "unmerge", "weight_distances",
 ]

@@ -20,9 +20,14 @@ def fp32_region(x: torch.Tensor):
 
 
 def lowrank_frobenius(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """‖B @ A‖_F for B (out×k), A (k×in) in O((out+in)·k²), without forming the out×in product."""
+    """‖B @ A‖_F for B (out×k), A (k×in) in O((out+in)·k²), without forming the out×in product; fp32 result.
+
+    The k×k Gram is summed in float64: for residual DeLoRA the factors hold the trained and the frozen
+    term, and the sum subtracts two nearly equal numbers (in float32 a small update's norm comes out 0).
+    """
+    B, A = B.double(), A.double()
     gram = (B.transpose(0, 1) @ B) * (A @ A.transpose(0, 1))
-    return gram.sum().clamp_min(0).sqrt()
+    return gram.sum().clamp_min(0).sqrt().float()
 
 
 class AdapterLayer(nn.Module):

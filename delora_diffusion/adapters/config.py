@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-METHODS = ("delora", "lora", "dora", "ether", "etherplus")
+from .methods import METHOD_TABLE, METHODS
 DELORA_INITS = ("residual", "zero_b")
 # The attention projections of every diffusers Attention module (self- and cross-attention).
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -52,11 +52,12 @@ class AdapterConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise AdapterConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.method in ("delora", "lora", "dora") and (not isinstance(self.rank, int) or self.rank < 1):
+        ranked = METHOD_TABLE[self.method].uses_rank
+        if ranked and (not isinstance(self.rank, int) or self.rank < 1):
             raise AdapterConfigError(f"rank must be a positive integer, got {self.rank!r}")
         if self.init not in DELORA_INITS:
             raise AdapterConfigError(f"init must be one of {', '.join(DELORA_INITS)}, got {self.init!r}")
-        if self.method in ("ether", "etherplus") and (not isinstance(self.ether_blocks, int) or self.ether_blocks < 1):
+        if not ranked and (not isinstance(self.ether_blocks, int) or self.ether_blocks < 1):
             raise AdapterConfigError(f"ether_blocks must be a positive integer, got {self.ether_blocks!r}")
         if not self.target_modules:
             raise AdapterConfigError("target_modules is empty")
@@ -78,5 +79,5 @@ class AdapterConfig:
 
 
 def default_weight_decay(method: str) -> float:
-    """AdamW weight decay used when the user gives none: ETHER's reflections are not decayed (paper)."""
-    return 0.0 if method in ("ether", "etherplus") else 1e-2
+    """AdamW weight decay used when the user gives none (the method table's)."""
+    return METHOD_TABLE[method].weight_decay

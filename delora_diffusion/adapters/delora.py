@@ -76,3 +76,9 @@ class DeLoRALinear(AdapterLayer):
         with torch.autocast(device_type=self.lora_A.device.type, enabled=False):
             A, coef, B = self._factors()
             return B * coef, A * self.w_norm
+
+
+def bound_coefficient(saved: dict[str, torch.Tensor], init: str) -> float:
+    """c·max_j w_j of one layer from its saved tensors (``w_norm``), so that ‖ΔW‖_F ≤ |λ| times it:
+    c = 2 with the residual init (trained term minus frozen copy), 1 with zero_b."""
+    return (2.0 if init == "residual" else 1.0) * float(saved["w_norm"].float().max())

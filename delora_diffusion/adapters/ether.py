@@ -104,19 +104,19 @@ class ETHERPlusLinear(AdapterLayer):
         return block_project(z, _unit_rows(plus)) - block_project(z, _unit_rows(minus))
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # y = W x + s·Δ, Δ = H̃ W H x − W x: one frozen matmul (in the model's precision); W(H − I)x in
+        # its low-rank form −(W Ûᵀ)(Û x) + (W V̂ᵀ)(V̂ x), so the scale needs no second pass over W.
         weight, bias = self.base_layer.weight, self.base_layer.bias
+        y0 = F.linear(x.to(weight.dtype), weight)
         with fp32_region(x):
-            x32 = x.float()
-            x_h = x32 + self._update(x32, self.ether_u, self.ether_v)  # H x
-        z = F.linear(x_h.to(x.dtype), weight)  # W H x, the frozen matmul in the model's precision
-        with fp32_region(x):
-            z32 = z.float()
+            x32, w32 = x.float(), weight.float()
+            U = block_embed(_unit_rows(self.ether_u.float()))
+            V = block_embed(_unit_rows(self.ether_v.float()))
+            delta = F.linear(F.linear(x32, V), w32 @ V.T) - F.linear(F.linear(x32, U), w32 @ U.T)  # W(H − I)x
             if not self.one_sided:
-                z32 = z32 + self._update(z32, self.ether_p, self.ether_q)  # H̃ W H x
-            if self.scale != 1.0:
-                y0 = F.linear(x, weight).float()
-                z32 = y0 + self.scale * (z32 - y0)
-        out = z32.to(z.dtype)
+                delta = delta + self._update(y0.float() + delta, self.ether_p, self.ether_q)  # (H̃ − I) W H x
+            out = y0.float() + self.scale * delta
+        out = out.to(y0.dtype)
         return out if bias is None else out + bias
 
     def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor]:

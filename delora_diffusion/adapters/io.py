@@ -84,17 +84,7 @@ def save_adapter(
     return Path(path)
 
 
-def read_adapter(path: str | os.PathLike) -> AdapterFile:
-    """Parse an adapter file; raise ``AdapterFileError`` naming the file for anything unexpected."""
-    path = Path(path)
-    if not path.is_file():
-        raise AdapterFileError(f"adapter file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AdapterFileError(f"{path} is not a readable safetensors file ({exc})") from exc
+def _parsed_metadata(path: Path, header: dict[str, str]) -> dict:
     if METADATA_KEY not in header:
         raise AdapterFileError(
             f"{path} has no '{METADATA_KEY}' metadata: it was not written by delora-diffusion "
@@ -102,14 +92,44 @@ def read_adapter(path: str | os.PathLike) -> AdapterFile:
         )
     try:
         meta = json.loads(header[METADATA_KEY])
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise AdapterFileError(
-                f"{path} uses adapter format {meta['format_version']}; this delora-diffusion reads up to "
-                f"{FORMAT_VERSION}, please upgrade"
-            )
+    except json.JSONDecodeError as exc:
+        raise AdapterFileError(f"{path}: malformed '{METADATA_KEY}' metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise AdapterFileError(f"{path}: malformed '{METADATA_KEY}' metadata (not a JSON object)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise AdapterFileError(
+            f"{path} uses adapter format {meta['format_version']}; this delora-diffusion reads up to "
+            f"{FORMAT_VERSION}, please upgrade"
+        )
+    return meta
+
+
+def _open(path: Path, tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(header metadata, tensors if asked) of a safetensors file; ``AdapterFileError`` naming it otherwise."""
+    if not path.is_file():
+        raise AdapterFileError(f"adapter file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}, ({k: f.get_tensor(k) for k in f.keys()} if tensors else {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterFileError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+
+def read_adapter_metadata(path: str | os.PathLike) -> dict:
+    """An adapter file's metadata (method, config, targets, extra), from its header alone: no tensor is read."""
+    path = Path(path)
+    return _parsed_metadata(path, _open(path, tensors=False)[0])
+
+
+def read_adapter(path: str | os.PathLike) -> AdapterFile:
+    """Parse an adapter file; raise ``AdapterFileError`` naming the file for anything unexpected."""
+    path = Path(path)
+    header, tensors = _open(path, tensors=True)
+    meta = _parsed_metadata(path, header)
+    try:
         config = AdapterConfig.from_dict(meta["config"])
         targets, shapes = meta["targets"], meta["shapes"]
-    except (json.JSONDecodeError, KeyError, TypeError, AdapterConfigError) as exc:
+    except (KeyError, TypeError, AdapterConfigError) as exc:
         raise AdapterFileError(f"{path}: malformed '{METADATA_KEY}' metadata ({exc})") from exc
     layers: dict[str, dict[str, torch.Tensor]] = {name: {} for name in targets}
     extra: dict[str, torch.Tensor] = {}
@@ -125,6 +145,11 @@ def read_adapter(path: str | os.PathLike) -> AdapterFile:
         layers[owner][key[len(owner) + 1:]] = value
     if set(shapes) != set(targets):
         raise AdapterFileError(f"{path}: metadata lists shapes for other layers than its targets")
+    # A diverged run's NaN/inf would otherwise render black images and exit 0.
+    bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise AdapterFileError(f"{path}: {len(bad)} tensor(s) hold NaN or inf values, first {bad[0]} "
+                               f"(the run that wrote it diverged; use an earlier checkpoint)")
     return AdapterFile(path=path, config=config, metadata=meta, layers=layers, extra_tensors=extra)
 
 

@@ -104,7 +104,7 @@ def write_scenes(out: str | Path, count: int = 16, size: int = 64, seed: int = 0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m delora_diffusion.data.demo_scenes",
                                      description="Draw a synthetic semantic-map data set (random rectangles of "
-                                                 "ADE20K classes, textured photos, captions).")
+                                                 "ADE20K classes, textured photos, captions).", allow_abbrev=False)
     parser.add_argument("--out", required=True, help="folder to write into")
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--size", type=int, default=64, help="side in pixels")

@@ -1,7 +1,7 @@
 """DreamBooth training data: subject images with their prompt, optionally paired with class images.
 
-Images are read once (EXIF-transposed, RGB, short side resized to the resolution) so that a corrupt
-file stops the run before training with an error naming it. Crops and flips are drawn from a seed,
+Images are read once (by ``images.decode_rgb``: upright, 8-bit RGB, transparency on white; then the short
+side resized to the resolution) so that a corrupt file stops the run before training with an error naming it. Crops and flips are drawn from a seed,
 the epoch and the item index only, so any batch can be rebuilt exactly after a resume and on any
 number of data-loader workers.
 """
@@ -14,12 +14,15 @@ from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
+from ..images import WHITE, ImageReadError, decode_rgb, list_image_files
+
 INSTANCE, CLASS = "instance", "class"
+SMALL_SHARE = 0.5  # an image whose short side is under half the resolution is upscaled more than 2x: say so
 
 
 class ImageDataError(ValueError):
@@ -28,23 +31,32 @@ class ImageDataError(ValueError):
 
 def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
     """The images of ``folder`` (by extension, hidden and temporary files skipped), sorted by name."""
+    return _listing(folder, what)[0]
+
+
+def _listing(folder: str | Path, what: str) -> tuple[list[Path], list[Path]]:
     folder = Path(folder)
     if not folder.exists():
         raise ImageDataError(f"{what} {folder} does not exist")
     if not folder.is_dir():
         raise ImageDataError(f"{what} {folder} is not a folder")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return list_image_files(folder)
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully as RGB with its EXIF orientation applied; ``ImageDataError`` naming it otherwise."""
+    """Decode ``path`` fully as upright 8-bit RGB (``images.decode_rgb``); ``ImageDataError`` naming it otherwise."""
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")  # convert() decodes every pixel, so truncation is caught here
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageDataError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
+        return decode_rgb(path).image
+    except ImageReadError as exc:
+        raise ImageDataError(str(exc)) from exc
+
+
+def _colour_name(rgb: tuple[int, int, int]) -> str:
+    return "white" if tuple(rgb) == WHITE else "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(p.name for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 @dataclass
@@ -58,15 +70,33 @@ class ImageSet:
     resolution: int
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) after resizing
 
+    notes: list[str] = field(default_factory=list)  # what loading changed or skipped, said once per folder
+
     @classmethod
-    def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None) -> "ImageSet":
-        paths = list_images(folder, what)
+    def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None,
+             background: tuple[int, int, int] = WHITE) -> "ImageSet":
+        """The images of ``folder`` (the first ``limit``), transparency composited on ``background`` (RGB)."""
+        paths, skipped = _listing(folder, what)
         if not paths:
             raise ImageDataError(f"{what} {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
         paths = paths[:limit] if limit else paths
-        images = [TF.resize(load_image(p), resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
-                  for p in paths]
-        return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images])
+        decoded = []
+        for path in paths:
+            try:
+                decoded.append(decode_rgb(path, background))
+            except ImageReadError as exc:
+                raise ImageDataError(str(exc)) from exc
+        notes = []
+        for found, says in ((skipped, "named like images but not files, skipped"),
+                            ([p for p, d in zip(paths, decoded) if d.had_alpha], f"with transparency, composited on {_colour_name(background)}"),
+                            ([p for p, d in zip(paths, decoded) if d.high_bit_depth], "16/32-bit, scaled to 8 bits"),
+                            ([p for p, d in zip(paths, decoded) if min(d.image.size) < SMALL_SHARE * resolution],
+                             f"under {SMALL_SHARE:g}× the resolution {resolution} px, upscaled")):
+            if found:
+                notes.append(f"{what} {folder}: {len(found)} {says}: {_names(found)}")
+        images = [TF.resize(d.image, resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
+                  for d in decoded]
+        return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes)
 
     def __len__(self) -> int:
         return len(self.paths)

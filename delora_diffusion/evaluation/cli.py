@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..configfile import add_config_arg, parse_args
+from ..threads import add_thread_arg, apply_threads
 from .errors import EvaluationInputError
 from .folders import CLIP_T_PROMPTS
 from .protocols import DEFAULT_PROTOCOL, PROTOCOLS
@@ -49,6 +50,7 @@ def _add_dreambooth_parser(subparsers) -> argparse.ArgumentParser:
         "dreambooth", help="DINO, CLIP-I and CLIP-T of generated images against the real subject photos",
         description="Score GEN/<subject>/<prompt_index>/<seed>.png against REAL/<subject>/*.jpg with DINO, CLIP-I "
                     "and CLIP-T; print a markdown table and write JSON + CSV.",
+        allow_abbrev=False,
     )
     add_config_arg(parser)
     parser.add_argument("--real_dir", type=Path, help="DreamBooth dataset layout: REAL/<subject>/*.jpg "
@@ -64,6 +66,9 @@ def _add_dreambooth_parser(subparsers) -> argparse.ArgumentParser:
                         "(default: the protocol's)")
     parser.add_argument("--class_nouns", type=Path, help="subject,class file or prompts_and_classes.txt "
                         "(default: REAL/prompts_and_classes.txt when present)")
+    parser.add_argument("--max_images_per_prompt", type=_positive_int, metavar="N",
+                        help="score only the first N images of each prompt (lowest seeds): OFT's eval.py scores 4 "
+                             "(default: every image)")
     parser.add_argument("--clip_t_prompt", choices=CLIP_T_PROMPTS, default="without_token",
                         help="text CLIP-T compares with: the prompt without or with the identifier token "
                              "(default: %(default)s)")
@@ -97,6 +102,7 @@ def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
         description="Segment GEN/<map>/00/<seed>.png (written by generate.py semantic) and score the predictions "
                     "against the maps (mmseg's mIoU, mAcc, aAcc; 'other' ignored); FID against the real images. "
                     "Prints a markdown table and writes JSON + CSV.",
+        allow_abbrev=False,
     )
     add_config_arg(parser)
     parser.add_argument("--generated", "--generated_dir", dest="generated_dir", type=Path,
@@ -123,7 +129,7 @@ def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
 
 def _write_results(results: dict, out: Path, plot, write_csv, plot_run, markdown_summary) -> int:
     """JSON at ``out``, CSV (and, with --plot, PNG) beside it; the markdown table to stdout."""
-    from .report import write_json
+    from ..fileio import write_json_atomic as write_json
 
     written = [write_json(results, out), write_csv(results, out.with_suffix(".csv"))]
     if plot is not None:
@@ -131,6 +137,11 @@ def _write_results(results: dict, out: Path, plot, write_csv, plot_run, markdown
     print(markdown_summary(results))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
+    counts = results["counts"]
+    if counts["scored_images"] == 0:  # a table of dashes is a failed evaluation, not a result
+        print(f"delora-eval: error: none of the {counts['generated_images']} generated images could be scored: "
+              f"all are black (safety-filtered, or rendered by a broken adapter)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -161,6 +172,7 @@ def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
         "compare", help="side-by-side table of several results files",
         description="Print the metrics of several `delora-eval dreambooth` (or several `delora-eval semantic`) "
                     "results files side by side.",
+        allow_abbrev=False,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="results JSON files")
     parser.add_argument("--names", type=_subjects, help="comma-separated run names (default: each file's name)")
@@ -187,7 +199,7 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         clip_t_prompt=args.clip_t_prompt, batch_size=args.batch_size, workers=args.workers,
         device=args.device or _default_device(),
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        name=args.name, progress=not args.no_progress,
+        name=args.name, progress=not args.no_progress, max_images_per_prompt=args.max_images_per_prompt,
     )
     if args.no_progress:
         from transformers.utils import logging as transformers_logging
@@ -227,14 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``delora-eval``; returns the exit status (2 for bad input, with ``delora-eval: error: ...``)."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="DreamBooth metrics (DINO, CLIP-I, CLIP-T) of generated images, semantic-map "
-                               "metrics (mIoU, accuracy, FID), and side-by-side comparison of runs.")
+                               "metrics (mIoU, accuracy, FID), and side-by-side comparison of runs.", allow_abbrev=False)
     subparsers = parser.add_subparsers(dest="command", required=True)
     parsers = {"dreambooth": _add_dreambooth_parser(subparsers), "semantic": _add_semantic_parser(subparsers),
                "compare": _add_compare_parser(subparsers)}
+    for name in ("dreambooth", "semantic"):
+        add_thread_arg(parsers[name])
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("dreambooth", "semantic"):  # the subcommands that read --config
         args = parse_args(parsers[argv[0]], argv[1:])
         args.command = argv[0]
+        apply_threads(args)
     else:
         args = parser.parse_args(argv)
     try:

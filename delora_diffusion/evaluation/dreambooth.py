@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..fileio import file_sha256
 from .backbones import Backbone, load_backbone
 from .embedding_cache import EmbeddingCache
 from .errors import EvaluationInputError
 from .folders import (
     GENERATION_KEYS, GeneratedImage, clip_t_prompt, generated_subjects, load_class_nouns, read_generated, real_images,
 )
-from .images import file_sha256, is_black, load_rgb
+from .images import is_black, load_rgb
 from .preprocessing import ImagePreprocess
 from .protocols import DEFAULT_PROTOCOL, get_protocol
 
@@ -67,6 +68,7 @@ class DreamBoothEvalSettings:
     cache_dir: Path | None = None  # None: no embedding cache
     name: str | None = None
     progress: bool = True
+    max_images_per_prompt: int | None = None  # None: every image; OFT's eval.py scores the first 4
 
 
 @dataclass
@@ -248,6 +250,20 @@ def _check_input_size(encoder: _Encoder, flag: str, protocol: str) -> None:
         )
 
 
+def first_per_prompt(images: list[GeneratedImage], limit: int | None) -> list[GeneratedImage]:
+    """The first ``limit`` images of each prompt (lowest seeds, then file names), in the input order."""
+    if limit is None:
+        return images
+    keep: set[int] = set()
+    by_prompt: dict[int, list[int]] = {}
+    for k, image in enumerate(images):
+        by_prompt.setdefault(image.prompt_index, []).append(k)
+    for members in by_prompt.values():
+        members.sort(key=lambda k: (images[k].seed is None, images[k].seed or 0, images[k].file))
+        keep.update(members[:limit])
+    return [image for k, image in enumerate(images) if k in keep]
+
+
 def _select_subjects(settings: DreamBoothEvalSettings) -> list[str]:
     available = generated_subjects(settings.generated_dir)
     if not settings.subjects:
@@ -284,7 +300,8 @@ def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
     subjects = _select_subjects(settings)
     class_nouns = load_class_nouns(real_dir, settings.class_nouns)
     reals = {subject: real_images(real_dir, subject) for subject in subjects}
-    generated = {subject: read_generated(gen_dir, subject) for subject in subjects}
+    generated = {subject: first_per_prompt(read_generated(gen_dir, subject), settings.max_images_per_prompt)
+                 for subject in subjects}
     texts = {s: [clip_t_prompt(image, settings.clip_t_prompt, class_nouns.get(s)) for image in generated[s]]
              for s in subjects}
 
@@ -333,6 +350,7 @@ def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
         "protocol": protocol.name,
         "protocol_summary": protocol.summary,
         "clip_t_prompt": settings.clip_t_prompt,
+        "max_images_per_prompt": settings.max_images_per_prompt,
         "real_dir": str(real_dir),
         "generated_dir": str(gen_dir),
         "subjects": subjects,

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.prompts import DEFAULT_TOKEN, fill, prompt_templates, read_class_nouns
+from ..images import IMAGE_SUFFIXES
+from ..layout import METADATA_FILE
 from .errors import EvaluationInputError
-from .images import IMAGE_SUFFIXES, list_images
+from .images import list_images
 
-METADATA_FILE = "metadata.jsonl"
 CLASS_TABLE_FILE = "prompts_and_classes.txt"
 CLIP_T_PROMPTS = ("without_token", "with_token")
 # generation settings carried into the results, so a results file says what produced the images

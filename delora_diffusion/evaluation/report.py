@@ -23,11 +23,6 @@ def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def write_json(results: dict, path: Path) -> Path:
-    atomic_write_text(Path(path), json.dumps(results, indent=2) + "\n")
-    return Path(path)
-
-
 def read_results(path: Path, formats: tuple[str, ...] = (RESULTS_FORMAT,)) -> dict:
     """A results file written by ``delora-eval`` in one of ``formats``; anything else is an error naming the file."""
     path = Path(path)

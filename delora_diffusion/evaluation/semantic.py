@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from ..data.ade20k import IGNORE_INDEX
 from ..data.semantic_maps import MAP_EXTENSIONS, MapError, default_palette, label_ids, open_map, read_palette
+from ..images import IMAGE_SUFFIXES
 from .errors import EvaluationInputError
 from .fid import INCEPTION, compute_fid, load_fid_extractor
 from .folders import GeneratedImage, generated_subjects, read_generated
-from .images import IMAGE_SUFFIXES, is_black, list_images, load_rgb
+from .images import is_black, list_images, load_rgb
 from .segmentation import confusion_matrix, load_segmenter, segmentation_scores
 
 RESULTS_FORMAT = "delora-eval/semantic/1"
@@ -67,7 +68,7 @@ class SemanticEvalSettings:
 def _map_files(maps_dir: Path) -> dict[str, Path]:
     if not maps_dir.is_dir():
         raise EvaluationInputError(f"--maps {maps_dir}: not a folder")
-    suffixes = set(MAP_EXTENSIONS) | IMAGE_SUFFIXES
+    suffixes = set(MAP_EXTENSIONS) | set(IMAGE_SUFFIXES)
     return {p.stem: p for p in sorted(maps_dir.iterdir()) if p.is_file() and p.suffix.lower() in suffixes}
 
 

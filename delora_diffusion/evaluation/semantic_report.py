@@ -1,7 +1,7 @@
 """Results of ``delora-eval semantic`` as CSV (summary, per class, per image), markdown, and a per-class plot;
 several runs side by side (``delora-eval compare``).
 
-The JSON file is ``report.write_json``'s, like the DreamBooth evaluator's.
+The JSON file is ``fileio.write_json_atomic``'s, like the DreamBooth evaluator's.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ solvers; ``sampling.py`` renders one image per seed; ``prompt_sets.py`` builds a
 ``layout.py`` is the output contract; ``generate.py`` is the ``generate.py`` command.
 """
 
-from .layout import METADATA_FILE, image_file, read_metadata
+from ..layout import METADATA_FILE, image_file, read_metadata
 from .pipeline import LoadedAdapter, PipelineLoadError, apply_adapter, load_pipeline, remove_adapter
 from .sampling import Samples, default_size, sample_images
 from .schedulers import SCHEDULERS, set_scheduler

@@ -18,15 +18,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .. import layout
 from ..adapters import AdapterFileError, read_adapter
 from ..configfile import add_config_arg, parse_args
 from ..data.prompts import DEFAULT_TOKEN, read_class_nouns
-from . import layout
+from ..fileio import file_sha256, folder_problem, remove_stale_temporaries
+from ..threads import add_thread_arg, apply_threads
 from .pipeline import (
-    PipelineLoadError, apply_adapter, file_sha256, load_pipeline, remove_adapter, resolve_device,
+    PipelineLoadError, apply_adapter, load_pipeline, remove_adapter, resolve_device,
     resolve_dtype,
 )
-from .prompt_sets import PROMPT_SETS, PromptFileError, SubjectPrompt, read_prompt_file, subject_prompts, templates_for
+from .prompt_sets import (
+    PROMPT_SETS, PromptFileError, SubjectPrompt, read_prompt_file, subject_prompts, templates_for, verbatim_templates,
+)
 from .sampling import DEFAULT_GUIDANCE, DEFAULT_STEPS, default_size, sample_images
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from .semantic import semantic_main
@@ -97,7 +101,7 @@ def plan_subject(job: SubjectJob, output_dir: Path, sampling: Sampling, common: 
             existing = records.get(layout.record_key(record))
             if existing is not None:
                 difference = layout.settings_mismatch(existing, record)
-                if difference is None and (folder / existing["file"]).is_file():
+                if difference is None and layout.is_intact_image(folder / existing["file"]):
                     continue
                 if difference is not None and not overwrite:
                     raise GenerateError(
@@ -156,11 +160,13 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
         epilog="Layout: OUT/<subject>/<prompt_index:02d>/<seed>.png and OUT/<subject>/metadata.jsonl. "
                "Image k of every prompt uses seed --seed + k. Re-running skips images already generated "
                "with the same settings.",
+        allow_abbrev=False,
     )
     add_config_arg(parser)
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained_model_name_or_path", required=True, metavar="PATH_OR_ID",
-                       help="base pipeline: diffusers folder or hub id (e.g. runwayml/stable-diffusion-v1-5)")
+                       help="base pipeline: diffusers folder or hub id "
+                            "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)")
     model.add_argument("--revision", help="hub revision of the base model")
     model.add_argument("--variant", help="weight variant of the base model (e.g. fp16)")
     model.add_argument("--adapter", metavar="FILE", help="adapter.safetensors from delora-diffusion (its method and config are read "
@@ -207,6 +213,7 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
     output.add_argument("--overwrite", action="store_true",
                         help="regenerate images that exist with other settings instead of stopping")
     output.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_thread_arg(output)
     return parser
 
 
@@ -239,6 +246,9 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
             parser.error("--class_noun goes with --subject; with --subjects the nouns come from --class_nouns")
     if args.prompt_file and args.prompt_set != "auto":
         parser.error("give either --prompt_file or --prompt_set, not both")
+    problem = folder_problem(args.output_dir)
+    if problem:  # before the pipeline loads, not after the first batch
+        parser.error(f"--output_dir {args.output_dir} {problem}")
 
 
 def _subject_classes(args) -> list[tuple[str, str]]:
@@ -276,6 +286,10 @@ def _adapter_for(template: str | None, subject: str) -> str | None:
 
 def build_jobs(args) -> list[SubjectJob]:
     templates = read_prompt_file(args.prompt_file) if args.prompt_file else None
+    verbatim = verbatim_templates(templates or [])
+    if verbatim:
+        print(f"warning: --prompt_file {args.prompt_file}: {len(verbatim)} line(s) have neither {{token}} nor "
+              f"{{class_noun}} and are used as written, without the identifier: {verbatim[0]!r}", file=sys.stderr)
     jobs = []
     for subject, class_noun in _subject_classes(args):
         layout.check_subject_name(subject)
@@ -289,6 +303,10 @@ def build_jobs(args) -> list[SubjectJob]:
 def run_dreambooth(args) -> list[tuple[SubjectPlan, int, float]]:
     """Plan every subject, load the pipeline once, render what is missing; returns (plan, written, seconds)."""
     jobs = build_jobs(args)
+    removed = remove_stale_temporaries(args.output_dir)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by an interrupted run, e.g. {removed[0]}", file=sys.stderr)
+    print(f"{apply_threads(args)} CPU thread(s) per process (--num_threads)", file=sys.stderr)
     try:
         device = resolve_device(args.device)
         dtype = resolve_dtype(args.dtype, device)

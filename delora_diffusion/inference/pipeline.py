@@ -7,7 +7,6 @@ layers cast at their boundary), so fp16 generation does not round the learned up
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..adapters import AdapterFile, adapter_layers, detach, load_adapter, merge as merge_adapter, set_scale
+from ..fileio import file_sha256
 from .schedulers import DEFAULT_SCHEDULER, set_scheduler
 
 logger = logging.getLogger(__name__)
@@ -63,14 +63,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dtype_keyword() -> str:

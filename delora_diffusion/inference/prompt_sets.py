@@ -75,6 +75,11 @@ def read_prompt_file(path: str | os.PathLike) -> list[str]:
     return templates
 
 
+def verbatim_templates(templates: list[str]) -> list[str]:
+    """The templates with neither placeholder: rendered as written, so without the subject's identifier."""
+    return [t for t in templates if not any(f"{{{name}}}" in t for name in PLACEHOLDERS)]
+
+
 def subject_prompts(templates: list[str], token: str | None, class_noun: str) -> list[SubjectPrompt]:
     """Fill the templates for one subject; ``token`` None or ``""`` gives class-only prompts in both forms."""
     return [

@@ -7,7 +7,7 @@ its prompt is its caption (``--captions``, matched by file stem; a map without o
 and is counted) or ``--prompt``. Sample k of every map uses seed ``--seed + k``. The control reaches both
 classifier-free-guidance branches (the hint features are added to the unconditional and the conditional
 half of the batch; diffusers' ControlNet pipeline does the same outside guess mode). Defaults follow the
-OFT / ETHER / DeLoRA S2I sampling: DDIM, 50 steps, guidance 9.0.
+OFT / ETHER / DeLoRA S2I sampling: DDIM, 50 steps, guidance 9.0 (the sampling itself: ``controlled.py``).
 
 Layout (the generated-images contract, one "subject" folder per map, prompt index 0):
 ``OUT/<map stem>/00/<seed>.png``, ``OUT/<map stem>/metadata.jsonl`` and ``OUT/<map stem>/map.png`` (the
@@ -19,32 +19,32 @@ region of the map file the image shows), which is what ``delora-eval semantic`` 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .. import layout
 from ..adapters import AdapterFileError
 from ..configfile import add_config_arg, parse_args
 from ..data.semantic import IMAGE_EXTENSIONS, SemanticDataError, read_captions
-from ..data.semantic_maps import MAP_EXTENSIONS, MapError, default_palette, fit_map, open_map, read_palette
-from ..models.control import ControlFileError, load_control, residuals_as
-from ..models.hint_encoder import inject_hint
-from . import layout
-from .pipeline import PipelineLoadError, apply_adapter, file_sha256, load_pipeline, resolve_device, resolve_dtype
-from .sampling import Samples, default_size, sample_images
+from ..data.semantic_maps import (
+    MAP_EXTENSIONS, MapError, center_box, default_palette, fit_map, open_map, read_palette,
+)
+from ..fileio import file_sha256, folder_problem, remove_stale_temporaries
+from ..models.control import ControlFileError
+from ..threads import add_thread_arg, apply_threads
+from .controlled import (
+    DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, load_semantic_pipeline, sample_semantic,
+)
+from .pipeline import PipelineLoadError, resolve_device, resolve_dtype
+from .sampling import default_size
 from .schedulers import SCHEDULERS
 
 PROG = "generate.py semantic"
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 9.0
-DEFAULT_SCHEDULER = "ddim"
 CONTROL_MAP_FILE = "map.png"
 PROMPT_INDEX = 0
 # Besides layout.SETTINGS_FIELDS, what decides an image's pixels here.
@@ -53,91 +53,6 @@ SEMANTIC_SETTINGS = ("map_sha256", "map_crop", "control_scale")
 
 class SemanticGenerateError(ValueError):
     """A user error of ``generate.py semantic`` (printed as ``prog: error: ...``)."""
-
-
-# --- the pipeline ---------------------------------------------------------------------------------------------
-
-def control_pipeline(pipe, kind: str, control):
-    """The pipeline that samples under ``control``: ``pipe`` itself for the hint encoder (its features
-    reach the UNet through a hook), diffusers' ControlNet pipeline sharing ``pipe``'s modules otherwise."""
-    if kind == "hint":
-        return pipe
-    from diffusers import StableDiffusionControlNetPipeline
-
-    # Built from the modules as they are: ``from_pipe`` would recast every module (the adapter's fp32
-    # parameters included) to one dtype.
-    controlled = StableDiffusionControlNetPipeline(
-        **pipe.components, controlnet=control,
-        requires_safety_checker=bool(getattr(pipe.config, "requires_safety_checker", False)))
-    controlled.set_progress_bar_config(disable=True)
-    return controlled
-
-
-def maps_tensor(maps: list[Image.Image]) -> torch.Tensor:
-    """PIL colour maps of one size → (B, 3, H, W) float32 in [0, 1]."""
-    arrays = np.stack([np.asarray(m.convert("RGB"), dtype=np.uint8) for m in maps])
-    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255.0)
-
-
-@torch.no_grad()
-def sample_semantic(pipe, kind: str, control, maps: list[Image.Image], prompts: list[str], seeds: list[int], *,
-                    control_scale: float = 1.0, negative_prompt: str | None = None,
-                    num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE,
-                    height: int | None = None, width: int | None = None) -> Samples:
-    """One image per (map, prompt, seed); ``maps`` are colour maps already at the output size.
-
-    ``pipe`` is ``control_pipeline(...)``'s; ``control`` the module of the adapter file (``load_control``).
-    """
-    if not (len(maps) == len(prompts) == len(seeds)):
-        raise ValueError(f"{len(maps)} maps, {len(prompts)} prompts, {len(seeds)} seeds: one of each per image")
-    common = dict(negative_prompt=negative_prompt, num_inference_steps=num_inference_steps,
-                  guidance_scale=guidance_scale, height=height, width=width)
-    if kind == "hint":
-        parameter = next(control.parameters())
-        features = control(maps_tensor(maps).to(parameter.device, parameter.dtype)) * control_scale
-        with inject_hint(pipe.unet, features):
-            return sample_images(pipe, prompts, seeds, **common)
-    with residuals_as(control, pipe.unet.dtype):
-        return sample_images(pipe, prompts, seeds, image=list(maps), controlnet_conditioning_scale=control_scale,
-                             **common)
-
-
-def _control_entry(path: str) -> dict:
-    """The ``control`` metadata of an adapter file, read from its header only (ControlNet files are large)."""
-    from safetensors import SafetensorError, safe_open
-
-    from ..adapters.io import METADATA_KEY
-
-    if not Path(path).is_file():
-        raise AdapterFileError(f"adapter file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        entry = json.loads(header.get(METADATA_KEY, "{}")).get("extra", {}).get("control")
-    except (SafetensorError, OSError, ValueError, AttributeError) as exc:
-        raise AdapterFileError(f"{path} is not a readable delora-diffusion adapter file ({exc})") from exc
-    if not isinstance(entry, dict):
-        raise ControlFileError(f"--adapter {path} holds no semantic-map control module (train it with "
-                               "train_semantic.py; DreamBooth adapters go with generate.py dreambooth)")
-    return entry
-
-
-def load_semantic_pipeline(pretrained_model_name_or_path: str, adapter: str, *, scale: float = 1.0,
-                           merge: bool = False, dtype="auto", device="auto", scheduler: str = DEFAULT_SCHEDULER,
-                           safety_checker: bool = True, revision: str | None = None, variant: str | None = None):
-    """(pipeline, kind, control module, LoadedAdapter): the base pipeline with the adapter on its UNet and
-    the file's control module on the same device (the ControlNet in the pipeline's dtype, the hint encoder
-    in float32), ready for ``sample_semantic``."""
-    _control_entry(adapter)
-    pipe = load_pipeline(pretrained_model_name_or_path, revision=revision, variant=variant, dtype=dtype,
-                         device=device, scheduler=scheduler, safety_checker=safety_checker)
-    loaded = apply_adapter(pipe, adapter, scale=scale, merge=merge, base_model=str(pretrained_model_name_or_path))
-    kind, control = load_control(loaded.file)
-    dtype = pipe.unet.dtype if kind == "controlnet" else torch.float32
-    control.to(pipe.unet.device)
-    if next(control.parameters()).dtype != dtype:
-        control.to(dtype=dtype)
-    return control_pipeline(pipe, kind, control), kind, control, loaded
 
 
 # --- planning ---------------------------------------------------------------------------------------------------
@@ -206,7 +121,7 @@ def plan_map(job: MapJob, output_dir: Path, seeds: list[int], common: dict, map_
             difference = layout.settings_mismatch(existing, record) or next(
                 (f"{k}: {existing.get(k)!r} -> {record.get(k)!r}" for k in SEMANTIC_SETTINGS
                  if existing.get(k) != record.get(k)), None)
-            if difference is None and (folder / existing["file"]).is_file():
+            if difference is None and layout.is_intact_image(folder / existing["file"]):
                 continue
             if difference is not None and not overwrite:
                 raise SemanticGenerateError(f"{folder / existing['file']} was generated with other settings "
@@ -225,6 +140,7 @@ def semantic_parser(prog: str = PROG) -> argparse.ArgumentParser:
         epilog="Layout: OUT/<map stem>/00/<seed>.png, OUT/<map stem>/metadata.jsonl, OUT/<map stem>/map.png. "
                "Sample k of every map uses seed --seed + k. Re-running skips images already generated with the "
                "same settings.",
+        allow_abbrev=False,
     )
     add_config_arg(parser)
     model = parser.add_argument_group("model")
@@ -269,6 +185,7 @@ def semantic_parser(prog: str = PROG) -> argparse.ArgumentParser:
     output.add_argument("--overwrite", action="store_true",
                         help="regenerate images that exist with other settings instead of stopping")
     output.add_argument("--no_progress", action="store_true")
+    add_thread_arg(output)
     return parser
 
 
@@ -287,6 +204,9 @@ def _check_args(parser, args) -> None:
             parser.error(f"--{name} must be a positive multiple of 8, got {value}")
     if args.prompt is not None and args.captions:
         parser.error("give either --captions or --prompt, not both")
+    problem = folder_problem(args.output_dir)
+    if problem:
+        parser.error(f"--output_dir {args.output_dir} {problem}")
 
 
 def run_semantic(args) -> tuple[list[tuple[MapPlan, int]], float]:
@@ -313,10 +233,14 @@ def run_semantic(args) -> tuple[list[tuple[MapPlan, int]], float]:
               "dtype": str(dtype).removeprefix("torch.")}
     seeds = [args.seed + k for k in range(args.num_images_per_map)]
     output_dir = Path(args.output_dir)
+    removed = remove_stale_temporaries(output_dir)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by an interrupted run, e.g. {removed[0]}", file=sys.stderr)
+    print(f"{apply_threads(args)} CPU thread(s) per process (--num_threads)", file=sys.stderr)
     plans = []
     for job in jobs:  # plan all first: a settings clash stops the run before any image is made
-        source = open_map(job.path)
-        _, box = fit_map(source, width, height, palette)
+        source = open_map(job.path)  # checked here; fitted (colour-mapped and resized) only when rendered
+        box = center_box(*source.size, width, height)
         map_fields = {"map_file": str(job.path), "map_sha256": file_sha256(job.path), "map_size": list(source.size),
                       "map_crop": list(box)}
         plans.append(plan_map(job, output_dir, seeds, common, map_fields, overwrite=args.overwrite))

@@ -1,22 +1,24 @@
 """Tiny random-weight models, built offline and saved like real checkpoints.
 
 Tests and the demo load them through the same ``from_pretrained(path)`` code that loads
-``runwayml/stable-diffusion-v1-5`` on a user's machine, so the offline path is the real path.
+``stable-diffusion-v1-5/stable-diffusion-v1-5`` on a user's machine, so the offline path is the real path.
 Each component is built into ``<out>/<component>`` (``sd`` for the Stable Diffusion pipeline);
-other modules register more components (backbones for evaluation) in ``TINY_BUILDERS``.
+``tiny_backbones.py`` and ``tiny_semantic.py`` add the evaluation models to ``TINY_BUILDERS``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import string
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from .tiny_backbones import TINY_BACKBONE_BUILDERS
+from .tiny_semantic import TINY_SEMANTIC_BUILDERS
+from .tiny_vocab import write_clip_vocab
 
 DEFAULT_TINY_DIR = Path("outputs") / "tiny"
 COMPLETE_MARKER = ".complete"
@@ -26,20 +28,6 @@ TINY_SEED = 0
 # 2-layer CLIP text encoder of width 32; a 64×64 image is a 4×32×32 latent.
 TINY_SD_RESOLUTION = 64
 TEXT_WIDTH = 32
-
-
-def _write_clip_vocab(folder: Path) -> tuple[Path, Path]:
-    """A character-level CLIP BPE vocabulary: every printable ASCII character, word-final or not."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    symbols = string.ascii_lowercase + string.digits + string.punctuation
-    for ch in symbols:
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
-    vocab_file.write_text(json.dumps(vocab))
-    merges_file.write_text("#version: 0.2\n")
-    return vocab_file, merges_file
 
 
 def build_tiny_sd(out: Path) -> None:
@@ -71,7 +59,7 @@ def build_tiny_sd(out: Path) -> None:
         sample_size=TINY_SD_RESOLUTION,
     )
     with tempfile.TemporaryDirectory() as vocab_dir:
-        vocab_file, merges_file = _write_clip_vocab(Path(vocab_dir))
+        vocab_file, merges_file = write_clip_vocab(Path(vocab_dir))
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -99,7 +87,10 @@ def build_tiny_sd(out: Path) -> None:
 
 
 # component name -> builder writing a saved model into the folder it is given
-TINY_BUILDERS: dict[str, Callable[[Path], None]] = {"sd": build_tiny_sd}
+# The SD pipeline, the evaluation backbones (DINO ViT and CLIP in transformers, timm and open_clip formats)
+# and the semantic-map evaluation models (an ADE20K SegFormer, an exported FID feature extractor).
+TINY_BUILDERS: dict[str, Callable[[Path], None]] = {"sd": build_tiny_sd, **TINY_BACKBONE_BUILDERS,
+                                                     **TINY_SEMANTIC_BUILDERS}
 
 
 def ensure_tiny(component: str = "sd", root: str | os.PathLike = DEFAULT_TINY_DIR, force: bool = False) -> Path:
@@ -130,14 +121,3 @@ def make_tiny(root: str | os.PathLike = DEFAULT_TINY_DIR, components: list[str] 
               force: bool = False) -> dict[str, Path]:
     """Build every (or the listed) tiny component under ``root``; returns component -> folder."""
     return {name: ensure_tiny(name, root, force) for name in (components or list(TINY_BUILDERS))}
-
-
-# Evaluation backbones (tiny DINO ViT and CLIP, in transformers, timm and open_clip formats).
-from .tiny_backbones import TINY_BACKBONE_BUILDERS  # noqa: E402
-
-TINY_BUILDERS.update(TINY_BACKBONE_BUILDERS)
-
-# Semantic-map evaluation (a tiny ADE20K SegFormer and an exported FID feature extractor).
-from .tiny_semantic import TINY_SEMANTIC_BUILDERS  # noqa: E402
-
-TINY_BUILDERS.update(TINY_SEMANTIC_BUILDERS)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .tiny_vocab import write_clip_vocab
+
 BACKBONE_SEED = 0
 IMAGE_SIZE = 224
 WIDTH = 32
@@ -48,10 +50,8 @@ def build_tiny_clip(out: Path) -> None:
     """A CLIP with a 2-layer ViT-B/32-shaped image tower and a 2-layer text tower, plus its processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from .tiny import _write_clip_vocab  # lazy: tiny.py imports this module
-
     with tempfile.TemporaryDirectory() as vocab_dir:
-        vocab_file, merges_file = _write_clip_vocab(Path(vocab_dir))
+        vocab_file, merges_file = write_clip_vocab(Path(vocab_dir))
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
     torch.manual_seed(BACKBONE_SEED)
     config = CLIPConfig(

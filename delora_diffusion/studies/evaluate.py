@@ -79,3 +79,13 @@ def evaluate_step(point_dir: Path, base_model: str, spec: EvalSpec, step: str) -
                 return {"error": f"{name} failed (exit {code}); see {folder / 'eval.log'}"}
     summary = json.loads(results.read_text(encoding="utf-8"))["mean_over_subjects"]
     return {**{k: summary.get(k) for k in METRIC_KEYS}, "results": str(results)}
+
+
+def reported_eval_step(result: dict) -> str | None:
+    """The evaluation the tables show: the final adapter's, else the latest checkpoint's."""
+    evaluations = {k: v for k, v in (result.get("evaluations") or {}).items() if "error" not in v}
+    if not evaluations:
+        return None
+    if FINAL in evaluations:
+        return FINAL
+    return max(evaluations, key=int)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from ..adapters import METHODS
+from ..adapters import METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE
+from ..configfile import ConfigFileError, load_yaml
 
 # The DeLoRA paper's learning-rate robustness study (Fig. 2): base rates per method, DeLoRA's λ rate.
-PAPER_BASE_LEARNING_RATES = {"delora": 6e-3, "lora": 6e-4, "dora": 6e-4, "ether": 6e-3, "etherplus": 6e-3}
-PAPER_LAMBDA_LEARNING_RATE = 1e-3
+PAPER_BASE_LEARNING_RATES = {name: row.sweep_lr for name, row in METHOD_TABLE.items()}
 DEFAULT_METHODS = ("delora", "lora", "dora", "etherplus")
 DEFAULT_LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 MODES = ("grid", "prolonged")
@@ -69,9 +69,9 @@ def read_yaml_mapping(path: str | Path, flag: str) -> dict:
     if not path.is_file():
         raise SweepConfigError(f"--{flag} {path}: no such file")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SweepConfigError(f"--{flag} {path}: not valid YAML ({exc})") from None
+        values = load_yaml(path) or {}
+    except ConfigFileError as exc:
+        raise SweepConfigError(f"--{flag} {exc}") from None
     if not isinstance(values, dict):
         raise SweepConfigError(f"--{flag} {path}: expected a mapping of flag_name: value")
     return values

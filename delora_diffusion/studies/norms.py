@@ -5,7 +5,7 @@ DeLoRA multiplies its update by diag(w) so that a given λ means a comparable re
 layer. This plots mean_j w_j of every attention projection (to_q, to_k, to_v, to_out.0; self- and
 cross-attention), averaged within each UNet block. No training, no adapter.
 
-    delora-inspect-norms --model runwayml/stable-diffusion-v1-5 --out outputs/norms/sd15.png
+    delora-inspect-norms --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out outputs/norms/sd15.png
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def plot(blocks: list[str], series: dict, title: str, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", required=True, metavar="ID_OR_PATH",
                         help="diffusers pipeline folder or hub id (its unet/), or a UNet folder")
     parser.add_argument("--revision", help="hub revision")

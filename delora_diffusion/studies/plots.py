@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from ..adapters import METHOD_TABLE
 from ..plotting import pyplot, save_png
-from .evaluate import FINAL, METRIC_KEYS
-from .report import METRIC_TITLES, reported_eval_step
+from ..evaluation.report import METRIC_TITLES
+from .evaluate import FINAL, METRIC_KEYS, reported_eval_step
 
 METHOD_COLORS = {"delora": "tab:blue", "lora": "tab:red", "dora": "tab:orange", "ether": "tab:purple",
                  "etherplus": "tab:green"}
-METHOD_LABELS = {"delora": "DeLoRA", "lora": "LoRA", "dora": "DoRA", "ether": "ETHER", "etherplus": "ETHER+"}
+METHOD_LABELS = {name: row.label for name, row in METHOD_TABLE.items()}
 
 
 def _by_method_factor(results: list[dict], value) -> dict[str, dict[float, list[float]]]:

@@ -21,8 +21,8 @@ import yaml
 import delora_diffusion
 
 from ..configfile import ConfigFileError, config_file_tokens
-from ..fileio import atomic_write_text
-from ..training.args import dreambooth_parser
+from ..fileio import atomic_write_text, write_json_atomic
+from ..training.dreambooth import dreambooth_parser
 from ..training.checkpoint import list_checkpoints
 from .grid import Point, SweepConfigError, SweepSpec, config_digest
 from .records import collect_run
@@ -45,7 +45,7 @@ def read_result(point_dir: Path) -> dict | None:
 
 
 def write_result(point_dir: Path, result: dict) -> None:
-    atomic_write_text(Path(point_dir) / RESULT_FILE, json.dumps(result, indent=1) + "\n")
+    write_json_atomic(result, Path(point_dir) / RESULT_FILE, indent=1)
 
 
 def write_point_config(spec: SweepSpec, point: Point) -> tuple[Path, dict]:

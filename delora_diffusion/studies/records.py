@@ -4,9 +4,8 @@ Sources: ``metrics.jsonl`` (every logged step; ``weight_distance/*`` and ``lambd
 weight-distance steps) and ``adapter.safetensors`` (final λ per layer, and for DeLoRA the column
 norms w_j = ‖W[:, j]‖ of the pretrained weights).
 
-DeLoRA's bound (``adapters/delora.py``): each of the r normalised rank-1 terms has Frobenius norm at
-most max_j w_j, so ‖W_ft − W_0‖_F ≤ c·|λ|·max_j w_j per layer, c = 2 with the residual init (the
-trained term minus its frozen copy) and c = 1 with zero_b.
+DeLoRA's bound ‖W_ft − W_0‖_F ≤ c·|λ|·max_j w_j per layer comes from ``adapters/delora.py``
+(``bound_coefficient``).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import math
 from pathlib import Path
 
 from ..adapters import read_adapter
+from ..adapters.delora import bound_coefficient
 from ..training.checkpoint import ADAPTER_FILE
 from ..training.metrics import METRICS_FILE, read_metrics
 
@@ -28,8 +28,7 @@ def bound_coefficients(adapter_path: Path) -> dict[str, float]:
     stored = read_adapter(adapter_path)
     if stored.config.method != "delora":
         return {}
-    c = 2.0 if stored.config.init == "residual" else 1.0
-    return {layer: c * float(tensors["w_norm"].float().max()) for layer, tensors in stored.layers.items()}
+    return {layer: bound_coefficient(tensors, stored.config.init) for layer, tensors in stored.layers.items()}
 
 
 def final_lambdas(adapter_path: Path) -> dict[str, float]:

@@ -18,12 +18,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from ..evaluation.report import METRIC_TITLES
 from ..fileio import atomic_write_text
-from .evaluate import FINAL, METRIC_KEYS
+from . import plots
+from .evaluate import METRIC_KEYS, reported_eval_step
 from .points import RESULT_FILE
 
 PROG = "delora-sweep report"
-METRIC_TITLES = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T"}
 CSV_COLUMNS = ("point", "method", "lr_factor", "learning_rate", "lambda_learning_rate", "seed", "status", "steps",
                "distance", "bound", "lambda_mean", "final_loss", "wall_seconds", "eval_step", *METRIC_KEYS, "error")
 
@@ -47,16 +48,6 @@ def load_sweep(sweep_dir: Path) -> tuple[dict, list[dict]]:
     if not results:
         raise ReportError(f"{sweep_dir}: no point has started yet")
     return info, results
-
-
-def reported_eval_step(result: dict) -> str | None:
-    """The evaluation the tables show: the final adapter's, else the latest checkpoint's."""
-    evaluations = {k: v for k, v in (result.get("evaluations") or {}).items() if "error" not in v}
-    if not evaluations:
-        return None
-    if FINAL in evaluations:
-        return FINAL
-    return max(evaluations, key=int)
 
 
 def csv_row(result: dict) -> dict:
@@ -134,8 +125,6 @@ def summary_csv(results: list[dict]) -> str:
 
 def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Write the tables and plots; returns the files written."""
-    from . import plots
-
     sweep_dir = Path(sweep_dir)
     info, results = load_sweep(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir / "report"
@@ -149,7 +138,7 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("sweep_dir", type=Path, help="the folder given to delora-sweep as --output_dir")
     parser.add_argument("--out", type=Path, help="report folder (default: SWEEP_DIR/report)")
     args = parser.parse_args(argv)

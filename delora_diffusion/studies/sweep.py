@@ -16,14 +16,14 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..adapters import PAPER_LAMBDA_LEARNING_RATE
 from ..configfile import add_config_arg, parse_args
-from ..fileio import atomic_write_text
+from ..fileio import write_json_atomic
 from .evaluate import FINAL, EvalSpec, evaluate_step
 from .grid import (
     DEFAULT_LR_FACTORS,
     DEFAULT_METHODS,
     MODES,
-    PAPER_LAMBDA_LEARNING_RATE,
     Point,
     SweepConfigError,
     SweepSpec,
@@ -43,7 +43,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a grid of DreamBooth trainings (methods × learning-rate factors × seeds, or long runs "
                     "with checkpoints) and record each run's weight distance ‖W_ft − W_0‖_F, λ and DeLoRA bound.\n"
-                    f"Summarise with: {PROG} report SWEEP_DIR")
+                    f"Summarise with: {PROG} report SWEEP_DIR", allow_abbrev=False)
     add_config_arg(parser)
     g = parser.add_argument_group("grid")
     g.add_argument("--output_dir", help="the sweep folder: one subfolder per point, sweep.json, report/")
@@ -141,10 +141,8 @@ def _describe(result: dict) -> str:
 def run_sweep(spec: SweepSpec, evaluation: EvalSpec | None = None, launcher: str | None = None,
               jobs: int = 1, threads: int | None = None, log=print) -> dict[str, dict]:
     """Run the points not finished yet (``jobs`` at a time), evaluate if asked; returns results by point."""
-    import json
-
     check_point_configs(spec)
-    atomic_write_text(spec.output_dir / "sweep.json", json.dumps(spec.describe(), indent=1) + "\n")
+    write_json_atomic(spec.describe(), spec.output_dir / "sweep.json", indent=1)
     points = spec.points()
     results: dict[str, dict] = {}
     todo: list[Point] = []

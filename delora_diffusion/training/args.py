@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..adapters import DEFAULT_TARGETS, METHODS, default_weight_decay
-from ..configfile import ConfigFileError, add_config_arg, parse_args  # noqa: F401  (re-exported for trainers)
+from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
+from ..fileio import folder_problem
+from ..threads import add_thread_arg
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 # Learning rates of the DreamBooth experiments in the DeLoRA (ICLR 2025) and ETHER (ICML 2024) papers.
-PAPER_LEARNING_RATES = {"delora": 2e-2, "lora": 6e-4, "dora": 6e-4, "ether": 6e-3, "etherplus": 6e-3}
-PAPER_LAMBDA_LEARNING_RATE = 1e-3
+PAPER_LEARNING_RATES = {name: row.dreambooth_lr for name, row in METHOD_TABLE.items()}
+REGEX_CHARACTERS = set("*()[]|^$\\+?")
 
 
 class UsageError(ValueError):
@@ -34,7 +35,7 @@ def add_bool_flag(group, name: str, help: str, default: bool | None = False) -> 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("base model")
     g.add_argument("--pretrained_model_name_or_path", metavar="PATH_OR_ID",
-                   help="diffusers pipeline folder or hub id, e.g. runwayml/stable-diffusion-v1-5 "
+                   help="diffusers pipeline folder or hub id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 "
                         "(outputs/tiny/sd is built on first use)")
     g.add_argument("--revision", help="hub revision of the base model")
     g.add_argument("--variant", help="weight variant of the base model files, e.g. fp16")
@@ -57,11 +58,13 @@ def add_adapter_args(parser: argparse.ArgumentParser) -> None:
     add_bool_flag(g, "ether_one_sided", "ETHER+: transform the input side only")
 
 
-def add_optimization_args(parser: argparse.ArgumentParser) -> None:
+def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None = None) -> None:
+    """The optimiser's flags; ``helps`` (flag name -> text) words a flag for another trainer's data."""
+    helps = helps or {}
     g = parser.add_argument_group("optimisation")
     g.add_argument("--train_batch_size", type=int, default=1,
-                   help="instance images per device per step (prior preservation adds as many class images) "
-                        "(default: %(default)s)")
+                   help=helps.get("train_batch_size", "instance images per device per step (prior preservation adds "
+                                                      "as many class images) (default: %(default)s)"))
     g.add_argument("--max_train_steps", type=int, help="optimizer steps; overrides --num_train_epochs")
     g.add_argument("--num_train_epochs", type=int, default=1, help="used when --max_train_steps is not given")
     g.add_argument("--learning_rate", type=float,
@@ -71,7 +74,8 @@ def add_optimization_args(parser: argparse.ArgumentParser) -> None:
                    help=f"DeLoRA λ learning rate (default: {PAPER_LAMBDA_LEARNING_RATE:g})")
     g.add_argument("--lambda_weight_decay", type=float, default=0.0, help="AdamW weight decay of λ (default: 0)")
     g.add_argument("--adam_weight_decay", type=float,
-                   help="AdamW weight decay of the adapter (default: 0 for ETHER/ETHER+, 1e-2 otherwise)")
+                   help="AdamW weight decay of the adapter (default: the method's: " +
+                        ", ".join(f"{m} {row.weight_decay:g}" for m, row in METHOD_TABLE.items()) + ")")
     g.add_argument("--adam_beta1", type=float, default=0.9)
     g.add_argument("--adam_beta2", type=float, default=0.999)
     g.add_argument("--adam_epsilon", type=float, default=1e-8)
@@ -91,9 +95,15 @@ def add_optimization_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dataloader_num_workers", type=int, default=0)
 
 
-def add_run_args(parser: argparse.ArgumentParser) -> None:
+def add_run_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None = None) -> None:
+    """Output, logging, checkpoint and validation flags; ``helps`` (flag name -> text) rewords some."""
+    helps = helps or {}
     g = parser.add_argument_group("output, logging, checkpoints, validation")
     g.add_argument("--output_dir", default="outputs/dreambooth", help="(default: %(default)s)")
+    add_thread_arg(g)
+    g.add_argument("--overwrite_output_dir", action="store_true",
+                   help="replace a run of other adapter flags in --output_dir (its checkpoints are deleted) "
+                        "instead of stopping")
     g.add_argument("--logging_dir", default="logs", help="TensorBoard folder, relative to --output_dir")
     g.add_argument("--report_to", default="tensorboard",
                    help="accelerate tracker: tensorboard, wandb, all or none (default: %(default)s)")
@@ -104,50 +114,15 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
     g.add_argument("--resume_from_checkpoint", metavar="latest|PATH",
                    help="continue from output_dir's newest checkpoint or from the given checkpoint-N folder")
-    g.add_argument("--validation_prompt", nargs="+", metavar="PROMPT", help="prompt(s) of the validation grid")
+    g.add_argument("--validation_prompt", nargs="+", metavar="PROMPT",
+                   help=helps.get("validation_prompt", "prompt(s) of the validation grid"))
     g.add_argument("--num_validation_images", type=int, default=4, help="images per validation prompt")
     g.add_argument("--validation_steps", type=int, default=100,
                    help="validate every N steps (and at the end); 0: only at the end (default: %(default)s)")
     g.add_argument("--validation_inference_steps", type=int, default=25,
-                   help="DPM-Solver++ steps of validation images (default: %(default)s)")
+                   help=helps.get("validation_inference_steps",
+                                  "DPM-Solver++ steps of validation images (default: %(default)s)"))
     g.add_argument("--validation_guidance_scale", type=float, default=7.5)
-
-
-def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("DreamBooth data")
-    g.add_argument("--instance_data_dir", help="folder of subject images (jpg, png, webp)")
-    g.add_argument("--instance_prompt", help='prompt naming the subject, e.g. "a photo of sks dog"')
-    add_bool_flag(g, "with_prior_preservation", "train jointly on class images (DreamBooth's prior-preservation loss)")
-    g.add_argument("--class_data_dir", help="class images; missing ones are generated here "
-                                            "(default: OUTPUT_DIR/class_images)")
-    g.add_argument("--class_prompt", help='prompt of the class, e.g. "a photo of dog"')
-    g.add_argument("--prior_loss_weight", type=float, default=1.0)
-    g.add_argument("--num_class_images", type=int, default=100,
-                   help="class images wanted; missing ones are generated with the base model (default: %(default)s)")
-    g.add_argument("--sample_batch_size", type=int, default=4, help="batch size of class-image generation")
-    g.add_argument("--class_inference_steps", type=int, default=25,
-                   help="DPM-Solver++ steps of class-image generation (default: %(default)s)")
-    g.add_argument("--resolution", type=int, default=512, help="training images are resized and cropped to this")
-    add_bool_flag(g, "center_crop", "center crop (default: random crop)")
-    add_bool_flag(g, "random_flip", "random horizontal flips")
-    add_bool_flag(g, "cache_latents",
-                  "encode images and prompts once (default: on unless --random_flip or random crops of non-square "
-                  "images need a fresh encode each step; --no_cache_latents to force fresh encodes)",
-                  default=None)
-
-
-def dreambooth_parser(prog: str = "train_dreambooth.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="DreamBooth with a DeLoRA / ETHER / LoRA / DoRA adapter on the UNet (accelerate).",
-    )
-    add_config_arg(parser)
-    add_model_args(parser)
-    add_dreambooth_args(parser)
-    add_adapter_args(parser)
-    add_optimization_args(parser)
-    add_run_args(parser)
-    return parser
 
 
 def apply_method_defaults(args: argparse.Namespace) -> list[str]:
@@ -160,9 +135,19 @@ def apply_method_defaults(args: argparse.Namespace) -> list[str]:
         args.lambda_learning_rate = PAPER_LAMBDA_LEARNING_RATE
         filled.append(f"lambda_learning_rate={args.lambda_learning_rate:g} (DeLoRA paper default)")
     if args.adam_weight_decay is None:
-        args.adam_weight_decay = default_weight_decay(args.adapter)
+        args.adam_weight_decay = METHOD_TABLE[args.adapter].weight_decay
         filled.append(f"adam_weight_decay={args.adam_weight_decay:g} ({args.adapter} default)")
     return filled
+
+
+def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
+    """The AdapterConfig the adapter flags describe."""
+    targets = args.target_modules
+    if len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
+        targets = targets[0]  # one pattern with regex syntax: match whole module names
+    return AdapterConfig(method=args.adapter, rank=args.rank, target_modules=targets, init=args.adapter_init,
+                         lambda_init=args.delora_lambda, lora_alpha=args.lora_alpha, ether_blocks=args.ether_blocks,
+                         one_sided=args.ether_one_sided)
 
 
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -186,6 +171,9 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--snr_gamma must be > 0, got {args.snr_gamma}")
     if args.learning_rate is not None and args.learning_rate <= 0:
         parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
+    problem = folder_problem(args.output_dir)
+    if problem:
+        parser.error(f"--output_dir {args.output_dir} {problem}")
     from accelerate.utils import LoggerType
 
     trackers = ["none", *(t.value for t in LoggerType)]

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ..fileio import atomic_write_text
+from ..fileio import temporary_dir_name, write_json_atomic
 
 CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_FILE = "adapter.safetensors"
@@ -60,10 +60,6 @@ def read_trainer_state(checkpoint: str | Path) -> dict:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def write_json_atomic(data: dict, path: str | Path) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def register_adapter_state_hooks(accelerator, save_adapter: Callable[[Path], None],
                                  load_adapter: Callable[[Path], None]) -> None:
     """Make ``save_state``/``load_state`` store the adapter file instead of the whole (frozen) UNet."""
@@ -85,11 +81,11 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_stat
     """Write ``checkpoint-{step}`` atomically, then prune to ``total_limit``. Main process only."""
     output_dir = Path(output_dir)
     final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = output_dir / f".{final.name}.tmp-{os.getpid()}"
+    tmp = output_dir / temporary_dir_name(final.name)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         accelerator.save_state(str(tmp))
-        write_json_atomic({**trainer_state, "global_step": step}, tmp / STATE_FILE)
+        write_json_atomic({**trainer_state, "global_step": step}, tmp / STATE_FILE, sort_keys=True)
         if final.exists():  # the same step saved by an earlier run: replace it whole
             old = output_dir / f".{final.name}.old-{os.getpid()}"
             os.replace(final, old)

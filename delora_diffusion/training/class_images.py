@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..data.dreambooth import list_images
-from ..fileio import atomic_path
+from ..fileio import save_png_atomic
 from ..inference.sampling import sample_images
 from .determinism import derive_seed
 
@@ -35,11 +35,6 @@ def missing_indices(folder: Path, wanted: int) -> list[int]:
             indices.append(k)
         k += 1
     return indices
-
-
-def save_png_atomic(image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def generate_class_images(pipeline, folder: str | Path, prompt: str, wanted: int, seed: int,

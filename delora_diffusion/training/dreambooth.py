@@ -13,9 +13,14 @@ from pathlib import Path
 
 import torch
 
+from ..configfile import add_config_arg, parse_args
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
+from ..images import background_colour
 from ..inference.sampling import sample_images
-from .args import apply_method_defaults, check_common_args, dreambooth_parser, parse_args
+from .args import (
+    add_adapter_args, add_bool_flag, add_model_args, add_optimization_args, add_run_args, apply_method_defaults,
+    check_common_args,
+)
 from .class_images import generate_class_images
 from .components import encode_prompts, sampling_pipeline
 from .latents import batch_latents, cache_posteriors
@@ -43,7 +48,7 @@ class DreamBoothTask(TrainingTask):
     # --- data -------------------------------------------------------------------------------
     def check_inputs(self, args: argparse.Namespace) -> None:
         self.instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution,
-                                      "instance_data_dir")
+                                      "instance_data_dir", background=args.alpha_background)
 
     def build_dataset(self, run: RunContext) -> DreamBoothDataset:
         args = self.args
@@ -55,7 +60,9 @@ class DreamBoothTask(TrainingTask):
                 if run.is_main_process:
                     self._fill_class_images(run)
             class_images = ImageSet.load(args.class_data_dir, args.class_prompt, args.resolution, "class_data_dir",
-                                         limit=args.num_class_images)
+                                         limit=args.num_class_images, background=args.alpha_background)
+        for images in (instance, class_images):
+            run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
         dataset = DreamBoothDataset(instance, class_images, args.resolution, args.center_crop, args.random_flip,
                                     args.seed)
         self._cache(run, dataset)
@@ -150,6 +157,46 @@ class DreamBoothTask(TrainingTask):
         return facts
 
 
+def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("DreamBooth data")
+    g.add_argument("--instance_data_dir", help="folder of subject images (jpg, png, webp, bmp)")
+    g.add_argument("--instance_prompt", help='prompt naming the subject, e.g. "a photo of sks dog"')
+    add_bool_flag(g, "with_prior_preservation", "train jointly on class images (DreamBooth's prior-preservation loss)")
+    g.add_argument("--class_data_dir", help="class images; missing ones are generated here "
+                                            "(default: OUTPUT_DIR/class_images)")
+    g.add_argument("--class_prompt", help='prompt of the class, e.g. "a photo of dog"')
+    g.add_argument("--prior_loss_weight", type=float, default=1.0)
+    g.add_argument("--num_class_images", type=int, default=100,
+                   help="class images wanted; missing ones are generated with the base model (default: %(default)s)")
+    g.add_argument("--sample_batch_size", type=int, default=4, help="batch size of class-image generation")
+    g.add_argument("--class_inference_steps", type=int, default=25,
+                   help="DPM-Solver++ steps of class-image generation (default: %(default)s)")
+    g.add_argument("--resolution", type=int, default=512, help="training images are resized and cropped to this")
+    add_bool_flag(g, "center_crop", "center crop (default: random crop)")
+    add_bool_flag(g, "random_flip", "random horizontal flips")
+    g.add_argument("--alpha_background", type=background_colour, default="white", metavar="COLOUR",
+                   help="colour transparent pixels are composited on: a name or #RRGGBB (default: %(default)s)")
+    add_bool_flag(g, "cache_latents",
+                  "encode images and prompts once (default: on unless --random_flip or random crops of non-square "
+                  "images need a fresh encode each step; --no_cache_latents to force fresh encodes)",
+                  default=None)
+
+
+def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="DreamBooth with a DeLoRA / ETHER / LoRA / DoRA adapter on the UNet (accelerate).",
+        allow_abbrev=False,
+    )
+    add_config_arg(parser)
+    add_model_args(parser)
+    add_dreambooth_args(parser)
+    add_adapter_args(parser)
+    add_optimization_args(parser)
+    add_run_args(parser)
+    return parser
+
+
 def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not args.instance_data_dir:
         parser.error("--instance_data_dir is required (a folder of subject images)")
@@ -172,9 +219,12 @@ def summary(result: TrainResult, args: argparse.Namespace) -> list[str]:
     extra = [("class images", args.class_data_dir if args.with_prior_preservation else None)]
     subject = Path(args.instance_data_dir).name or "subject"
     noun = args.class_prompt.split()[-1] if args.class_prompt else "<class noun>"
+    # The README's command: the 25 prompts once each, sampled as validation samples them.
     extra.append(("generate", f"python generate.py --pretrained_model_name_or_path {args.pretrained_model_name_or_path} "
                               f"--adapter {result.adapter_path} --subject {subject} --class_noun {noun} "
-                              f"--height {args.resolution} --width {args.resolution} "
+                              f"--height {args.resolution} --width {args.resolution} --num_images_per_prompt 1 "
+                              f"--num_inference_steps {args.validation_inference_steps} "
+                              f"--guidance_scale {args.validation_guidance_scale:g} "
                               f"--output_dir {result.output_dir / 'samples'}"))
     return summary_lines(result, args.adapter, extra)
 
@@ -190,10 +240,12 @@ def build_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """``train_dreambooth.py``: parse flags (and ``--config``), train, print where everything is."""
+    as_command = argv is None  # the process is this command: its wall time is the process's age
     argv = list(sys.argv[1:] if argv is None else argv)
     args, filled = build_args(argv)
     return run_trainer(PROG, argv, args, filled, DreamBoothTask(args), (ImageDataError,),
-                       lambda result: summary(result, args))
+                       lambda result: summary(result, args),
+                       as_command=as_command)
 
 
 if __name__ == "__main__":  # python -m delora_diffusion.training.dreambooth (what delora-sweep launches)

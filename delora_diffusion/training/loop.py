@@ -11,17 +11,19 @@ the last good checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..adapters import (
-    AdapterConfig,
     adapter_layers,
     attach,
     cast_base,
@@ -29,7 +31,9 @@ from ..adapters import (
     save_adapter,
     trainable_parameter_count,
 )
-from .args import UsageError
+from ..fileio import remove_stale_temporaries, save_png_atomic, write_json_atomic
+from ..threads import apply_threads
+from .args import UsageError, adapter_config_from_args
 from .checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -37,9 +41,7 @@ from .checkpoint import (
     register_adapter_state_hooks,
     resolve_resume,
     save_checkpoint,
-    write_json_atomic,
 )
-from .class_images import save_png_atomic
 from .components import ensure_base_model, load_components
 from .determinism import EpochShuffleSampler, batch_generator
 from .loss import diffusion_loss
@@ -58,8 +60,10 @@ from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
 from .task import RunContext, TrainingTask
 
 logger = logging.getLogger("delora_diffusion.training")
+# The flags that make an adapter what it is: a folder holds the run of one setting of them.
+ADAPTER_FLAGS = ("adapter", "rank", "target_modules", "adapter_init", "delora_lambda", "lora_alpha", "ether_blocks",
+                 "ether_one_sided")
 
-REGEX_CHARACTERS = set("*()[]|^$\\+?")
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
 DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes", "dataset_length")
 
@@ -87,20 +91,12 @@ class TrainResult:
     model_card: Path | None = None
     logging_dir: Path | None = None
     seconds_per_step: float | None = None  # mean optimizer-step time after the first, seconds
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # the command's wall time (the CLI: since the process started, imports included)
+    loop_seconds: float = 0.0  # since train() was called
     adapter_fingerprint: str | None = None
     mixed_precision: str = "no"
     history: list[dict[str, float]] = field(default_factory=list)  # per step: losses, lrs, λ, total distance
     notes: list[str] = field(default_factory=list)
-
-
-def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
-    targets = args.target_modules
-    if len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
-        targets = targets[0]  # one pattern with regex syntax: match whole module names
-    return AdapterConfig(method=args.adapter, rank=args.rank, target_modules=targets, init=args.adapter_init,
-                         lambda_init=args.delora_lambda, lora_alpha=args.lora_alpha, ether_blocks=args.ether_blocks,
-                         one_sided=args.ether_one_sided)
 
 
 def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | None = None,
@@ -143,6 +139,10 @@ class _Run:
                                                                                 torch.float32)
         self.result = TrainResult(output_dir=self.output_dir, mixed_precision=self.accelerator.mixed_precision,
                                   notes=list(notes or []))
+        if self.weight_dtype != torch.float32 and self.accelerator.device.type == "cpu":
+            # measured 4x slower than fp32 on a CPU without native half-precision matrix units
+            self.result.notes.append(f"warning: --mixed_precision {self.accelerator.mixed_precision} on a CPU is "
+                                     f"usually slower than fp32 (--mixed_precision no); it saves memory, not time")
         self.global_step = 0
 
     def info(self, message: str, *values) -> None:
@@ -152,7 +152,16 @@ class _Run:
 
     # --- setup ----------------------------------------------------------------------------------
     def setup(self) -> None:
-        args, accelerator = self.args, self.accelerator
+        """Check inputs and claim the output folder, load the model, attach the adapter, build data and optimiser."""
+        self._prepare_process()
+        self._check_and_claim()
+        self._load_model()
+        self.dataset = self.task.build_dataset(self.context)
+        extra_modules = self._attach_adapter()
+        self._build_optimisation(extra_modules)
+
+    def _prepare_process(self) -> None:
+        args = self.args
         if not self.main:
             import diffusers
             import transformers
@@ -161,15 +170,32 @@ class _Run:
             transformers.utils.logging.set_verbosity_error()
         if args.allow_tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
+        threads = apply_threads(args)
+        if self.accelerator.device.type == "cpu":
+            self.info("CPU threads per process: %d (--num_threads)", threads)
+
+    def _check_and_claim(self) -> None:
+        """The user's data, the output folder (debris of killed runs removed), the checkpoint to resume from."""
+        args, accelerator = self.args, self.accelerator
         self.task.check_inputs(args)
+        if self.main:
+            folders = dict.fromkeys([self.output_dir, *(Path(f) for f in [getattr(args, "class_data_dir", None)] if f)])
+            removed = [path for folder in folders for path in remove_stale_temporaries(folder)]
+            if removed:
+                self.result.notes.append(f"removed {len(removed)} temporary file(s) left by interrupted runs, "
+                                         f"e.g. {removed[0]}")
+        self._claim_output_dir()
         self.resume_from = resolve_resume(args.resume_from_checkpoint, self.output_dir)
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic({"args": vars(args), "command": self.command, "config_file": args.config,
                                "num_processes": accelerator.num_processes,
                                "mixed_precision": accelerator.mixed_precision},
-                              self.output_dir / "training_args.json")
+                              self.output_dir / "training_args.json", sort_keys=True)
 
+    def _load_model(self) -> None:
+        """The frozen pipeline components; VAE and text encoder on the device in the mixed-precision dtype."""
+        args, accelerator = self.args, self.accelerator
         with accelerator.main_process_first():
             ensure_base_model(args.pretrained_model_name_or_path)
         components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant)
@@ -183,13 +209,14 @@ class _Run:
         self.components = components
         self.context = RunContext(args=args, accelerator=accelerator, components=components,
                                   weight_dtype=self.weight_dtype, output_dir=self.output_dir, notes=self.result.notes)
-        self.dataset = self.task.build_dataset(self.context)
 
+    def _attach_adapter(self) -> dict[str, nn.Module]:
+        """The adapter on the UNet (fp32 tensors over the cast base) and the task's own trainable modules."""
+        args, accelerator, unet = self.args, self.accelerator, self.components.unet
         # Re-seed so the adapter's initialisation does not depend on what building the dataset consumed.
         from accelerate.utils import set_seed
 
         set_seed(args.seed)
-        unet = components.unet
         self.config = adapter_config_from_args(args)
         self.num_layers = len(attach(unet, self.config))
         cast_base(unet, self.weight_dtype)  # adapter tensors stay fp32
@@ -200,7 +227,11 @@ class _Run:
         if args.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()
+        return extra_modules
 
+    def _build_optimisation(self, extra_modules: dict[str, nn.Module]) -> None:
+        """Optimiser, data loader, schedule and step counts, prepared by accelerate; the checkpoint hooks."""
+        args, accelerator, unet = self.args, self.accelerator, self.components.unet
         optimizer = build_optimizer(args, unet, extra_modules, accelerator.num_processes,
                                     self.task.trainable_module_options())
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
@@ -248,14 +279,45 @@ class _Run:
             unwrap(module).load_state_dict({k[len(prefix):]: v for k, v in stored.extra_tensors.items()
                                             if k.startswith(prefix)})
 
+    def _claim_output_dir(self) -> None:
+        """Stop when --output_dir holds a run of other adapter flags: its adapter, card and metrics would
+        be replaced while its checkpoints stayed (and a later resume would mix the two)."""
+        previous_file = self.output_dir / "training_args.json"
+        self.previous_args: dict = {}
+        if not previous_file.is_file():
+            return
+        previous = self.previous_args = json.loads(previous_file.read_text(encoding="utf-8")).get("args", {})
+        now = vars(self.args)
+        changed = [f"--{key} {previous.get(key)!r} -> {now.get(key)!r}" for key in ADAPTER_FLAGS
+                   if key in previous and previous[key] != now.get(key)]
+        if not changed:
+            return
+        if not self.args.overwrite_output_dir:
+            raise UsageError(f"--output_dir {self.output_dir} holds a run with other adapter flags "
+                             f"({', '.join(changed)}): use another --output_dir, or --overwrite_output_dir to "
+                             f"replace it")
+        if self.main:
+            for _, path in list_checkpoints(self.output_dir):
+                shutil.rmtree(path)
+            self.result.notes.append(f"--overwrite_output_dir: replaced the earlier run in {self.output_dir} "
+                                     f"({', '.join(changed)}) and deleted its checkpoints")
+        self.accelerator.wait_for_everyone()
+
     # --- resume ---------------------------------------------------------------------------------
     def resume(self) -> None:
         self.first_epoch, self.skip_batches = 0, 0
         if self.resume_from is None:
-            if self.args.resume_from_checkpoint == "latest":
-                self.info("no checkpoint in %s: starting a new run", self.output_dir)
+            if self.args.resume_from_checkpoint == "latest" and self.main:
+                # visible: a typo in --output_dir would otherwise quietly restart from step 0
+                logger.warning("warning: --resume_from_checkpoint latest: no checkpoint-N folder in %s, "
+                               "starting a new run", Path(self.output_dir).resolve())
             return
         saved = read_trainer_state(self.resume_from)
+        before = self.previous_args.get("num_threads")
+        if before is not None and before != self.args.num_threads and self.accelerator.device.type == "cpu":
+            self.info("warning: resuming with %d CPU threads per process where the run had %d: on a CPU the "
+                      "numbers then differ slightly from an uninterrupted run (--num_threads %d)",
+                      self.args.num_threads, before, before)
         changed = [f"{key} {saved.get(key)} -> {self.data_order[key]}" for key in DATA_ORDER_KEYS
                    if saved.get(key) != self.data_order[key]]
         if changed:
@@ -379,7 +441,7 @@ class _Run:
         self.info("saved %s", path)
 
     def validate(self) -> None:
-        if not (self.main and self.args.validation_prompt):
+        if not (self.main and self.task.validation_prompts(self.args)):
             return
         model = self.accelerator.unwrap_model(self.unet)
         model.eval()
@@ -418,7 +480,8 @@ class _Run:
         unwrap = accelerator.unwrap_model
         result.adapter_fingerprint = adapter_fingerprint(unwrap(self.unet),
                                                          {name: unwrap(m) for name, m in self.extras.items()})
-        logger.info("process %d: adapter fingerprint %s", accelerator.process_index, result.adapter_fingerprint)
+        if accelerator.num_processes > 1:  # equal on every process, or the processes drifted apart
+            logger.info("process %d: adapter fingerprint %s", accelerator.process_index, result.adapter_fingerprint)
         # The first step includes one-off work (allocations, autotuning); leave it out of the average.
         timed = self.step_times[1:] or self.step_times
         result.seconds_per_step = sum(timed) / len(timed) if timed else None
@@ -427,7 +490,7 @@ class _Run:
             self.write_adapter(result.adapter_path)
             self.validate()
             result.checkpoints = [p for p in result.checkpoints if p.exists()]
-            result.wall_seconds = time.perf_counter() - self.started
+            result.wall_seconds = result.loop_seconds = time.perf_counter() - self.started
             result.model_card = write_model_card(self.output_dir, self.args, self.task, result, self.command)
         accelerator.wait_for_everyone()
         accelerator.end_training()

@@ -6,17 +6,13 @@ import argparse
 import shlex
 from pathlib import Path
 
+from ..adapters import METHOD_TABLE
 from ..fileio import atomic_write_text
+from .args import adapter_config_from_args
 
 
 def _method_summary(args: argparse.Namespace) -> str:
-    if args.adapter == "delora":
-        return f"DeLoRA, rank {args.rank}, λ₀ = {args.delora_lambda:g}, {args.adapter_init} init"
-    if args.adapter in ("lora", "dora"):
-        alpha = args.rank if args.lora_alpha is None else args.lora_alpha
-        return f"{args.adapter.upper()}, rank {args.rank}, α = {alpha:g}"
-    sided = ", one-sided" if args.ether_one_sided else ""
-    return f"{'ETHER+' if args.adapter == 'etherplus' else 'ETHER'}, {args.ether_blocks} blocks{sided}"
+    return METHOD_TABLE[args.adapter].summary(adapter_config_from_args(args))
 
 
 def _learning_rates(args: argparse.Namespace) -> str:
@@ -31,7 +27,7 @@ def _learning_rates(args: argparse.Namespace) -> str:
 def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, command: list[str] | None) -> Path:
     """Write ``output_dir/README.md`` atomically and return its path."""
     base = args.pretrained_model_name_or_path
-    prompts = args.validation_prompt or []
+    prompts = task.validation_prompts(args)
     rows = [
         ("base model", f"`{base}`"),
         ("adapter", _method_summary(args)),
@@ -67,7 +63,7 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     lines += ["## Use", "", "```python", *usage, "```", "", "## Training", "", "| setting | value |", "| --- | --- |"]
     lines += [f"| {key} | {value} |" for key, value in rows]
     if result.seconds_per_step:
-        lines.append(f"| time | {result.seconds_per_step:.3f} s per step, {result.wall_seconds:.0f} s in all |")
+        lines.append(f"| time | {result.seconds_per_step:.3f} s per step, {result.loop_seconds:.0f} s from loading the model to the adapter |")
     if command:
         lines += ["", "Command:", "", "```bash", "accelerate launch " + shlex.join(command), "```"]
     if result.notes:

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import torch
 
+from ..configfile import add_config_arg, parse_args
 from ..data.semantic import DEFAULT_SPLIT, LAYOUTS, SemanticData, SemanticDataError, SemanticDataset, collate_semantic, find_pairs
 from ..data.semantic_maps import MapError, default_palette, fit_map, open_map, read_palette
 from ..inference.schedulers import set_scheduler
-from ..inference.semantic import DEFAULT_GUIDANCE, control_pipeline, sample_semantic
+from ..inference.controlled import DEFAULT_GUIDANCE, control_pipeline, sample_semantic
 from ..models.control import CONTROLS, MODULE_NAMES, ControlledUNet, build_control, control_metadata
 from .args import (
-    add_adapter_args, add_bool_flag, add_config_arg, add_model_args,
-    add_optimization_args, add_run_args, apply_method_defaults, check_common_args, parse_args,
+    add_adapter_args, add_bool_flag, add_model_args, add_optimization_args, add_run_args, apply_method_defaults,
+    check_common_args,
 )
 from .components import encode_prompts, sampling_pipeline
 from .determinism import derive_seed
@@ -60,8 +61,10 @@ class SemanticTask(TrainingTask):
             data.pairs = data.pairs[:args.max_train_samples]
         self.data = data
         self.validation = self._validation_rows(args, data)
-        # The loop validates when there are validation prompts; here they are the validation maps' prompts.
-        args.validation_prompt = [prompt for _, prompt in self.validation] or None
+
+    def validation_prompts(self, args: argparse.Namespace) -> list[str]:
+        """One per --validation_maps row: the row's --validation_prompt, else the map's caption."""
+        return [prompt for _, prompt in self.validation]
 
     @staticmethod
     def _validation_rows(args: argparse.Namespace, data: SemanticData) -> list[tuple[str, str]]:
@@ -160,7 +163,7 @@ class SemanticTask(TrainingTask):
     def usage_lines(self, base_model: str) -> list[str]:
         side = self.args.resolution
         return ["from delora_diffusion.data.semantic_maps import fit_map, open_map",
-                "from delora_diffusion.inference.semantic import load_semantic_pipeline, sample_semantic", "",
+                "from delora_diffusion.inference.controlled import load_semantic_pipeline, sample_semantic", "",
                 f'pipe, kind, control, _ = load_semantic_pipeline("{base_model}", "adapter.safetensors")',
                 f'control_map, _ = fit_map(open_map("map.png"), {side}, {side})  # colour map or ADE20K annotation',
                 'image = sample_semantic(pipe, kind, control, [control_map], ["a caption"], seeds=[0]).images[0]',
@@ -229,22 +232,18 @@ def semantic_parser(prog: str = PROG) -> argparse.ArgumentParser:
         prog=prog,
         description="Semantic map → image: a DeLoRA / ETHER / LoRA / DoRA adapter on the UNet plus a hint encoder "
                     "(or ControlNet), trained on (image, map, caption) data (accelerate).",
+        allow_abbrev=False,
     )
     add_config_arg(parser)
     add_model_args(parser)
     add_semantic_data_args(parser)
     add_control_args(parser)
     add_adapter_args(parser)
-    add_optimization_args(parser)
-    add_run_args(parser)
+    add_optimization_args(parser, helps={"train_batch_size": "examples per device per step (default: %(default)s)"})
+    # validation follows generate.py semantic: DDIM, one row per --validation_maps
+    add_run_args(parser, helps={"validation_inference_steps": "DDIM steps of validation images (default: %(default)s)",
+                                "validation_prompt": "prompt(s) of the --validation_maps rows (default: their captions)"})
     parser.set_defaults(output_dir="outputs/semantic", validation_guidance_scale=DEFAULT_GUIDANCE)
-    for action in parser._actions:  # validation follows generate.py semantic: DDIM
-        if action.dest == "validation_inference_steps":
-            action.help = "DDIM steps of validation images (default: %(default)s)"
-        if action.dest == "validation_prompt":
-            action.help = "prompt(s) of the --validation_maps rows (default: their captions)"
-        if action.dest == "train_batch_size":
-            action.help = "examples per device per step (default: %(default)s)"
     return parser
 
 
@@ -289,7 +288,8 @@ def summary(result: TrainResult, args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``train_semantic.py``: parse flags (and ``--config``), train, print where everything is."""
+    as_command = argv is None  # the process is this command: its wall time is the process's age
     argv = list(sys.argv[1:] if argv is None else argv)
     args, filled = build_args(argv)
     return run_trainer(PROG, argv, args, filled, SemanticTask(args), (SemanticDataError, MapError),
-                       lambda result: summary(result, args))
+                       lambda result: summary(result, args), as_command=as_command)

@@ -55,6 +55,10 @@ class TrainingTask:
     def check_inputs(self, args: argparse.Namespace) -> None:
         """Read and check the user's data before any model is loaded, so bad input fails fast."""
 
+    def validation_prompts(self, args: argparse.Namespace) -> list[str]:
+        """The prompts of the validation grid (none: the loop does not validate); ``--validation_prompt``."""
+        return list(args.validation_prompt or [])
+
     def build_dataset(self, run: RunContext) -> Dataset:
         """The training set (called once on every process, before the adapter is attached).
 

@@ -1,4 +1,5 @@
-"""The generated-images contract: where images go and what ``metadata.jsonl`` says about each.
+"""The generated-images contract that inference writes and evaluation reads: where images go and what
+``metadata.jsonl`` says about each.
 
 ``OUT/<subject>/<prompt_index:02d>/<seed>.png`` plus ``OUT/<subject>/metadata.jsonl``, one JSON object
 per image (``file`` relative to ``OUT/<subject>/``). The evaluator reads exactly this. Both files are
@@ -17,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ..fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes
 
 METADATA_FILE = "metadata.jsonl"
 
@@ -77,6 +78,17 @@ def write_metadata(subject_dir: str | os.PathLike, records: dict[tuple[int, int]
     lines = [json.dumps(records[key], ensure_ascii=False) + "\n" for key in sorted(records)]
     atomic_write_bytes(path, "".join(lines).encode("utf-8"))
     return path
+
+
+def is_intact_image(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a complete image file (a kept image on rerun): its chunks and checksums are
+    read, the pixels are not decoded (about a millisecond). A 0-byte or truncated file is not intact."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # noqa: BLE001  (PIL raises many types for broken files; any of them means "redo it")
+        return False
 
 
 def write_image(path: str | os.PathLike, image: Image.Image, record: dict | None = None) -> Path:

@@ -1,0 +1,149 @@
+"""Quality figures of freshly pretrained toy-world models and the cards written beside their weights."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..fileio import atomic_write_text, write_json_atomic
+from .dataset import pretraining_scene
+from .objects import CLASS_NOUNS, sample_instance
+from .quality import Judges, retrieval_hits
+from .render import caption, render
+from .scenes import CONTEXT_NAMES, CONTEXTS
+from .views import instance_scenes
+
+QUALITY_SEED_OFFSET = 1_000_003  # fresh renders: a scene stream pretraining never drew from
+RETRIEVAL_INSTANCES_PER_CLASS = 5
+GALLERY_OTHERS = 9
+VIEWS = 5
+QUERIES = 4
+BASE_STEPS, BASE_GUIDANCE = 25, 5.0
+
+
+def judge_quality(judges: Judges, seed: int, renders: int) -> dict:
+    """CLIP zero-shot class/context accuracy and DINO instance retrieval, on renders pretraining never saw."""
+    scenes = [pretraining_scene(seed + QUALITY_SEED_OFFSET, k) for k in range(renders)]
+    images = [render(s)[0] for s in scenes]
+    classes, contexts = judges.zero_shot(images)
+    class_hits = [c == s.instance.class_noun for c, s in zip(classes, scenes)]
+    context_hits = [x == s.context for x, s in zip(contexts, scenes) if s.prop is None]
+    rng = random.Random(seed + QUALITY_SEED_OFFSET)
+    retrieval = []
+    for class_noun in CLASS_NOUNS:
+        for _ in range(RETRIEVAL_INSTANCES_PER_CLASS):
+            target = sample_instance(class_noun, rng)
+            others = [sample_instance(class_noun, rng) for _ in range(GALLERY_OTHERS)]
+            gallery, labels = [], []
+            for label, instance in [("target", target)] + [(f"other{k}", o) for k, o in enumerate(others)]:
+                gallery += [render(s)[0] for s in instance_scenes(instance, VIEWS, rng, studio_only=True)]
+                labels += [label] * VIEWS
+            queries = [render(s)[0] for s in instance_scenes(target, QUERIES + 1, rng)[1:]]
+            retrieval += retrieval_hits(judges.embed(queries, "dino"), judges.embed(gallery, "dino"), labels,
+                                        "target").tolist()
+    return {"renders": renders, "clip_class_accuracy": float(np.mean(class_hits)),
+            "clip_context_accuracy": float(np.mean(context_hits)),
+            "dino_retrieval_accuracy": float(np.mean(retrieval)),
+            "retrieval_setup": f"{len(retrieval)} context views of {4 * RETRIEVAL_INSTANCES_PER_CLASS} instances vs "
+                               f"{VIEWS} studio views of the instance and of {GALLERY_OTHERS} others of its class"}
+
+
+def base_model_quality(sd_path: Path, judges: Judges, images_per_prompt: int) -> dict:
+    """CLIP-judged class and context accuracy of the base model's images for every "a {class} {context}" prompt."""
+    from ..inference import load_pipeline, sample_images
+
+    pipe = load_pipeline(str(sd_path))
+    prompts, truth = [], []
+    for class_noun in CLASS_NOUNS:
+        for context in CONTEXTS:
+            for seed in range(images_per_prompt):
+                prompts.append(caption(class_noun, context.name))
+                truth.append((class_noun, context.name, seed))
+    images: list[Image.Image] = []
+    for i in range(0, len(prompts), 16):
+        images += sample_images(pipe, prompts[i:i + 16], [t[2] for t in truth[i:i + 16]],
+                                num_inference_steps=BASE_STEPS, guidance_scale=BASE_GUIDANCE).images
+    classes, contexts = judges.zero_shot(images)
+    return {"prompts": len(prompts) // images_per_prompt, "images": len(images),
+            "class_accuracy": float(np.mean([c == t[0] for c, t in zip(classes, truth)])),
+            "context_accuracy": float(np.mean([x == t[1] for x, t in zip(contexts, truth)])),
+            "chance": {"class": 1 / len(CLASS_NOUNS), "context": 1 / len(CONTEXT_NAMES)},
+            "sampling": f"DPM-Solver++ {BASE_STEPS} steps, guidance {BASE_GUIDANCE}"}
+
+
+def vae_quality(sd_path: Path, seed: int, renders: int) -> dict:
+    """Mean absolute reconstruction error of the VAE on fresh renders, in 0..255 pixel units."""
+    from diffusers import AutoencoderKL
+
+    from .autoencoder import reconstruction_error
+
+    vae = AutoencoderKL.from_pretrained(sd_path, subfolder="vae").eval()
+    images = np.stack([np.asarray(render(pretraining_scene(seed + QUALITY_SEED_OFFSET, k))[0]) for k in range(renders)])
+    return {"reconstruction_mae_255": reconstruction_error(vae, images), "renders": renders}
+
+
+def measure_quality(out: Path, recipe, seed: int, log) -> dict:
+    """Every figure of the cards, from the models in ``out/{sd,dino,clip}``."""
+    judges = Judges.load(str(out / "dino"), str(out / "clip"))
+    quality = {"judges": judge_quality(judges, seed, recipe.quality_renders)}
+    log(f"judges: {json.dumps(quality['judges'])}")
+    quality["vae"] = vae_quality(out / "sd", seed, min(recipe.quality_renders, 200))
+    log(f"vae: {json.dumps(quality['vae'])}")
+    quality["base_model"] = base_model_quality(out / "sd", judges, recipe.quality_images_per_prompt)
+    log(f"base model: {json.dumps(quality['base_model'])}")
+    return quality
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def _card(title: str, what: str, figures: list[str], command: str, seed: int, recipe, minutes: str) -> str:
+    lines = [f"# {title}", "", what, "", "## Measured quality", "", *[f"- {f}" for f in figures], "",
+             "## How it was made", "", "```bash", command, "```", "",
+             f"Seed {seed}; the recipe (`delora_diffusion/world/pretrain.py`, `Recipe`):", "", "```json",
+             json.dumps(asdict(recipe), indent=2), "```", "",
+             f"{minutes} The training log is `pretrain_log.txt` beside this card. Weights are stored as float16 "
+             "and load as float32.", ""]
+    return "\n".join(lines)
+
+
+def write_cards(out: Path, recipe, seed: int, command: str, quality: dict, timings: dict) -> None:
+    """``README.md`` of ``out/sd``, ``out/dino`` and ``out/clip``, and ``out/quality.json``."""
+    judges, base, vae = quality["judges"], quality["base_model"], quality["vae"]
+    write_json_atomic(quality, out / "quality.json", indent=2)
+    sd_time = f"Training took {timings.get('sd_minutes', '?')} min on 2 CPU cores (rendering included)."
+    judge_time = f"Both judges together took {timings.get('judges_minutes', '?')} min on 2 CPU cores."
+    atomic_write_text(out / "sd" / "README.md", _card(
+        "Toy-world Stable Diffusion",
+        "A diffusers `StableDiffusionPipeline` trained from scratch on the toy world (64 × 64 px): "
+        "AutoencoderKL (4× downsampling, 4 latent channels), UNet2DConditionModel with self- and cross-attention "
+        "at 8 × 8 and 4 × 4, CLIPTextModel with a word-level CLIPTokenizer, cosine schedule with v-prediction. "
+        "Load it like SD 1.5: `--pretrained_model_name_or_path` this folder.",
+        [f"class accuracy of its images (CLIP judge, {base['images']} images of {base['prompts']} "
+         f"\"a {{class}} {{context}}\" prompts): {_pct(base['class_accuracy'])} (chance {_pct(base['chance']['class'])})",
+         f"context accuracy: {_pct(base['context_accuracy'])} (chance {_pct(base['chance']['context'])})",
+         f"sampling: {base['sampling']}",
+         f"VAE reconstruction error: {vae['reconstruction_mae_255']:.1f} / 255 (mean absolute, {vae['renders']} fresh renders)"],
+        command, seed, recipe, sd_time))
+    atomic_write_text(out / "dino" / "README.md", _card(
+        "Toy-world DINO-style judge",
+        "A transformers `ViTModel` (224 px input, 32 px patches); its CLS token is the DINO embedding "
+        "(`delora-eval --dino_model` this folder). Trained for instance discrimination: two pictures of one "
+        "instance in other poses and contexts are positives, other instances negatives.",
+        [f"instance retrieval (top-1): {_pct(judges['dino_retrieval_accuracy'])} — {judges['retrieval_setup']}; "
+         f"chance 10 %"],
+        command, seed, recipe, judge_time))
+    atomic_write_text(out / "clip" / "README.md", _card(
+        "Toy-world CLIP judge",
+        "A transformers `CLIPModel` with the world's tokenizer (`delora-eval --clip_model` this folder), trained "
+        "contrastively on pretraining renders and their DreamBooth-template captions.",
+        [f"zero-shot class accuracy on {judges['renders']} fresh renders: {_pct(judges['clip_class_accuracy'])} "
+         f"(chance 25 %)",
+         f"zero-shot context accuracy: {_pct(judges['clip_context_accuracy'])} (chance {100 / len(CONTEXT_NAMES):.1f} %)"],
+        command, seed, recipe, judge_time))
