@@ -1,0 +1,83 @@
+"""The shipped toy-world models load through the ordinary paths and measure what their cards claim."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+from safetensors import safe_open
+
+from delora_diffusion.world.assets import PRETRAINED_DIR, pretrained_path
+from delora_diffusion.world.dataset import pretraining_scene
+from delora_diffusion.world.objects import CLASS_NOUNS, sample_instance
+from delora_diffusion.world.quality import retrieval_hits
+from delora_diffusion.world.render import caption, render
+from delora_diffusion.world.views import instance_scenes
+
+# Fresh renders: a scene stream pretraining never drew from (pretraining used seed 0).
+FRESH_SEED = 7_000_001
+
+
+def test_shipped_files_fit_the_budget_and_store_float16_weights_loaded_as_float32():
+    files = [p for p in PRETRAINED_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 15_000_000
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert len(weights) == 5  # unet, vae, text encoder, dino, clip
+    for path in weights:
+        with safe_open(str(path), "pt") as handle:
+            assert {str(handle.get_slice(k).get_dtype()) for k in handle.keys()} == {"F16"}, path
+    for name in ("sd/README.md", "dino/README.md", "clip/README.md", "sd/pretrain_log.txt", "quality.json"):
+        assert (PRETRAINED_DIR / name).is_file(), name
+    assert "delora-world-pretrain" in (PRETRAINED_DIR / "sd" / "README.md").read_text()
+
+
+def test_the_trainer_and_generate_load_the_pipeline_like_sd15(toy_pipeline):
+    import torch
+
+    from delora_diffusion.training.components import load_components
+
+    components = load_components(str(pretrained_path("sd")))
+    assert components.unet.dtype == torch.float32 and components.text_encoder.dtype == torch.float32
+    targets = [n for n, _ in components.unet.named_modules() if n.endswith(("to_q", "to_k", "to_v", "to_out.0"))]
+    assert len(targets) >= 40 and any(".attn2." in n for n in targets)  # self- and cross-attention projections
+    assert components.noise_scheduler.config.prediction_type == "v_prediction"
+    assert toy_pipeline.vae_scale_factor == 4 and toy_pipeline.unet.config.sample_size == 16
+
+
+def test_judges_tell_classes_contexts_and_instances_apart_on_fresh_renders(toy_judges):
+    scenes = [pretraining_scene(FRESH_SEED, k) for k in range(96)]
+    classes, contexts = toy_judges.zero_shot([render(s)[0] for s in scenes])
+    class_accuracy = np.mean([c == s.instance.class_noun for c, s in zip(classes, scenes)])
+    context_accuracy = np.mean([x == s.context for x, s in zip(contexts, scenes) if s.prop is None])
+    assert class_accuracy >= 0.8 and context_accuracy >= 0.9, (class_accuracy, context_accuracy)
+
+    rng, hits = random.Random(FRESH_SEED), []
+    for class_noun in CLASS_NOUNS:
+        target, others = sample_instance(class_noun, rng), [sample_instance(class_noun, rng) for _ in range(9)]
+        gallery, labels = [], []
+        for label, instance in [("target", target)] + [(f"o{k}", o) for k, o in enumerate(others)]:
+            gallery += [render(s)[0] for s in instance_scenes(instance, 3, rng, studio_only=True)]
+            labels += [label] * 3
+        queries = [render(s)[0] for s in instance_scenes(target, 4, rng)[1:]]
+        hits += retrieval_hits(toy_judges.embed(queries, "dino"), toy_judges.embed(gallery, "dino"), labels,
+                               "target").tolist()
+    assert np.mean(hits) >= 0.6, np.mean(hits)  # chance 0.1
+
+
+def test_the_base_model_renders_its_prompts_above_a_judged_floor(toy_pipeline, toy_judges):
+    from delora_diffusion.inference import sample_images
+
+    prompts, truth = [], []
+    for class_noun in CLASS_NOUNS:
+        for context in ("snow", "beach", "city", "wooden_floor"):
+            prompts.append(caption(class_noun, context))
+            truth.append((class_noun, context))
+    images = sample_images(toy_pipeline, prompts, [0] * len(prompts), num_inference_steps=15,
+                           guidance_scale=5.0).images
+    classes, contexts = toy_judges.zero_shot(images)
+    class_accuracy = np.mean([c == t[0] for c, t in zip(classes, truth)])
+    context_accuracy = np.mean([x == t[1] for x, t in zip(contexts, truth)])
+    quality = json.loads((PRETRAINED_DIR / "quality.json").read_text())["base_model"]
+    # 16 images: a floor well under the card's figures (which come from 160 images)
+    assert class_accuracy >= 0.5 and context_accuracy >= 0.5, (class_accuracy, context_accuracy, quality)
