@@ -193,3 +193,24 @@ def test_the_deleted_sd15_hub_id_appears_nowhere():
              *(root / "delora_diffusion").rglob("*.py"), *(root / "bench").rglob("*.py")]
     dead = "runwayml/" + "stable-diffusion"
     assert not [str(p.relative_to(root)) for p in files if dead in p.read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ("attention", ["to_q", "to_k", "to_v", "to_out.0"]),
+    ("attention+ff", ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]),
+    ("all-linear", ".*"),
+])
+def test_target_module_presets_expand_into_the_adapter_config(preset, expected):
+    from delora_diffusion.adapters import find_target_modules
+    from delora_diffusion.training.args import adapter_config_from_args
+    from delora_diffusion.world.denoiser import build_unet
+
+    args, _ = build_args(["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt",
+                          "a sks dog", "--target_modules", preset])
+    config = adapter_config_from_args(args)
+    assert config.target_modules == expected
+    unet = build_unet()
+    linear = [n for n, m in unet.named_modules() if type(m).__name__ == "Linear"]
+    chosen = find_target_modules(unet, config.target_modules)
+    assert set(chosen) <= set(linear) and (preset != "all-linear" or set(chosen) == set(linear))
+    assert any(".ff." in n for n in chosen) == (preset != "attention")

@@ -45,14 +45,18 @@ def test_the_trainer_and_generate_load_the_pipeline_like_sd15(toy_pipeline):
     assert toy_pipeline.vae_scale_factor == 4 and toy_pipeline.unet.config.sample_size == 16
 
 
-def test_judges_tell_classes_contexts_and_instances_apart_on_fresh_renders(toy_judges):
+def test_judges_tell_classes_contexts_and_instances_apart_on_fresh_renders(toy_judges, toy_pipeline):
+    from PIL import Image
+
+    from delora_diffusion.world.autoencoder import round_trip
+
     scenes = [pretraining_scene(FRESH_SEED, k) for k in range(96)]
     classes, contexts = toy_judges.zero_shot([render(s)[0] for s in scenes])
     class_accuracy = np.mean([c == s.instance.class_noun for c, s in zip(classes, scenes)])
     context_accuracy = np.mean([x == s.context for x, s in zip(contexts, scenes) if s.prop is None])
     assert class_accuracy >= 0.8 and context_accuracy >= 0.9, (class_accuracy, context_accuracy)
 
-    rng, hits = random.Random(FRESH_SEED), []
+    rng, hits, decoded_hits = random.Random(FRESH_SEED), [], []
     for class_noun in CLASS_NOUNS:
         target, others = sample_instance(class_noun, rng), [sample_instance(class_noun, rng) for _ in range(9)]
         gallery, labels = [], []
@@ -60,9 +64,14 @@ def test_judges_tell_classes_contexts_and_instances_apart_on_fresh_renders(toy_j
             gallery += [render(s)[0] for s in instance_scenes(instance, 3, rng, studio_only=True)]
             labels += [label] * 3
         queries = [render(s)[0] for s in instance_scenes(target, 4, rng)[1:]]
-        hits += retrieval_hits(toy_judges.embed(queries, "dino"), toy_judges.embed(gallery, "dino"), labels,
-                               "target").tolist()
-    assert np.mean(hits) >= 0.6, np.mean(hits)  # chance 0.1
+        gallery_embeddings = toy_judges.embed(gallery, "dino")
+        hits += retrieval_hits(toy_judges.embed(queries, "dino"), gallery_embeddings, labels, "target").tolist()
+        # generated pictures come out of the VAE: the judge must know an instance through its blur too
+        # (a judge trained on crisp renders only scored 25 % here)
+        decoded = round_trip(toy_pipeline.vae, np.stack([np.asarray(q) for q in queries]))
+        decoded_hits += retrieval_hits(toy_judges.embed([Image.fromarray(d) for d in decoded], "dino"),
+                                       gallery_embeddings, labels, "target").tolist()
+    assert np.mean(hits) >= 0.6 and np.mean(decoded_hits) >= 0.6, (np.mean(hits), np.mean(decoded_hits))  # chance 0.1
 
 
 def test_the_base_model_renders_its_prompts_above_a_judged_floor(toy_pipeline, toy_judges):

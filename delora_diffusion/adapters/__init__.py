@@ -7,7 +7,7 @@ papers' learning rates: ``methods.py``.
 """
 
 from .base import AdapterLayer
-from .config import DEFAULT_TARGETS, METHODS, AdapterConfig, AdapterConfigError, default_weight_decay
+from .config import DEFAULT_TARGETS, METHODS, TARGET_PRESETS, AdapterConfig, AdapterConfigError, default_weight_decay
 from .export import export_lora, lora_state_dict
 from .io import AdapterFile, AdapterFileError, check_fits, load_adapter, read_adapter, save_adapter
 from .methods import METHOD_TABLE, PAPER_LAMBDA_LEARNING_RATE, Method, method
@@ -31,6 +31,7 @@ from .registry import (
 
 __all__ = [
     "AdapterConfig", "AdapterConfigError", "AdapterFile", "AdapterFileError", "AdapterLayer", "DEFAULT_TARGETS",
+    "TARGET_PRESETS",
     "METHODS", "METHOD_TABLE", "Method", "PAPER_LAMBDA_LEARNING_RATE", "adapter_config", "adapter_layers",
     "attach", "cast_base", "check_fits", "default_weight_decay",
     "delta_weights", "detach", "disabled", "export_lora", "find_target_modules", "load_adapter",

@@ -12,6 +12,13 @@ from .methods import METHOD_TABLE, METHODS
 DELORA_INITS = ("residual", "zero_b")
 # The attention projections of every diffusers Attention module (self- and cross-attention).
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# Named target sets: the papers' default; with the transformer blocks' feed-forward layers (where a small
+# UNet keeps much of what it knows about appearance); every nn.Linear of the model (kohya-like).
+TARGET_PRESETS: dict[str, tuple[str, ...] | str] = {
+    "attention": DEFAULT_TARGETS,
+    "attention+ff": DEFAULT_TARGETS + ("ff.net.0.proj", "ff.net.2"),
+    "all-linear": ".*",
+}
 
 
 class AdapterConfigError(ValueError):

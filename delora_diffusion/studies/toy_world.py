@@ -187,8 +187,9 @@ def _run_base_accuracy(args: dict) -> dict:
     return figures
 
 
-def _write_gallery(out: Path, subject_dir: Path) -> Path:
-    """The subject's photos and those of ``GALLERY_OTHERS`` other toys (5 studio photos each)."""
+def write_gallery(out: Path, subject_dir: Path) -> Path:
+    """``out/gallery/{robot,other-k}/``: the subject's photos and those of ``GALLERY_OTHERS`` other toys (5 studio
+    photos each), the retrieval gallery of this study and of the learning test."""
     import random
     import shutil
 
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**_demo_settings(), "pretrained_model_name_or_path": str(models / "sd")}
     if args.steps:
         settings["max_train_steps"] = args.steps
-    gallery = _write_gallery(out, Path(args.subject_dir))
+    gallery = write_gallery(out, Path(args.subject_dir))
     common = {"out": str(out), "images_per_prompt": args.images_per_prompt, "judges": judges, "settings": settings,
               "real_dir": str(Path(args.subject_dir).parent), "class_csv": args.class_nouns, "gallery": str(gallery)}
     jobs = [(_run_base_accuracy, {**common, "seed": s}) for s in args.seeds]

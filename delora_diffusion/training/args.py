@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
+from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, TARGET_PRESETS, AdapterConfig
 from ..fileio import folder_problem
 from ..threads import add_thread_arg
 
@@ -46,8 +46,10 @@ def add_adapter_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--adapter", default="delora", choices=METHODS, help="method (default: %(default)s)")
     g.add_argument("--rank", type=int, default=16, help="r of DeLoRA / LoRA / DoRA (default: %(default)s)")
     g.add_argument("--target_modules", nargs="+", default=list(DEFAULT_TARGETS), metavar="NAME",
-                   help="nn.Linear module names or dotted suffixes to adapt, or one regex matching whole names "
-                        "(default: %(default)s)")
+                   help="nn.Linear module names or dotted suffixes to adapt, one regex matching whole names, or "
+                        "one preset: attention (the papers' default, to_q/to_k/to_v/to_out.0), attention+ff "
+                        "(also the transformer blocks' feed-forward ff.net.0.proj/ff.net.2), all-linear "
+                        "(every nn.Linear) (default: %(default)s)")
     g.add_argument("--adapter_init", default="residual", choices=("residual", "zero_b"),
                    help="DeLoRA initialisation (default: %(default)s)")
     g.add_argument("--delora_lambda", type=float, default=15.0,
@@ -143,7 +145,10 @@ def apply_method_defaults(args: argparse.Namespace) -> list[str]:
 def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
     """The AdapterConfig the adapter flags describe."""
     targets = args.target_modules
-    if len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
+    if len(targets) == 1 and targets[0] in TARGET_PRESETS:
+        preset = TARGET_PRESETS[targets[0]]
+        targets = preset if isinstance(preset, str) else list(preset)
+    elif len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
         targets = targets[0]  # one pattern with regex syntax: match whole module names
     return AdapterConfig(method=args.adapter, rank=args.rank, target_modules=targets, init=args.adapter_init,
                          lambda_init=args.delora_lambda, lora_alpha=args.lora_alpha, ether_blocks=args.ether_blocks,

@@ -111,6 +111,16 @@ def latent_statistics(vae, images: np.ndarray, batch_size: int = 64) -> tuple[np
 
 
 @torch.no_grad()
+def round_trip(vae, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the same pictures encoded and decoded (posterior means), uint8."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        decoded = vae.decode(vae.encode(to_tensor(images[i:i + batch_size])).latent_dist.mode()).sample
+        out.append(decoded.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
 def reconstruction_error(vae, images: np.ndarray) -> float:
     """Mean absolute error of full-size reconstructions, in [0, 255] pixel units."""
     x = to_tensor(images)

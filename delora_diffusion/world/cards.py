@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..fileio import atomic_write_text, write_json_atomic
@@ -26,15 +27,20 @@ QUERIES = 4
 BASE_STEPS, BASE_GUIDANCE = 25, 5.0
 
 
-def judge_quality(judges: Judges, seed: int, renders: int) -> dict:
-    """CLIP zero-shot class/context accuracy and DINO instance retrieval, on renders pretraining never saw."""
+def judge_quality(judges: Judges, seed: int, renders: int, vae=None) -> dict:
+    """CLIP zero-shot class/context accuracy and DINO instance retrieval, on renders pretraining never saw.
+
+    With ``vae``, retrieval is also measured with every query decoded by it, as generated pictures are.
+    """
+    from .autoencoder import round_trip
+
     scenes = [pretraining_scene(seed + QUALITY_SEED_OFFSET, k) for k in range(renders)]
     images = [render(s)[0] for s in scenes]
     classes, contexts = judges.zero_shot(images)
     class_hits = [c == s.instance.class_noun for c, s in zip(classes, scenes)]
     context_hits = [x == s.context for x, s in zip(contexts, scenes) if s.prop is None]
     rng = random.Random(seed + QUALITY_SEED_OFFSET)
-    retrieval = []
+    retrieval, decoded = [], []
     for class_noun in CLASS_NOUNS:
         for _ in range(RETRIEVAL_INSTANCES_PER_CLASS):
             target = sample_instance(class_noun, rng)
@@ -44,13 +50,20 @@ def judge_quality(judges: Judges, seed: int, renders: int) -> dict:
                 gallery += [render(s)[0] for s in instance_scenes(instance, VIEWS, rng, studio_only=True)]
                 labels += [label] * VIEWS
             queries = [render(s)[0] for s in instance_scenes(target, QUERIES + 1, rng)[1:]]
-            retrieval += retrieval_hits(judges.embed(queries, "dino"), judges.embed(gallery, "dino"), labels,
-                                        "target").tolist()
-    return {"renders": renders, "clip_class_accuracy": float(np.mean(class_hits)),
+            gallery_embeddings = judges.embed(gallery, "dino")
+            retrieval += retrieval_hits(judges.embed(queries, "dino"), gallery_embeddings, labels, "target").tolist()
+            if vae is not None:
+                queries = [Image.fromarray(a) for a in round_trip(vae, np.stack([np.asarray(q) for q in queries]))]
+                decoded += retrieval_hits(judges.embed(queries, "dino"), gallery_embeddings, labels,
+                                          "target").tolist()
+    figures = {"renders": renders, "clip_class_accuracy": float(np.mean(class_hits)),
             "clip_context_accuracy": float(np.mean(context_hits)),
             "dino_retrieval_accuracy": float(np.mean(retrieval)),
             "retrieval_setup": f"{len(retrieval)} context views of {4 * RETRIEVAL_INSTANCES_PER_CLASS} instances vs "
                                f"{VIEWS} studio views of the instance and of {GALLERY_OTHERS} others of its class"}
+    if vae is not None:
+        figures["dino_retrieval_accuracy_decoded"] = float(np.mean(decoded))
+    return figures
 
 
 def base_model_quality(sd_path: Path, judges: Judges, images_per_prompt: int) -> dict:
@@ -90,7 +103,10 @@ def vae_quality(sd_path: Path, seed: int, renders: int) -> dict:
 def measure_quality(out: Path, recipe, seed: int, log) -> dict:
     """Every figure of the cards, from the models in ``out/{sd,dino,clip}``."""
     judges = Judges.load(str(out / "dino"), str(out / "clip"))
-    quality = {"judges": judge_quality(judges, seed, recipe.quality_renders)}
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(out / "sd" / "vae", torch_dtype=torch.float32)
+    quality = {"judges": judge_quality(judges, seed, recipe.quality_renders, vae)}
     log(f"judges: {json.dumps(quality['judges'])}")
     quality["vae"] = vae_quality(out / "sd", seed, min(recipe.quality_renders, 200))
     log(f"vae: {json.dumps(quality['vae'])}")
@@ -104,8 +120,14 @@ def _pct(value: float) -> str:
 
 
 def _card(title: str, what: str, figures: list[str], command: str, seed: int, recipe, minutes: str) -> str:
+    from .pretrain import RECIPES
+
+    name = next((k for k, r in RECIPES.items() if r == recipe), None)
+    reproduce = "delora-world-pretrain" + (f" --recipe {name}" if name not in (None, "full") else "") + \
+        (f" --seed {seed}" if seed else "")
     lines = [f"# {title}", "", what, "", "## Measured quality", "", *[f"- {f}" for f in figures], "",
-             "## How it was made", "", "```bash", command, "```", "",
+             "## How it was made", "", "```bash", f"{reproduce}   # every stage: sd, judges, cards", "```", "",
+             f"These figures were measured by `{command}`.", "",
              f"Seed {seed}; the recipe (`delora_diffusion/world/pretrain.py`, `Recipe`):", "", "```json",
              json.dumps(asdict(recipe), indent=2), "```", "",
              f"{minutes} The training log is `pretrain_log.txt` beside this card. Weights are stored as float16 "
@@ -135,9 +157,12 @@ def write_cards(out: Path, recipe, seed: int, command: str, quality: dict, timin
         "Toy-world DINO-style judge",
         "A transformers `ViTModel` (224 px input, 32 px patches); its CLS token is the DINO embedding "
         "(`delora-eval --dino_model` this folder). Trained for instance discrimination: two pictures of one "
-        "instance in other poses and contexts are positives, other instances negatives.",
+        "instance in other poses and contexts, or a picture and its round trip through the toy VAE, are "
+        "positives, other instances negatives.",
         [f"instance retrieval (top-1): {_pct(judges['dino_retrieval_accuracy'])} — {judges['retrieval_setup']}; "
-         f"chance 10 %"],
+         f"chance 10 %",
+         f"the same with every query decoded by the toy VAE, as generated pictures are: "
+         f"{_pct(judges['dino_retrieval_accuracy_decoded'])}"],
         command, seed, recipe, judge_time))
     atomic_write_text(out / "clip" / "README.md", _card(
         "Toy-world CLIP judge",

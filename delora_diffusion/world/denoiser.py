@@ -71,6 +71,14 @@ class _Ema:
         self.shadow = [copy.deepcopy(m).requires_grad_(False) for m in modules]
         self.modules, self.decay, self.updates = modules, decay, 0
 
+    def state_dict(self) -> dict:
+        return {"shadow": [m.state_dict() for m in self.shadow], "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        for module, weights in zip(self.shadow, state["shadow"]):
+            module.load_state_dict(weights)
+        self.updates = state["updates"]
+
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
@@ -82,12 +90,13 @@ class _Ema:
 
 def train_denoiser(latent_mean: np.ndarray, latent_std: np.ndarray, scaling: float, captions: list[str], tokenizer,
                    steps: int, seed: int, log: Callable[[str], None], batch_size: int = 32, lr: float = 1e-3,
-                   ema_decay: float = 0.999, snr_gamma: float = 5.0):
+                   ema_decay: float = 0.999, snr_gamma: float = 5.0, checkpoints=None):
     """Train UNet + text encoder on (latent, caption) pairs for ``steps``.
 
     ``latent_mean``/``latent_std`` (N, 4, h, w) are VAE posteriors; a latent sample is drawn per step.
     In a process group each rank trains on its share of ``batch_size`` and gradients are averaged.
-    Returns (unet, text_encoder) holding the EMA weights, and the loss history.
+    Returns (unet, text_encoder) holding the EMA weights, and the loss history. With ``checkpoints``
+    (a ``resume.LoopCheckpoints``) the loop saves its state periodically and resumes from the newest.
     """
     from diffusers.training_utils import compute_snr
 
@@ -109,9 +118,18 @@ def train_denoiser(latent_mean: np.ndarray, latent_std: np.ndarray, scaling: flo
     empty = token_ids[-1]
     mean_t, std_t = torch.from_numpy(latent_mean), torch.from_numpy(latent_std)
     generator = torch.Generator().manual_seed(seed * 1000 + rank)
-    history, start, smooth = [], time.perf_counter(), None
+    history, start, smooth, first = [], time.perf_counter(), None, 1
+    state = checkpoints.restore() if checkpoints else None
+    if state is not None:
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        history, smooth, first = state["history"], state["smooth"], state["step"] + 1
+        log(f"unet: resumed at step {state['step']} from {checkpoints.folder}")
     warmup = min(200, steps // 10 + 1)
-    for step in range(1, steps + 1):
+    for step in range(first, steps + 1):
         scale = min(1.0, step / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
@@ -139,7 +157,12 @@ def train_denoiser(latent_mean: np.ndarray, latent_std: np.ndarray, scaling: flo
             elapsed = time.perf_counter() - start
             history.append({"step": step, "seconds": round(elapsed, 1), "loss": round(smooth, 5)})
             log(f"unet step {step}/{steps}: loss {smooth:.4f} (rank 0's share) lr {lr * scale:.2e} ({elapsed:.0f} s, "
-                f"{step * batch_size * world / elapsed:.1f} samples/s)")
+                f"{(step - first + 1) * batch_size * world / elapsed:.1f} samples/s)")
+        if checkpoints:
+            checkpoints.save(step, lambda: {
+                "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
+                "optimizer": optimizer.state_dict(), "ema": ema.state_dict(), "generator": generator.get_state(),
+                "history": history, "smooth": smooth})
     unet_ema, text_ema = ema.shadow
     return unet_ema.eval(), text_ema.eval(), history
 

@@ -103,12 +103,32 @@ def _projected(output) -> torch.Tensor:
 
 
 class _Progress:
-    """The optimiser step both judges take (clipped gradients) and their smoothed-loss log every 50 steps."""
+    """The optimiser step both judges take (clipped gradients), their smoothed-loss log every 50 steps, and
+    their periodic checkpoints (``resume.LoopCheckpoints``: model, optimiser, random generators, log)."""
 
-    def __init__(self, name: str, steps: int, log: Callable[[str], None]):
-        self.name, self.steps, self.log = name, steps, log
+    def __init__(self, name: str, steps: int, log: Callable[[str], None], checkpoints=None):
+        self.name, self.steps, self.log, self.checkpoints = name, steps, log, checkpoints
         self.history: list[dict] = []
         self.start, self.smooth = time.perf_counter(), None
+
+    def resume(self, model, optimizer, generator: torch.Generator, rng: random.Random) -> int:
+        """Restore the newest checkpoint, if any, into the given objects; the first step still to take."""
+        state = self.checkpoints.restore() if self.checkpoints else None
+        if state is None:
+            return 1
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        rng.setstate(state["rng"])
+        self.history, self.smooth = state["history"], state["smooth"]
+        self.log(f"{self.name}: resumed at step {state['step']} from {self.checkpoints.folder}")
+        return state["step"] + 1
+
+    def checkpoint(self, step: int, model, optimizer, generator: torch.Generator, rng: random.Random) -> None:
+        if self.checkpoints:
+            self.checkpoints.save(step, lambda: {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "rng": rng.getstate(), "history": self.history, "smooth": self.smooth})
 
     def step(self, model, optimizer, loss: torch.Tensor, step: int) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -130,17 +150,17 @@ def _lr_at(step_frac: float, lr: float, warm: float) -> float:
 
 
 def train_dino(views: np.ndarray, steps: int, seed: int, log: Callable[[str], None], batch_instances: int = 48,
-               lr: float = 1e-3, temperature: float = 0.1):
+               lr: float = 1e-3, temperature: float = 0.1, checkpoints=None):
     """``views`` (I, V, H, W, 3) uint8: V pictures of each of I instances. Returns (ViTModel, history)."""
     torch.manual_seed(seed)
     model = build_dino()
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     generator, rng = torch.Generator().manual_seed(seed), random.Random(seed)
-    progress = _Progress("dino", steps, log)
+    progress = _Progress("dino", steps, log, checkpoints)
     n_inst, n_views = views.shape[:2]
     batch_instances = min(batch_instances, n_inst)
-    for step in range(1, steps + 1):
+    for step in range(progress.resume(model, optimizer, generator, rng), steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step / steps, lr, 0.05)
         inst = rng.sample(range(n_inst), batch_instances)
@@ -153,12 +173,13 @@ def train_dino(views: np.ndarray, steps: int, seed: int, log: Callable[[str], No
         target = torch.arange(batch_instances)
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
         progress.step(model, optimizer, loss, step)
+        progress.checkpoint(step, model, optimizer, generator, rng)
     return model.eval(), progress.history
 
 
 def train_clip(images: np.ndarray, captions: list[str], settings: list[str], tokenizer, max_tokens: int, steps: int,
                seed: int, log: Callable[[str], None], batch_size: int = 96, groups: int = 8, lr: float = 1e-3,
-               plain_first: float = 0.15):
+               plain_first: float = 0.15, checkpoints=None):
     """Contrastive image-caption training on ``images`` (N, H, W, 3) uint8. Returns (CLIPModel, history).
 
     ``settings`` names each image's context, ``studio`` or ``prop:<property>``. A batch takes ``groups``
@@ -181,8 +202,8 @@ def train_clip(images: np.ndarray, captions: list[str], settings: list[str], tok
     plain = [n for n in names if n == "studio" or n.startswith("prop:")]
     token_ids = tokenizer(distinct, padding="max_length", max_length=max_tokens, truncation=True,
                           return_tensors="pt").input_ids
-    progress = _Progress("clip", steps, log)
-    for step in range(1, steps + 1):
+    progress = _Progress("clip", steps, log, checkpoints)
+    for step in range(progress.resume(model, optimizer, generator, rng), steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step / steps, lr, 0.05)
         pool = plain if step <= plain_first * steps and plain else names
@@ -199,4 +220,5 @@ def train_clip(images: np.ndarray, captions: list[str], settings: list[str], tok
         loss_text = -(F.log_softmax(logits.T, dim=-1) * positives.T / positives.T.sum(1, keepdim=True)).sum(1).mean()
         loss = 0.5 * (loss_image + loss_text)
         progress.step(model, optimizer, loss, step)
+        progress.checkpoint(step, model, optimizer, generator, rng)
     return model.eval(), progress.history

@@ -3,7 +3,7 @@
 - **sd** (about 85 min on 2 cores): render the pretraining scenes, then, data-parallel over two
   single-threaded processes, the VAE, the latents of every scene, and the UNet with its text encoder;
 - **judges** (about 40 min on 2 cores): CLIP on the same renders and the DINO-style ViT on views of
-  many instances, one per core;
+  many instances, each view also as decoded by the sd stage's VAE, one judge per core;
 - **cards**: the quality figures measured on fresh renders, written with the command and the logs
   into each folder's ``README.md``.
 
@@ -25,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .resume import LoopCheckpoints
+
 VOCAB_TOKENS = 20
 STAGES = ("sd", "judges", "cards")
+JUDGES = ("clip", "dino")
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,15 @@ class Recipe:
     dino_views: int = 5
     quality_renders: int = 400    # fresh renders for the judges' figures
     quality_images_per_prompt: int = 2  # base-model images per (class, context) prompt
+    checkpoint_every: int = 250   # steps between the UNet's and judges' checkpoints (a kill loses at most these)
 
 
 RECIPES = {
     "full": Recipe(),
     # every stage in about a minute: a check of the command, not a model
     "smoke": Recipe(images=256, vae_steps=4, vae_batch=4, unet_steps=4, unet_batch=4, clip_steps=2, clip_batch=16,
-                    dino_steps=2, dino_instances=40, dino_views=3, quality_renders=8, quality_images_per_prompt=1),
+                    dino_steps=2, dino_instances=40, dino_views=3, quality_renders=8, quality_images_per_prompt=1,
+                    checkpoint_every=2),
 }
 
 
@@ -138,8 +143,9 @@ def _sd_rank(rank: int, world: int, work: str, recipe: dict, seed: int) -> None:
     log(f"latent scaling factor {scaling:.4f}")
     tokenizer = build_tokenizer(work / f"tokenizer-files-{rank}", MAX_TOKENS)
     log(f"UNet + text encoder: {recipe.unet_steps} steps of {recipe.unet_batch} on {world} processes")
-    unet, text_encoder, unet_history = train_denoiser(mean, std, scaling, captions, tokenizer, recipe.unet_steps, seed,
-                                                      log, batch_size=recipe.unet_batch, lr=recipe.unet_lr)
+    unet, text_encoder, unet_history = train_denoiser(
+        mean, std, scaling, captions, tokenizer, recipe.unet_steps, seed, log, batch_size=recipe.unet_batch,
+        lr=recipe.unet_lr, checkpoints=LoopCheckpoints(work / "checkpoints", "unet", recipe.checkpoint_every))
     if rank == 0:
         pipeline = assemble_pipeline(unet, vae, text_encoder, tokenizer, scaling)
         out = work / "sd"
@@ -160,7 +166,8 @@ def _clip_worker(work: Path, recipe: Recipe, seed: int) -> None:
     tokenizer = build_tokenizer(work / "clip-tokenizer-files", VOCAB_TOKENS)
     log(f"CLIP: {recipe.clip_steps} steps of {recipe.clip_batch}")
     clip, history = train_clip(images, captions, settings, tokenizer, VOCAB_TOKENS, recipe.clip_steps, seed, log,
-                               batch_size=recipe.clip_batch)
+                               batch_size=recipe.clip_batch,
+                               checkpoints=LoopCheckpoints(work / "checkpoints", "clip", recipe.checkpoint_every))
     _save_transformers_fp16(clip, work / "clip")
     save_clip_processor(tokenizer, work / "clip")
     (work / "clip_history.json").write_text(json.dumps(history))
@@ -168,14 +175,26 @@ def _clip_worker(work: Path, recipe: Recipe, seed: int) -> None:
 
 
 def _dino_worker(work: Path, recipe: Recipe, seed: int) -> None:
+    import torch
+    from diffusers import AutoencoderKL
+
+    from .autoencoder import round_trip
     from .judges import save_dino_processor, train_dino
     from .views import instance_views
 
     log = _Log(work / "dino.log", "dino")
     log(f"rendering {recipe.dino_views} views of {recipe.dino_instances} instances")
     views = instance_views(recipe.dino_instances, recipe.dino_views, seed)
+    # Every generated picture comes out of the toy VAE, whose blur and colour shifts alone move a judge
+    # trained on crisp renders further than a change of instance (subject retrieval of decoded renders
+    # fell from 100 % to 25 %): each view also enters as its VAE round trip, a positive of the original.
+    vae = AutoencoderKL.from_pretrained(work.parent / "sd" / "vae", torch_dtype=torch.float32)
+    log("decoding every view through the toy VAE")
+    decoded = round_trip(vae, views.reshape(-1, *views.shape[2:])).reshape(views.shape)
+    views = np.concatenate([views, decoded], axis=1)
     log(f"DINO: {recipe.dino_steps} steps")
-    dino, history = train_dino(views, recipe.dino_steps, seed, log)
+    dino, history = train_dino(views, recipe.dino_steps, seed, log,
+                               checkpoints=LoopCheckpoints(work / "checkpoints", "dino", recipe.checkpoint_every))
     _save_transformers_fp16(dino, work / "dino")
     save_dino_processor(work / "dino")
     (work / "dino_history.json").write_text(json.dumps(history))
@@ -216,13 +235,18 @@ def _install(work: Path, name: str, out: Path, logs: list[str]) -> None:
     os.replace(staging, target)
 
 
-def pretrain(out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], command: str) -> dict | None:
-    """Run ``stages`` into ``out/{sd,dino,clip}``; returns the quality figures when the cards stage ran."""
+def pretrain(out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], command: str,
+             judges: tuple[str, ...] = JUDGES) -> dict | None:
+    """Run ``stages`` into ``out/{sd,dino,clip}`` (the judges stage trains ``judges``); returns the quality
+    figures when the cards stage ran."""
     from multiprocessing import get_context
 
     from .parallel import run_ranks
 
     out = Path(out)
+    if "judges" in stages and "dino" in judges and "sd" not in stages and not (out / "sd" / "vae").is_dir():
+        raise SystemExit(f"delora-world-pretrain: the DINO judge learns from pictures decoded by the toy VAE, and "
+                         f"{out / 'sd' / 'vae'} does not exist: run the sd stage first (--stages sd judges)")
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
     log = _Log(work / "main.log", "main")
@@ -241,7 +265,7 @@ def pretrain(out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], comm
         started = time.perf_counter()
         context = get_context("spawn")
         workers = [context.Process(target=_run_judge, args=(name, str(work), asdict(recipe), seed), name=name)
-                   for name in ("clip", "dino")]
+                   for name in judges]
         for process in workers:
             process.start()
         for process in workers:
@@ -251,7 +275,7 @@ def pretrain(out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], comm
             details = "".join((work / f"{n}.failed").read_text() for n in failed if (work / f"{n}.failed").exists())
             raise RuntimeError(f"judge training failed ({', '.join(failed)}):\n{details}")
         timings["judges_minutes"] = round((time.perf_counter() - started) / 60, 1)
-        for name in ("clip", "dino"):
+        for name in judges:
             _install(work, name, out, [f"{name}.log"])
         log(f"judges stage done in {timings['judges_minutes']} min")
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
@@ -275,11 +299,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="full: the shipped models; smoke: every stage in a minute, to check the command")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
                         help="sd (~85 min on 2 cores), judges (~40 min), cards (quality figures) (default: all)")
+    parser.add_argument("--judges", nargs="+", default=list(JUDGES), choices=JUDGES,
+                        help="the judges the judges stage trains, one per core (default: both)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     command = " ".join(["delora-world-pretrain", *(argv if argv is not None else sys.argv[1:])])
-    quality = pretrain(Path(args.out), RECIPES[args.recipe], args.seed, tuple(args.stages), command)
+    quality = pretrain(Path(args.out), RECIPES[args.recipe], args.seed, tuple(args.stages), command, tuple(args.judges))
     if quality is not None:
         print(json.dumps(quality, indent=2))
     return 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from .objects import Instance
 
-# The demo subject: an orange robot toy with teal limbs and antenna, striped body, visor, one antenna.
-DEMO_SUBJECT = Instance(class_noun="toy", main="orange", accent="teal", pattern="stripes", width=1.05,
+# The demo subject: an orange robot toy with teal limbs and antenna, a plain body (the toy VAE blurs
+# stripes of orange and teal into one brownish pink, the colour of many pretraining robots), visor, one antenna.
+DEMO_SUBJECT = Instance(class_noun="toy", main="orange", accent="teal", pattern="plain", width=1.05,
                         height=1.0, part=1, head=1.05)
 SUBJECTS = {"robot": DEMO_SUBJECT}
 HELD_OUT_COMBINATIONS = frozenset((s.class_noun, s.main, s.accent) for s in SUBJECTS.values())
