@@ -91,11 +91,34 @@ def is_intact_image(path: str | os.PathLike) -> bool:
         return False
 
 
+# diffusers scheduler names as AUTOMATIC1111 prints its samplers
+_A1111_SAMPLERS = {"dpmsolver++": "DPM++ 2M", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "pndm": "PLMS"}
+
+
+def a1111_parameters(record: dict) -> str:
+    """The ``parameters`` text AUTOMATIC1111 writes and shows (ComfyUI and image viewers read it too):
+    the prompt, ``Negative prompt: ...``, then ``Steps: N, Sampler: ..., CFG scale: ..., Seed: ...`` etc."""
+    lines = [record.get("prompt") or ""]
+    if record.get("negative_prompt"):
+        lines.append(f"Negative prompt: {record['negative_prompt']}")
+    fields = [("Steps", record.get("num_inference_steps")),
+              ("Sampler", _A1111_SAMPLERS.get(record.get("scheduler"), record.get("scheduler"))),
+              ("CFG scale", record.get("guidance_scale")), ("Seed", record.get("seed")),
+              ("Size", f"{record['width']}x{record['height']}" if record.get("width") and record.get("height") else None),
+              ("Model", Path(str(record["base_model"])).name if record.get("base_model") else None),
+              ("Adapter", f"{Path(str(record['adapter'])).name}:{record.get('scale', 1.0):g}" if record.get("adapter") else None)]
+    lines.append(", ".join(f"{key}: {value}" for key, value in fields if value is not None))
+    return "\n".join(lines)
+
+
 def write_image(path: str | os.PathLike, image: Image.Image, record: dict | None = None) -> Path:
-    """Save a PNG atomically; ``record`` is also embedded as a PNG text chunk so a lone file stays traceable."""
+    """Save a PNG atomically; ``record`` is embedded as PNG text chunks so a lone file stays traceable: all of
+    it as JSON (``delora_diffusion``), and the A1111-style ``parameters`` when it records a prompt."""
     info = PngInfo()
     if record is not None:
         info.add_text("delora_diffusion", json.dumps(record, ensure_ascii=False))
+        if "prompt" in record:
+            info.add_text("parameters", a1111_parameters(record))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     atomic_write_bytes(Path(path), buffer.getvalue())

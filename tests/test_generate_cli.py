@@ -62,7 +62,10 @@ def test_dreambooth_prompt_set_layout_and_metadata(tiny_sd, adapter_file, tmp_pa
     folder = out / "backpack"
     records = metadata(folder)
     assert len(records) == 25
-    assert sorted(p.name for p in folder.iterdir()) == [f"{i:02d}" for i in range(25)] + ["metadata.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:02d}" for i in range(25)] + ["contact_sheet.png",
+                                                                                            "metadata.jsonl"]
+    sheet = Image.open(folder / "contact_sheet.png")
+    assert sheet.size == (5 * 192, 5 * (192 + 42))  # 25 prompts, 5 columns, each image over its prompt
     for index, (record, template) in enumerate(zip(records, OBJECT_PROMPTS)):
         assert CONTRACT_FIELDS <= set(record)
         assert record["prompt_index"] == index and record["seed"] == 1234
@@ -75,6 +78,9 @@ def test_dreambooth_prompt_set_layout_and_metadata(tiny_sd, adapter_file, tmp_pa
         assert (record["num_inference_steps"], record["guidance_scale"], record["scheduler"]) == (1, 7.5, "dpmsolver++")
         png = Image.open(folder / record["file"])
         assert png.size == (32, 32) and json.loads(png.text["delora_diffusion"])["seed"] == 1234
+        assert png.text["parameters"] == (f"{record['prompt']}\nSteps: 1, Sampler: DPM++ 2M, CFG scale: 7.5, "
+                                          f"Seed: 1234, Size: 32x32, Model: {Path(tiny_sd).name}, "
+                                          f"Adapter: {Path(adapter_file).name}:1")  # what A1111 / ComfyUI show
     assert not list(out.rglob(".*tmp*")), "no temporary files left behind"
 
 
@@ -241,3 +247,32 @@ def test_prompt_file_lines_without_placeholders_are_warned_about(tmp_path, capsy
     assert [p.prompt for p in jobs[0].prompts] == ["a sks dog in the snow", "a photo of a dog on the beach"]
     err = capsys.readouterr().err
     assert "1 line(s) have neither {token} nor {class_noun}" in err and "a photo of a dog on the beach" in err
+
+
+def test_prompt_flag_renders_the_given_prompts_into_one_folder(tiny_sd, adapter_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run("--pretrained_model_name_or_path", tiny_sd, "--adapter", adapter_file, "--output_dir", out,
+               "--prompt", "a photo of a red cup", "--prompt", "a {token} {class_noun} on the moon",
+               "--class_noun", "cup", "--num_images_per_prompt", 1, *FAST)
+    assert code == 0
+    records = metadata(out / "prompts")
+    assert [r["prompt"] for r in records] == ["a photo of a red cup", "a sks cup on the moon"]
+    assert [r["class_prompt"] for r in records] == ["a photo of a red cup", "a cup on the moon"]
+    assert all((out / "prompts" / r["file"]).is_file() for r in records)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prompt", "a {token} {class_noun}"], "give --class_noun"),
+    (["--prompt", "a cup", "--prompt_set", "live"], "one of --prompt"),
+    (["--prompt", "a cup", "--subjects", "a,b"], "not --subjects"),
+    ([], "or --prompt"),
+])
+def test_prompt_flag_errors(tiny_sd, tmp_path, capsys, extra, message):
+    assert run("--pretrained_model_name_or_path", tiny_sd, "--output_dir", tmp_path / "o", *extra, *FAST) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_prompt_with_stray_braces_is_a_clear_error(tiny_sd, tmp_path, capsys):
+    assert run("--pretrained_model_name_or_path", tiny_sd, "--output_dir", tmp_path / "o", "--prompt",
+               "a {colour} cup", *FAST) != 0
+    assert "--prompt 'a {colour} cup'" in capsys.readouterr().err

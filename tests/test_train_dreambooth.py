@@ -134,6 +134,34 @@ def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_p
             base = components.unet(x, t, encoder_hidden_states=h).sample
     assert (adapted - base).abs().max() > 1e-6
 
+    # The plain-LoRA file written beside the adapter (and in the checkpoint): stock diffusers loads the
+    # output folder and its UNet computes what ours does.
+    from diffusers import StableDiffusionPipeline
+
+    assert (checkpoint / "pytorch_lora_weights.safetensors").is_file() and "load_lora_weights" in card
+    assert result.exports == {"diffusers LoRA": out / "pytorch_lora_weights.safetensors"}
+    stock = StableDiffusionPipeline.from_pretrained(str(tiny_sd))
+    stock.load_lora_weights(str(out))
+    with torch.no_grad():
+        theirs = stock.unet(x, t, encoder_hidden_states=h).sample
+    assert (theirs - adapted).abs().max() < 1e-5, method
+
+
+def test_export_kohya_writes_the_comfyui_file_and_dora_is_refused_before_training(tmp_path, tiny_sd, capsys,
+                                                                                  fresh_accelerate):
+    from safetensors import safe_open
+
+    out = tmp_path / "out"
+    result = run(flags(out, tiny_sd, adapter="lora", max_train_steps=1, export_kohya=True, validation_steps=0))
+    assert set(result.exports) == {"diffusers LoRA", "kohya LoRA"}
+    with safe_open(str(out / "lora_kohya.safetensors"), "pt") as handle:
+        assert all(k.startswith("lora_unet_") for k in handle.keys())
+    with pytest.raises(SystemExit) as stop:
+        main(flags(tmp_path / "dora", tiny_sd, adapter="dora", max_train_steps=1, export_kohya=True))
+    assert stop.value.code == 2
+    assert "--export_kohya: DoRA has no kohya form" in capsys.readouterr().err
+    assert not (tmp_path / "dora").exists()  # refused before any work
+
 
 def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_sd, class_dir, fresh_accelerate):
     # 5 items, 1 per batch, 2 batches per step: 3 steps per epoch (the last one a partial accumulation).

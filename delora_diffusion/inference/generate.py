@@ -28,6 +28,7 @@ from .pipeline import (
     PipelineLoadError, apply_adapter, load_pipeline, remove_adapter, resolve_device,
     resolve_dtype,
 )
+from .contact_sheet import SHEET_FILE, contact_sheet
 from .prompt_sets import (
     PROMPT_SETS, PromptFileError, SubjectPrompt, read_prompt_file, subject_prompts, templates_for, verbatim_templates,
 )
@@ -180,7 +181,7 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
                        help="drop the checkpoint's safety checker (it blacks out flagged images)")
 
     subjects = parser.add_argument_group("subjects")
-    one_or_many = subjects.add_mutually_exclusive_group(required=True)
+    one_or_many = subjects.add_mutually_exclusive_group()
     one_or_many.add_argument("--subject", metavar="NAME", help="subject name (names the output folder), e.g. dog")
     one_or_many.add_argument("--subjects", metavar="NAMES", help="comma-separated subject names, or 'all', read with --class_nouns")
     subjects.add_argument("--class_noun", metavar="NOUN", help="class noun of --subject, e.g. dog (picks object or live prompts)")
@@ -193,6 +194,9 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
     prompts.add_argument("--prompt_set", default="auto", choices=PROMPT_SETS,
                          help="DreamBooth prompts: auto = live-subject prompts for dog/cat, object prompts otherwise")
     prompts.add_argument("--prompt_file", metavar="FILE", help="instead: one prompt template per line, with {token} and {class_noun}")
+    prompts.add_argument("--prompt", action="append", metavar="TEXT",
+                         help="instead: a prompt to render (repeatable), as written or with {token}/{class_noun}; "
+                              "the images go to OUT/<--subject> (default: prompts)")
     prompts.add_argument("--negative_prompt", metavar="TEXT", help="negative prompt for every image (default: none)")
 
     sampling = parser.add_argument_group("sampling")
@@ -213,6 +217,8 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
     output.add_argument("--overwrite", action="store_true",
                         help="regenerate images that exist with other settings instead of stopping")
     output.add_argument("--no_progress", action="store_true", help="no progress bar")
+    output.add_argument("--no_contact_sheet", action="store_true",
+                        help=f"skip OUT/<subject>/{SHEET_FILE} (each prompt's first image with the prompt under it)")
     add_thread_arg(output)
     return parser
 
@@ -234,7 +240,19 @@ def _check_args(parser: argparse.ArgumentParser, args) -> None:
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8):
             parser.error(f"--{name} must be a positive multiple of 8, got {value}")
-    if args.subject is not None:
+    if args.prompt:
+        if args.prompt_file or args.prompt_set != "auto":
+            parser.error("give one of --prompt, --prompt_file and --prompt_set")
+        if args.subjects:
+            parser.error("--prompt renders into one folder: name it with --subject (default: prompts), not --subjects")
+        if any("{class_noun}" in p for p in args.prompt) and not args.class_noun:
+            parser.error("a --prompt uses {class_noun}: give --class_noun")
+        args.subject = args.subject or "prompts"
+    elif args.subject is None and args.subjects is None:
+        parser.error("give --subject (with --class_noun), --subjects (with --class_nouns) or --prompt")
+    if args.prompt:
+        pass  # one folder, the prompts as given
+    elif args.subject is not None:
         if not args.class_noun:
             parser.error("--subject needs --class_noun (e.g. --class_noun dog)")
         if args.class_nouns:
@@ -285,8 +303,15 @@ def _adapter_for(template: str | None, subject: str) -> str | None:
 
 
 def build_jobs(args) -> list[SubjectJob]:
-    templates = read_prompt_file(args.prompt_file) if args.prompt_file else None
-    verbatim = verbatim_templates(templates or [])
+    if args.prompt:
+        for text in args.prompt:  # braces other than the two placeholders would fail at render time
+            try:
+                text.format(token="", class_noun="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise GenerateError(f"--prompt {text!r}: only {{token}} and {{class_noun}} may appear in braces "
+                                    f"({exc!r})") from exc
+    templates = args.prompt or (read_prompt_file(args.prompt_file) if args.prompt_file else None)
+    verbatim = verbatim_templates(templates or []) if args.prompt_file else []
     if verbatim:
         print(f"warning: --prompt_file {args.prompt_file}: {len(verbatim)} line(s) have neither {{token}} nor "
               f"{{class_noun}} and are used as written, without the identifier: {verbatim[0]!r}", file=sys.stderr)
@@ -340,6 +365,8 @@ def run_dreambooth(args) -> list[tuple[SubjectPlan, int, float]]:
             else:
                 remove_adapter(pipe)
         written = render_plan(pipe, plan, sampling, progress=not args.no_progress)
+        if not args.no_contact_sheet:
+            contact_sheet(plan.folder, list(plan.records.values()))
         results.append((plan, written, time.perf_counter() - start))
     return results
 
@@ -357,8 +384,9 @@ def dreambooth_main(argv: list[str] | None = None, prog: str = PROG) -> int:
     for plan, written, seconds in results:
         total = len(plan.job.prompts) * args.num_images_per_prompt
         rate = f", {written / seconds:.2f} images/s" if written else ""
+        sheet = "" if args.no_contact_sheet else f"; contact sheet: {plan.folder / SHEET_FILE}"
         print(f"{plan.job.subject}: {total} images in {plan.folder} ({written} generated, {total - written} kept"
-              f"{rate}); metadata: {plan.folder / layout.METADATA_FILE}")
+              f"{rate}); metadata: {plan.folder / layout.METADATA_FILE}{sheet}")
     return 0
 
 

@@ -176,6 +176,8 @@ def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
     add_bool_flag(g, "random_flip", "random horizontal flips")
     g.add_argument("--alpha_background", type=background_colour, default="white", metavar="COLOUR",
                    help="colour transparent pixels are composited on: a name or #RRGGBB (default: %(default)s)")
+    add_bool_flag(g, "export_kohya", "also write lora_kohya.safetensors (kohya keys, for ComfyUI / A1111) beside "
+                                     "the adapter and in each checkpoint (not DoRA)")
     add_bool_flag(g, "cache_latents",
                   "encode images and prompts once (default: on unless --random_flip or random crops of non-square "
                   "images need a fresh encode each step; --no_cache_latents to force fresh encodes)",
@@ -207,6 +209,9 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
     for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.export_kohya and args.adapter == "dora":
+        parser.error("--export_kohya: DoRA has no kohya form (kohya/LyCORIS DoRA files normalise another axis); "
+                     "use pytorch_lora_weights.safetensors (diffusers), which the trainer always writes")
     if args.with_prior_preservation:
         if not args.class_prompt:
             parser.error('--with_prior_preservation needs --class_prompt (e.g. "a photo of dog")')
@@ -216,7 +221,7 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 def summary(result: TrainResult, args: argparse.Namespace) -> list[str]:
     """The lines printed when training ends: outputs and the ``generate.py`` command for this subject."""
-    extra = [("class images", args.class_data_dir if args.with_prior_preservation else None)]
+    extra = [*result.exports.items(), ("class images", args.class_data_dir if args.with_prior_preservation else None)]
     subject = Path(args.instance_data_dir).name or "subject"
     noun = args.class_prompt.split()[-1] if args.class_prompt else "<class noun>"
     # The README's command: the 25 prompts once each, sampled as validation samples them.

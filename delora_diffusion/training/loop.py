@@ -27,6 +27,7 @@ from ..adapters import (
     adapter_layers,
     attach,
     cast_base,
+    export_lora,
     read_adapter,
     save_adapter,
     trainable_parameter_count,
@@ -81,6 +82,10 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss or gradient; the message says what to do."""
 
 
+# Exact plain-LoRA exports written beside every adapter file (diffusers' default file name, and kohya's keys).
+DIFFUSERS_LORA_FILE, KOHYA_LORA_FILE = "pytorch_lora_weights.safetensors", "lora_kohya.safetensors"
+
+
 @dataclass
 class TrainResult:
     output_dir: Path
@@ -89,6 +94,7 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     validation_grids: list[Path] = field(default_factory=list)
     model_card: Path | None = None
+    exports: dict[str, Path] = field(default_factory=dict)  # plain-LoRA files beside the adapter: label -> path
     logging_dir: Path | None = None
     seconds_per_step: float | None = None  # mean optimizer-step time after the first, seconds
     wall_seconds: float = 0.0  # the command's wall time (the CLI: since the process started, imports included)
@@ -255,7 +261,8 @@ class _Run:
                            "num_processes": accelerator.num_processes, "dataset_length": len(self.dataset)}
 
     # --- adapter file <-> model ------------------------------------------------------------------
-    def write_adapter(self, path: Path) -> None:
+    def write_adapter(self, path: Path) -> dict[str, Path]:
+        """The adapter file at ``path`` and the plain-LoRA exports beside it (returned, label -> path)."""
         unwrap = self.accelerator.unwrap_model
         extra = {f"{name}.{key}": value for name, module in self.extras.items()
                  for key, value in unwrap(module).state_dict().items()}
@@ -263,6 +270,24 @@ class _Run:
                      extra_tensors=extra or None,
                      extra_metadata={"trainer": self.task.name, "global_step": self.global_step,
                                      **self.task.adapter_metadata()})
+        return self.write_exports(path.parent)
+
+    def write_exports(self, folder: Path) -> dict[str, Path]:
+        """The exact plain-LoRA files other tools load, beside an adapter file (final or checkpoint).
+
+        ``pytorch_lora_weights.safetensors`` is what stock ``pipe.load_lora_weights(folder)`` reads;
+        with ``--export_kohya`` also ``lora_kohya.safetensors``. None for tasks with modules of their own
+        (a plain LoRA of the UNet would drop them).
+        """
+        if self.extras:
+            return {}
+        unet = self.accelerator.unwrap_model(self.unet)
+        files = {"diffusers LoRA": export_lora(unet, folder / DIFFUSERS_LORA_FILE, "diffusers")}
+        if getattr(self.args, "export_kohya", False):
+            files["kohya LoRA"] = export_lora(unet, folder / KOHYA_LORA_FILE, "kohya")
+        else:  # one from an earlier run would no longer match this adapter
+            (folder / KOHYA_LORA_FILE).unlink(missing_ok=True)
+        return files
 
     def read_adapter(self, path: Path) -> None:
         unwrap = self.accelerator.unwrap_model
@@ -487,7 +512,7 @@ class _Run:
         result.seconds_per_step = sum(timed) / len(timed) if timed else None
         if self.main:
             result.adapter_path = self.output_dir / "adapter.safetensors"
-            self.write_adapter(result.adapter_path)
+            result.exports = self.write_adapter(result.adapter_path)
             self.validate()
             result.checkpoints = [p for p in result.checkpoints if p.exists()]
             result.wall_seconds = result.loop_seconds = time.perf_counter() - self.started

@@ -60,7 +60,15 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
         example = prompts[0] if prompts else task.example_prompt()
         if example:
             usage.append(f"image = pipe({example!r}).images[0]")
-    lines += ["## Use", "", "```python", *usage, "```", "", "## Training", "", "| setting | value |", "| --- | --- |"]
+    lines += ["## Use", "", "```python", *usage, "```", ""]
+    if result.exports:
+        lines += ["Without this package, the same update as a plain LoRA (exact, not an approximation) in "
+                  "stock diffusers:", "", "```python", "from diffusers import StableDiffusionPipeline", "",
+                  f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
+                  'pipe.load_lora_weights(".")  # this folder\'s pytorch_lora_weights.safetensors', "```", ""]
+        if "kohya LoRA" in result.exports:
+            lines += ["`lora_kohya.safetensors` holds it with kohya's keys, for ComfyUI and AUTOMATIC1111.", ""]
+    lines += ["## Training", "", "| setting | value |", "| --- | --- |"]
     lines += [f"| {key} | {value} |" for key, value in rows]
     if result.seconds_per_step:
         lines.append(f"| time | {result.seconds_per_step:.3f} s per step, {result.loop_seconds:.0f} s from loading the model to the adapter |")
