@@ -24,6 +24,7 @@ def make_tiny_main(argv: list[str] | None = None) -> int:
 def export_main(argv: list[str] | None = None) -> int:
     """delora-export: write any adapter as an exact plain-LoRA file (diffusers/PEFT or kohya keys)."""
     from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
+    from .adapters.io import base_model_of
     from .adapters.export import FORMATS
     from .fileio import folder_problem
     from .models.loading import load_unet
@@ -43,7 +44,7 @@ def export_main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out}: its folder {Path(args.out).parent} {problem}")
     try:
         adapter = read_adapter(args.adapter)
-        base = args.base_model or adapter.metadata.get("base_model")
+        base = args.base_model or base_model_of(adapter.metadata)
         if not base:
             parser.error(f"{args.adapter} records no base model; pass --base_model")
         unet = load_unet(base)

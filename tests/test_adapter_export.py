@@ -86,3 +86,18 @@ def test_dora_refuses_kohya_and_export_errors_are_clear(tiny_sd, tmp_path, capsy
     assert export_main(["--adapter", str(path), "--format", "diffusers", "--out", str(out)]) == 0
     with safe_open(str(out), framework="pt") as f:
         assert any(k.endswith("lora_magnitude_vector") for k in f.keys())
+
+
+def test_export_finds_a_relatively_given_base_model_from_another_folder(tiny_sd, tmp_path, monkeypatch):
+    import os
+
+    pipe = _pipeline(tiny_sd)
+    attach(pipe.unet, AdapterConfig(method="lora", rank=2))
+    relative = os.path.relpath(tiny_sd, tmp_path)  # as a user types it from tmp_path
+    monkeypatch.chdir(tmp_path)
+    adapter_file = save_adapter(pipe.unet, tmp_path / "adapter.safetensors", base_model=relative)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the relative path no longer resolves; the recorded absolute one does
+    assert export_main(["--adapter", str(adapter_file), "--format", "diffusers", "--out", "lora.safetensors"]) == 0
+    assert (elsewhere / "lora.safetensors").is_file()

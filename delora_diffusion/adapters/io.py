@@ -53,6 +53,15 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.Pat
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
+def base_model_of(metadata: dict) -> str | None:
+    """The base model an adapter file was trained on, usable from the current folder: as given when that
+    still resolves here (a hub id, or a path relative to this folder), else the absolute path recorded."""
+    given, resolved = metadata.get("base_model"), metadata.get("base_model_resolved")
+    if given and (Path(given).exists() or not resolved or not Path(resolved).exists()):
+        return given
+    return resolved
+
+
 def save_adapter(
     model: nn.Module,
     path: str | os.PathLike,
@@ -60,7 +69,11 @@ def save_adapter(
     extra_tensors: dict[str, torch.Tensor] | None = None,
     extra_metadata: dict | None = None,
 ) -> Path:
-    """Save the adapters of ``model`` (and optional extra tensors) to one safetensors file."""
+    """Save the adapters of ``model`` (and optional extra tensors) to one safetensors file.
+
+    ``base_model`` is recorded as given and, when it names something on this disk, also as an absolute
+    path, so the file still finds its base model from another folder (``base_model_of``).
+    """
     layers = adapter_layers(model)
     if not layers:
         raise ValueError("model has no adapter layers to save")
@@ -77,6 +90,8 @@ def save_adapter(
         "targets": list(layers),
         "shapes": {name: [layer.out_features, layer.in_features] for name, layer in layers.items()},
         "base_model": base_model,
+        "base_model_resolved": str(Path(base_model).resolve()) if base_model and Path(base_model).exists()
+        else base_model,
         "version": __version__,
         "extra": extra_metadata or {},
     }

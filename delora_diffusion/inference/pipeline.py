@@ -87,7 +87,9 @@ def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool
         detach(pipe.unet)
     loaded = load_adapter(pipe.unet, path)
     recorded = loaded.metadata.get("base_model")
-    if base_model and recorded and str(recorded) != str(base_model):
+    known = {str(recorded), str(loaded.metadata.get("base_model_resolved"))}
+    given = {str(base_model), str(Path(base_model).resolve()) if base_model and Path(base_model).exists() else None}
+    if base_model and recorded and not known & given:
         logger.warning("note: adapter %s was trained on %r, generating with %r", path, recorded, base_model)
     if scale != 1.0:
         set_scale(pipe.unet, scale)

@@ -269,6 +269,8 @@ class _Run:
         save_adapter(unwrap(self.unet), path, base_model=self.args.pretrained_model_name_or_path,
                      extra_tensors=extra or None,
                      extra_metadata={"trainer": self.task.name, "global_step": self.global_step,
+                                     **({"base_model_revision": self.args.revision}
+                                        if getattr(self.args, "revision", None) else {}),
                                      **self.task.adapter_metadata()})
         return self.write_exports(path.parent)
 
