@@ -139,6 +139,12 @@ def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_p
     from diffusers import StableDiffusionPipeline
 
     assert (checkpoint / "pytorch_lora_weights.safetensors").is_file() and "load_lora_weights" in card
+    from huggingface_hub import ModelCard
+
+    hub = ModelCard.load(out / "README.md").data  # the hub's own parser reads the front matter
+    assert hub.instance_prompt == "a photo of sks toy" and method in hub.tags and "dreambooth" in hub.tags
+    assert hub.widget == [{"text": VALIDATION_PROMPT, "output": {"url": "validation/step-000003.png"}}]
+    assert hub.base_model is None  # a local folder is no hub id
     assert result.exports == {"diffusers LoRA": out / "pytorch_lora_weights.safetensors"}
     stock = StableDiffusionPipeline.from_pretrained(str(tiny_sd))
     stock.load_lora_weights(str(out))
@@ -324,3 +330,15 @@ def test_demo_config_runs_end_to_end(tmp_path, monkeypatch, capsys, fresh_accele
     for where in ("adapter.safetensors", "checkpoint-4", "step-000004.png", "README.md", "tensorboard --logdir"):
         assert where in printed
     assert no_temporary_files(out)
+
+
+def test_card_metadata_names_a_hub_base_model_and_its_licence(tmp_path):
+    from types import SimpleNamespace
+
+    from delora_diffusion.training.model_card import card_metadata
+
+    args, _ = build_args(["--pretrained_model_name_or_path", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                          "--instance_data_dir", str(DEMO), "--instance_prompt", "a photo of sks toy"])
+    yaml = card_metadata(args, DreamBoothTask(args), SimpleNamespace(validation_grids=[]), tmp_path)
+    assert "base_model: stable-diffusion-v1-5/stable-diffusion-v1-5" in yaml
+    assert "license: creativeml-openrail-m" in yaml and yaml.startswith("---\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from pathlib import Path
 
@@ -22,6 +23,28 @@ def _learning_rates(args: argparse.Namespace) -> str:
     if args.scale_lr:
         text += ", scaled by batch × accumulation × processes"
     return text
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_LICENSES = {"stable-diffusion-v1-5/stable-diffusion-v1-5": "creativeml-openrail-m"}
+
+
+def card_metadata(args: argparse.Namespace, task, result, output_dir: Path) -> str:
+    """The card's YAML front matter (Hugging Face hub metadata): base model when it is a hub id, its
+    licence when known, tags, the instance prompt and the last validation grid as the widget."""
+    from huggingface_hub import ModelCardData
+
+    base = str(args.pretrained_model_name_or_path)
+    on_hub = bool(_HUB_ID.match(base)) and not Path(base).exists()
+    prompts = task.validation_prompts(args)
+    widget = None
+    if result.validation_grids and prompts:
+        widget = [{"text": prompts[0], "output": {"url": result.validation_grids[-1].relative_to(output_dir).as_posix()}}]
+    data = ModelCardData(
+        base_model=base if on_hub else None, license=_LICENSES.get(base), library_name="diffusers",
+        tags=["text-to-image", "diffusers", "lora", "delora-diffusion", task.name, args.adapter],
+        instance_prompt=task.adapter_metadata().get("instance_prompt"), widget=widget)
+    return "---\n" + data.to_yaml() + "\n---\n"
 
 
 def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, command: list[str] | None) -> Path:
@@ -79,5 +102,5 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     lines += ["", "All settings: `training_args.json`. Learning curves: "
               f"`tensorboard --logdir {Path(args.output_dir, args.logging_dir).as_posix()}`.", ""]
     path = output_dir / "README.md"
-    atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(path, card_metadata(args, task, result, output_dir) + "\n".join(lines))
     return path
