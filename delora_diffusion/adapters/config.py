@@ -32,7 +32,8 @@ class AdapterConfig:
     Attributes:
         method: one of ``METHODS``.
         rank: r of DeLoRA / LoRA / DoRA (ignored by ETHER methods).
-        target_modules: a list of module names matched exactly or as a dotted suffix
+        target_modules: a list of module names matched exactly or as a dotted suffix, or a preset name
+            (``TARGET_PRESETS``: attention, attention+ff, all-linear)
             (``"to_q"`` matches ``...attn1.to_q``), or one string used as a regex that must match the
             whole module name. Only ``nn.Linear`` modules are adapted.
         init: DeLoRA initialisation, ``"residual"`` (paper's code) or ``"zero_b"`` (PEFT's).
@@ -52,8 +53,12 @@ class AdapterConfig:
     one_sided: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.target_modules, tuple):
-            self.target_modules = list(self.target_modules)
+        targets = self.target_modules
+        name = targets if isinstance(targets, str) else targets[0] if len(targets) == 1 else None
+        if name in TARGET_PRESETS:  # a preset names its modules, so the saved config lists them
+            preset = TARGET_PRESETS[name]
+            targets = preset if isinstance(preset, str) else list(preset)
+        self.target_modules = list(targets) if isinstance(targets, tuple) else targets
         self.validate()
 
     def validate(self) -> None:

@@ -365,7 +365,7 @@ def run_dreambooth(args) -> list[tuple[SubjectPlan, int, float]]:
             else:
                 remove_adapter(pipe)
         written = render_plan(pipe, plan, sampling, progress=not args.no_progress)
-        if not args.no_contact_sheet:
+        if not args.no_contact_sheet and (written or not (plan.folder / SHEET_FILE).exists()):
             contact_sheet(plan.folder, list(plan.records.values()))
         results.append((plan, written, time.perf_counter() - start))
     return results

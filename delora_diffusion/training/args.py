@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, TARGET_PRESETS, AdapterConfig
+from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
 from ..fileio import folder_problem
 from ..threads import add_thread_arg
 
@@ -145,10 +145,7 @@ def apply_method_defaults(args: argparse.Namespace) -> list[str]:
 def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
     """The AdapterConfig the adapter flags describe."""
     targets = args.target_modules
-    if len(targets) == 1 and targets[0] in TARGET_PRESETS:
-        preset = TARGET_PRESETS[targets[0]]
-        targets = preset if isinstance(preset, str) else list(preset)
-    elif len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
+    if len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
         targets = targets[0]  # one pattern with regex syntax: match whole module names
     return AdapterConfig(method=args.adapter, rank=args.rank, target_modules=targets, init=args.adapter_init,
                          lambda_init=args.delora_lambda, lora_alpha=args.lora_alpha, ether_blocks=args.ether_blocks,
