@@ -153,7 +153,8 @@ def cache_case(case: str, quick: bool) -> dict:
 
     from delora_diffusion.adapters import attach
     from delora_diffusion.training.components import encode_prompts
-    from delora_diffusion.training.dreambooth import DreamBoothTask, build_args
+    from delora_diffusion.training.dreambooth import build_args
+    from delora_diffusion.training.dreambooth_task import DreamBoothTask
     from delora_diffusion.training.loop import adapter_config_from_args
     from delora_diffusion.training.loss import diffusion_loss
     from delora_diffusion.training.optimization import build_optimizer

@@ -23,11 +23,8 @@ def make_tiny_main(argv: list[str] | None = None) -> int:
 
 def export_main(argv: list[str] | None = None) -> int:
     """delora-export: write any adapter as an exact plain-LoRA file (diffusers/PEFT or kohya keys)."""
-    from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
-    from .adapters.io import base_model_of
-    from .adapters.export import FORMATS
+    from .adapters.formats import FORMATS
     from .fileio import folder_problem
-    from .models.loading import load_unet
 
     parser = argparse.ArgumentParser(prog="delora-export", description=export_main.__doc__, allow_abbrev=False)
     parser.add_argument("--adapter", required=True, help="adapter.safetensors written by delora-diffusion")
@@ -42,6 +39,10 @@ def export_main(argv: list[str] | None = None) -> int:
     problem = folder_problem(Path(args.out).parent)
     if problem:
         parser.error(f"--out {args.out}: its folder {Path(args.out).parent} {problem}")
+    from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
+    from .adapters.io import base_model_of
+    from .models.loading import load_unet
+
     try:
         adapter = read_adapter(args.adapter)
         base = args.base_model or base_model_of(adapter.metadata)

@@ -25,6 +25,10 @@ class ImageReadError(ValueError):
     """A file that cannot be decoded as an image; the message names it."""
 
 
+class ImageDataError(ValueError):
+    """A data folder or image that cannot be used for training; the message names it."""
+
+
 def background_colour(text: str) -> tuple[int, int, int]:
     """An RGB triple from a colour name or ``#RRGGBB`` (argparse type of ``--alpha_background``)."""
     import argparse

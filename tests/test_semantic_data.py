@@ -11,7 +11,8 @@ from PIL import Image
 
 from delora_diffusion.data.ade20k import CLASS_NAMES, IGNORE_INDEX, PALETTE
 from delora_diffusion.data.demo_scenes import write_scenes
-from delora_diffusion.data.semantic import SemanticDataError, SemanticDataset, find_pairs, read_captions
+from delora_diffusion.data.semantic import SemanticDataset
+from delora_diffusion.data.semantic_files import SemanticDataError, find_pairs, read_captions
 from delora_diffusion.data.semantic_maps import (
     MapError, annotation_ids, center_box, colorize, fit_map, label_ids, palette_lookup, read_palette,
 )

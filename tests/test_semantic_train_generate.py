@@ -18,7 +18,8 @@ from delora_diffusion.models.control import build_control, load_control
 from delora_diffusion.models.loading import load_unet
 from delora_diffusion.training.determinism import derive_seed
 from delora_diffusion.training.loop import train
-from delora_diffusion.training.semantic import SemanticTask, build_args, main as train_main
+from delora_diffusion.training.semantic import build_args, main as train_main
+from delora_diffusion.training.semantic_task import SemanticTask
 from train_helpers import reset_accelerate
 
 RESOLUTION = 32

@@ -17,7 +17,8 @@ from delora_diffusion.adapters import METHODS, adapter_layers, disabled, load_ad
 from delora_diffusion.inference.sampling import sample_images
 from delora_diffusion.training.checkpoint import ADAPTER_FILE, STATE_FILE
 from delora_diffusion.training.components import load_components, sampling_pipeline
-from delora_diffusion.training.dreambooth import DreamBoothTask, build_args, main
+from delora_diffusion.training.dreambooth import build_args, main
+from delora_diffusion.training.dreambooth_task import DreamBoothTask
 from delora_diffusion.training.loop import NonFiniteLossError, train
 from delora_diffusion.training.metrics import METRICS_FILE, adapter_fingerprint, read_metrics
 from delora_diffusion.world.objects import sample_instance

@@ -20,7 +20,8 @@ STEPS, GUIDANCE = 15, 5.0
 
 def finetune(out: Path, steps: int, **overrides) -> Path:
     """The demo recipe (configs/demo.yaml) for ``steps`` steps with ``overrides`` (flag -> value); the adapter."""
-    from delora_diffusion.training.dreambooth import DreamBoothTask, build_args
+    from delora_diffusion.training.dreambooth import build_args
+    from delora_diffusion.training.dreambooth_task import DreamBoothTask
     from delora_diffusion.training.loop import train
     from train_helpers import reset_accelerate
 

@@ -6,35 +6,14 @@ the adapter file: ``io.py``; plain-LoRA export: ``export.py``; every method's na
 papers' learning rates: ``methods.py``.
 """
 
-from .base import AdapterLayer
-from .config import DEFAULT_TARGETS, METHODS, TARGET_PRESETS, AdapterConfig, AdapterConfigError, default_weight_decay
-from .export import export_lora, lora_state_dict
-from .io import AdapterFile, AdapterFileError, check_fits, load_adapter, read_adapter, save_adapter
-from .methods import METHOD_TABLE, PAPER_LAMBDA_LEARNING_RATE, Method, method
-from .registry import (
-    adapter_config,
-    adapter_layers,
-    attach,
-    cast_base,
-    delta_weights,
-    detach,
-    disabled,
-    find_target_modules,
-    merge,
-    param_groups,
-    set_enabled,
-    set_scale,
-    trainable_parameter_count,
-    unmerge,
-    weight_distances,
-)
+import lazy_loader
 
-__all__ = [
-    "AdapterConfig", "AdapterConfigError", "AdapterFile", "AdapterFileError", "AdapterLayer", "DEFAULT_TARGETS",
-    "TARGET_PRESETS",
-    "METHODS", "METHOD_TABLE", "Method", "PAPER_LAMBDA_LEARNING_RATE", "adapter_config", "adapter_layers",
-    "attach", "cast_base", "check_fits", "default_weight_decay",
-    "delta_weights", "detach", "disabled", "export_lora", "find_target_modules", "load_adapter",
-    "lora_state_dict", "merge", "method", "param_groups", "read_adapter", "save_adapter", "set_enabled", "set_scale",
-    "trainable_parameter_count", "unmerge", "weight_distances",
-]
+# Names resolve on first use, so light commands (--help, flag errors) never import torch.
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "base": ['AdapterLayer'],
+    "config": ['DEFAULT_TARGETS', 'METHODS', 'TARGET_PRESETS', 'AdapterConfig', 'AdapterConfigError', 'default_weight_decay'],
+    "export": ['export_lora', 'lora_state_dict'],
+    "io": ['AdapterFile', 'AdapterFileError', 'check_fits', 'load_adapter', 'read_adapter', 'save_adapter'],
+    "methods": ['METHOD_TABLE', 'PAPER_LAMBDA_LEARNING_RATE', 'Method', 'method'],
+    "registry": ['adapter_config', 'adapter_layers', 'attach', 'cast_base', 'delta_weights', 'detach', 'disabled', 'find_target_modules', 'merge', 'param_groups', 'set_enabled', 'set_scale', 'trainable_parameter_count', 'unmerge', 'weight_distances'],
+})

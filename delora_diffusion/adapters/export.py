@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .formats import FORMATS
 from .io import atomic_save_safetensors
 from .peft_methods import PeftLoRALinear
 from .registry import adapter_layers
-
-FORMATS = ("diffusers", "kohya")
 
 
 @torch.no_grad()

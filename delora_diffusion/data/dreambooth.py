@@ -1,14 +1,12 @@
 """DreamBooth training data: subject images with their prompt, optionally paired with class images.
 
 Images are read once (by ``images.decode_rgb``: upright, 8-bit RGB, transparency on white; then the short
-side resized to the resolution) so that a corrupt file stops the run before training with an error naming it. Crops and flips are drawn from a seed,
-the epoch and the item index only, so any batch can be rebuilt exactly after a resume and on any
-number of data-loader workers.
+side resized to the resolution) so that a corrupt file stops the run before training with an error naming
+it. Crops and flips: ``views.EpochViews``.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,14 +17,11 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
 from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
-from ..images import WHITE, ImageReadError, decode_rgb, list_image_files
+from ..images import WHITE, ImageDataError, ImageReadError, decode_rgb, list_image_files
+from .views import EpochViews, View
 
 INSTANCE, CLASS = "instance", "class"
 SMALL_SHARE = 0.5  # an image whose short side is under half the resolution is upscaled more than 2x: say so
-
-
-class ImageDataError(ValueError):
-    """A data folder or image that cannot be used; the message names it."""
 
 
 def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
@@ -109,15 +104,6 @@ class ImageSet:
         self.images = [None] * len(self.paths)
 
 
-@dataclass(frozen=True)
-class View:
-    """Where an image is cropped (pixels from the top-left of the resized image) and whether it is flipped."""
-
-    top: int
-    left: int
-    flip: bool
-
-
 class DreamBoothDataset(Dataset):
     """Item i pairs instance image i mod n_instance with class image i mod n_class (DreamBooth's pairing).
 
@@ -132,10 +118,7 @@ class DreamBoothDataset(Dataset):
         if class_images is not None:
             self.sets[CLASS] = class_images
         self.resolution = resolution
-        self.center_crop = center_crop
-        self.random_flip = random_flip
-        self.seed = seed
-        self.epoch = 0
+        self.views = EpochViews(resolution, center_crop, random_flip, seed)
         self.latent_cache: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -143,13 +126,13 @@ class DreamBoothDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the data loader each epoch: the random views depend on it."""
-        self.epoch = epoch
+        self.views.epoch = epoch
 
     def fresh_encode_reason(self) -> str | None:
         """Why an image's pixels can differ between steps (so latents cannot be cached), or None."""
-        if self.random_flip:
+        if self.views.random_flip:
             return "--random_flip flips images at random"
-        if not self.center_crop:
+        if not self.views.center_crop:
             uneven = [p.name for s in self.sets.values() for p in s.non_square()]
             if uneven:
                 shown = ", ".join(uneven[:3]) + (" ..." if len(uneven) > 3 else "")
@@ -159,31 +142,18 @@ class DreamBoothDataset(Dataset):
     def view(self, role: str, index: int) -> View:
         """The crop and flip of item ``index``'s ``role`` image in the current epoch."""
         width, height = self.sets[role].sizes[index % len(self.sets[role])]
-        size = self.resolution
-        if self.center_crop or (width == size and height == size):
-            top, left, rng = (height - size) // 2, (width - size) // 2, None
-        else:
-            rng = random.Random(f"{self.seed}/{self.epoch}/{role}/{index}")
-            top, left = rng.randint(0, height - size), rng.randint(0, width - size)
-        if self.random_flip:
-            rng = rng or random.Random(f"{self.seed}/{self.epoch}/{role}/{index}")
-            return View(top, left, rng.random() < 0.5)
-        return View(top, left, False)
+        return self.views.view(role, index, width, height)
 
     def pixels(self, role: str, image_index: int, view: View) -> torch.Tensor:
         """(3, R, R) float tensor in [-1, 1] of one image seen through ``view``."""
         image = self.sets[role].images[image_index]
         if image is None:
             raise RuntimeError("images were released after caching their latents")
-        image = TF.crop(image, view.top, view.left, self.resolution, self.resolution)
-        if view.flip:
-            image = TF.hflip(image)
-        return TF.to_tensor(image) * 2.0 - 1.0
+        return self.views.apply(image, view) * 2.0 - 1.0
 
     def fixed_view(self, role: str, image_index: int) -> View:
         """The only view of an image when ``fresh_encode_reason()`` is None (centre crop, no flip)."""
-        width, height = self.sets[role].sizes[image_index]
-        return View((height - self.resolution) // 2, (width - self.resolution) // 2, False)
+        return self.views.centre(*self.sets[role].sizes[image_index])
 
     def __getitem__(self, index: int) -> dict[str, dict]:
         item = {}

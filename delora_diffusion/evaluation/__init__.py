@@ -4,13 +4,13 @@ Reads the generated-images folder written by inference (``GEN/<subject>/<NN>/<se
 and the DreamBooth dataset; imports nothing from training or inference.
 """
 
-from .backbones import Backbone, load_backbone
-from .dreambooth import DreamBoothEvalSettings, evaluate_dreambooth, mean_pair_cosines, row_cosines
-from .errors import EvaluationInputError
-from .preprocessing import ImagePreprocess
-from .protocols import PROTOCOLS, EvalProtocol, get_protocol
+import lazy_loader
 
-__all__ = [
-    "Backbone", "DreamBoothEvalSettings", "EvalProtocol", "EvaluationInputError", "ImagePreprocess", "PROTOCOLS",
-    "evaluate_dreambooth", "get_protocol", "load_backbone", "mean_pair_cosines", "row_cosines",
-]
+# Names resolve on first use, so light commands (--help, flag errors) never import torch.
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "backbones": ['Backbone', 'load_backbone'],
+    "dreambooth": ['DreamBoothEvalSettings', 'evaluate_dreambooth', 'mean_pair_cosines', 'row_cosines'],
+    "errors": ['EvaluationInputError'],
+    "preprocessing": ['ImagePreprocess'],
+    "protocols": ['PROTOCOLS', 'EvalProtocol', 'get_protocol'],
+})

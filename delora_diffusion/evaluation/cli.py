@@ -16,7 +16,7 @@ from ..configfile import add_config_arg, parse_args
 from ..threads import add_thread_arg, apply_threads
 from .errors import EvaluationInputError
 from .folders import CLIP_T_PROMPTS
-from .protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from .protocols import DEFAULT_PROTOCOL, DEFAULT_SEG_MODEL, INCEPTION, PROTOCOLS
 
 PROG = "delora-eval"
 REQUIRED = ("real_dir", "generated_dir")
@@ -94,9 +94,6 @@ def _add_output_args(parser: argparse.ArgumentParser, default_out: str, plot_wha
 
 
 def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
-    from .fid import INCEPTION
-    from .semantic import DEFAULT_SEG_MODEL
-
     parser = subparsers.add_parser(
         "semantic", help="mIoU, mean class accuracy, pixel accuracy and FID of images generated from semantic maps",
         description="Segment GEN/<map>/00/<seed>.png (written by generate.py semantic) and score the predictions "
@@ -212,8 +209,8 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import report, semantic_report
-    from .dreambooth import RESULTS_FORMAT as DREAMBOOTH_FORMAT
-    from .semantic import RESULTS_FORMAT as SEMANTIC_FORMAT
+    from .protocols import DREAMBOOTH_RESULTS_FORMAT as DREAMBOOTH_FORMAT
+    from .protocols import SEMANTIC_RESULTS_FORMAT as SEMANTIC_FORMAT
 
     if args.names and len(args.names) != len(args.runs):
         parser.error(f"--names has {len(args.names)} names for {len(args.runs)} results files")

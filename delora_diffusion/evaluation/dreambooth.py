@@ -35,9 +35,9 @@ from .folders import (
 from .images import is_black, load_rgb
 from .preprocessing import ImagePreprocess
 from .protocols import DEFAULT_PROTOCOL, get_protocol
+from .protocols import DREAMBOOTH_METRICS as METRICS
+from .protocols import DREAMBOOTH_RESULTS_FORMAT as RESULTS_FORMAT
 
-RESULTS_FORMAT = "delora-eval/dreambooth/1"
-METRICS = ("dino", "clip_i", "clip_t")
 DEFINITIONS = {
     "dino": "mean cosine similarity of DINO CLS embeddings over (generated, real) image pairs",
     "clip_i": "mean cosine similarity of CLIP image embeddings over (generated, real) image pairs",

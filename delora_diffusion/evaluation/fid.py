@@ -20,8 +20,8 @@ from torch import nn
 
 from .errors import EvaluationInputError
 from .images import load_rgb
+from .protocols import INCEPTION
 
-INCEPTION = "inception"
 INCEPTION_FEATURES = 2048
 
 

@@ -10,10 +10,13 @@ and torchvision do on PIL images), then the centre-crop offset rule of the libra
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 # How the top-left corner of a centre crop is placed when (size - crop) is odd:
@@ -79,6 +82,8 @@ class ImagePreprocess:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Preprocess an RGB image; returns float32 (3, S, S)."""
+        import torch  # here, not at the top: the protocol table is read by delora-eval --help
+
         if image.mode != "RGB":
             image = image.convert("RGB")
         image = image.resize(self.resized_size(*image.size), INTERPOLATIONS[self.interpolation])

@@ -71,3 +71,14 @@ def get_protocol(name: str) -> EvalProtocol:
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
+
+
+# The semantic-map protocol (the S2I tables of OFT, ETHER and DeLoRA): UperNet-ConvNeXt segments the images
+# against the maps, and FID uses the Inception features of torch-fidelity.
+DEFAULT_SEG_MODEL = "openmmlab/upernet-convnext-small"
+INCEPTION = "inception"
+
+# What each evaluation measures and the format id its results file carries (reports read them without models).
+DREAMBOOTH_METRICS = ("dino", "clip_i", "clip_t")
+DREAMBOOTH_RESULTS_FORMAT = "delora-eval/dreambooth/1"
+SEMANTIC_RESULTS_FORMAT = "delora-eval/semantic/1"

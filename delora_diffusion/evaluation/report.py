@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from ..plotting import labelled_scatter, pyplot, save_png
-from .dreambooth import METRICS, RESULTS_FORMAT
+from .protocols import DREAMBOOTH_METRICS as METRICS
+from .protocols import DREAMBOOTH_RESULTS_FORMAT as RESULTS_FORMAT
 from .errors import EvaluationInputError
 
 METRIC_TITLES = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T"}

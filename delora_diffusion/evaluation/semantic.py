@@ -28,14 +28,13 @@ from ..data.ade20k import IGNORE_INDEX
 from ..data.semantic_maps import MAP_EXTENSIONS, MapError, default_palette, label_ids, open_map, read_palette
 from ..images import IMAGE_SUFFIXES
 from .errors import EvaluationInputError
-from .fid import INCEPTION, compute_fid, load_fid_extractor
+from .fid import compute_fid, load_fid_extractor
 from .folders import GeneratedImage, generated_subjects, read_generated
 from .images import is_black, list_images, load_rgb
+from .protocols import DEFAULT_SEG_MODEL, INCEPTION
+from .protocols import SEMANTIC_RESULTS_FORMAT as RESULTS_FORMAT
 from .segmentation import confusion_matrix, load_segmenter, segmentation_scores
 
-RESULTS_FORMAT = "delora-eval/semantic/1"
-DEFAULT_SEG_MODEL = "openmmlab/upernet-convnext-small"
-SUMMARY_METRICS = ("mIoU", "mAcc", "aAcc", "fid")
 GENERATION_FIELDS = ("adapter", "adapter_method", "control", "control_scale", "scale", "base_model",
                      "num_inference_steps", "guidance_scale", "scheduler", "height", "width")
 DEFINITIONS = {

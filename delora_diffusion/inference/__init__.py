@@ -5,13 +5,11 @@ solvers; ``sampling.py`` renders one image per seed; ``prompt_sets.py`` builds a
 ``layout.py`` is the output contract; ``generate.py`` is the ``generate.py`` command.
 """
 
-from ..layout import METADATA_FILE, image_file, read_metadata
-from .pipeline import LoadedAdapter, PipelineLoadError, apply_adapter, load_pipeline, remove_adapter
-from .sampling import Samples, default_size, sample_images
-from .schedulers import SCHEDULERS, set_scheduler
+import lazy_loader
 
-__all__ = [
-    "METADATA_FILE", "SCHEDULERS", "LoadedAdapter", "PipelineLoadError", "Samples", "apply_adapter",
-    "default_size", "image_file", "load_pipeline", "read_metadata", "remove_adapter", "sample_images",
-    "set_scheduler",
-]
+# Names resolve on first use, so light commands (--help, flag errors) never import torch.
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "pipeline": ['LoadedAdapter', 'PipelineLoadError', 'apply_adapter', 'load_pipeline', 'remove_adapter'],
+    "sampling": ['Samples', 'default_size', 'sample_images'],
+    "schedulers": ['SCHEDULERS', 'set_scheduler'],
+})

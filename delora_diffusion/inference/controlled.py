@@ -2,8 +2,7 @@
 
 What ``generate.py semantic`` and ``train_semantic.py``'s validation both run: the pipeline that samples
 under the control, the conditioning maps as a tensor, and one call that renders (map, prompt, seed)
-triples. The control reaches both classifier-free-guidance branches. Defaults follow the OFT / ETHER /
-DeLoRA S2I sampling: DDIM, 50 steps, guidance 9.0.
+triples. The control reaches both classifier-free-guidance branches. Defaults: ``defaults.SEMANTIC``.
 """
 
 from __future__ import annotations
@@ -16,11 +15,8 @@ from ..adapters.io import read_adapter_metadata
 from ..models.control import ControlFileError, load_control, residuals_as
 from ..models.hint_encoder import inject_hint
 from .pipeline import apply_adapter, load_pipeline
+from .defaults import SEMANTIC
 from .sampling import Samples, sample_images
-
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 9.0
-DEFAULT_SCHEDULER = "ddim"
 
 
 def control_pipeline(pipe, kind: str, control):
@@ -48,7 +44,7 @@ def maps_tensor(maps: list[Image.Image]) -> torch.Tensor:
 @torch.no_grad()
 def sample_semantic(pipe, kind: str, control, maps: list[Image.Image], prompts: list[str], seeds: list[int], *,
                     control_scale: float = 1.0, negative_prompt: str | None = None,
-                    num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE,
+                    num_inference_steps: int = SEMANTIC.steps, guidance_scale: float = SEMANTIC.guidance,
                     height: int | None = None, width: int | None = None) -> Samples:
     """One image per (map, prompt, seed); ``maps`` are colour maps already at the output size.
 
@@ -78,7 +74,7 @@ def _control_entry(path: str) -> dict:
 
 
 def load_semantic_pipeline(pretrained_model_name_or_path: str, adapter: str, *, scale: float = 1.0,
-                           merge: bool = False, dtype="auto", device="auto", scheduler: str = DEFAULT_SCHEDULER,
+                           merge: bool = False, dtype="auto", device="auto", scheduler: str = SEMANTIC.scheduler,
                            safety_checker: bool = True, revision: str | None = None, variant: str | None = None):
     """(pipeline, kind, control module, LoadedAdapter): the base pipeline with the adapter on its UNet and
     the file's control module on the same device (the ControlNet in the pipeline's dtype, the hint encoder

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 7.5
+from .defaults import DREAMBOOTH
 
 
 @dataclass
@@ -47,8 +46,8 @@ def sample_images(
     seeds: list[int],
     *,
     negative_prompt: str | None = None,
-    num_inference_steps: int = DEFAULT_STEPS,
-    guidance_scale: float = DEFAULT_GUIDANCE,
+    num_inference_steps: int = DREAMBOOTH.steps,
+    guidance_scale: float = DREAMBOOTH.guidance,
     height: int | None = None,
     width: int | None = None,
     **pipeline_kwargs,

@@ -21,10 +21,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .control_kinds import CONTROLS, MODULE_NAMES
 from .hint_encoder import HINT_WIDTHS, HintEncoder, inject_hint
-
-CONTROLS = ("hint", "controlnet")
-MODULE_NAMES = {"hint": "hint_encoder", "controlnet": "controlnet"}  # prefix of the extra tensors
 
 
 class ControlFileError(ValueError):

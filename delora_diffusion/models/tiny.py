@@ -3,21 +3,17 @@
 Tests and the demo load them through the same ``from_pretrained(path)`` code that loads
 ``stable-diffusion-v1-5/stable-diffusion-v1-5`` on a user's machine, so the offline path is the real path.
 Each component is built into ``<out>/<component>`` (``sd`` for the Stable Diffusion pipeline);
-``tiny_backbones.py`` and ``tiny_semantic.py`` add the evaluation models to ``TINY_BUILDERS``.
+``tiny_backbones.py`` and ``tiny_semantic.py`` build the evaluation models listed in ``TINY_BUILDERS``.
 """
 
 from __future__ import annotations
 
 import os
+import importlib
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from .tiny_backbones import TINY_BACKBONE_BUILDERS
-from .tiny_semantic import TINY_SEMANTIC_BUILDERS
 from .tiny_vocab import write_clip_vocab
 
 DEFAULT_TINY_DIR = Path("outputs") / "tiny"
@@ -32,6 +28,7 @@ TEXT_WIDTH = 32
 
 def build_tiny_sd(out: Path) -> None:
     """A StableDiffusionPipeline (UNet with cross-attention, VAE, CLIP text encoder + tokenizer, scheduler)."""
+    import torch
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -89,8 +86,17 @@ def build_tiny_sd(out: Path) -> None:
 # component name -> builder writing a saved model into the folder it is given
 # The SD pipeline, the evaluation backbones (DINO ViT and CLIP in transformers, timm and open_clip formats)
 # and the semantic-map evaluation models (an ADE20K SegFormer, an exported FID feature extractor).
-TINY_BUILDERS: dict[str, Callable[[Path], None]] = {"sd": build_tiny_sd, **TINY_BACKBONE_BUILDERS,
-                                                     **TINY_SEMANTIC_BUILDERS}
+# Named as "module:function" and imported when built, so listing them (delora-make-tiny --help) loads no torch.
+TINY_BUILDERS: dict[str, str] = {
+    "sd": "tiny:build_tiny_sd", "dino": "tiny_backbones:build_tiny_dino", "clip": "tiny_backbones:build_tiny_clip",
+    "dino_timm": "tiny_backbones:build_tiny_dino_timm", "clip_openclip": "tiny_backbones:build_tiny_clip_openclip",
+    "segformer": "tiny_semantic:build_tiny_segformer", "fid_features": "tiny_semantic:build_tiny_fid_features",
+}
+
+
+def _builder(component: str):
+    module, function = TINY_BUILDERS[component].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), function)
 
 
 def ensure_tiny(component: str = "sd", root: str | os.PathLike = DEFAULT_TINY_DIR, force: bool = False) -> Path:
@@ -108,7 +114,7 @@ def ensure_tiny(component: str = "sd", root: str | os.PathLike = DEFAULT_TINY_DI
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        TINY_BUILDERS[component](tmp)
+        _builder(component)(tmp)
         (tmp / COMPLETE_MARKER).write_text("built by delora-make-tiny\n")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -103,11 +102,3 @@ def build_tiny_clip_openclip(out: Path) -> None:
         "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
     }
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-
-
-TINY_BACKBONE_BUILDERS: dict[str, Callable[[Path], None]] = {
-    "dino": build_tiny_dino,
-    "clip": build_tiny_clip,
-    "dino_timm": build_tiny_dino_timm,
-    "clip_openclip": build_tiny_clip_openclip,
-}

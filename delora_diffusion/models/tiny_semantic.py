@@ -61,6 +61,3 @@ def build_tiny_fid_features(out: Path) -> None:
     program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
     out.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(out / FID_FEATURES_FILE))
-
-
-TINY_SEMANTIC_BUILDERS = {"segformer": build_tiny_segformer, "fid_features": build_tiny_fid_features}

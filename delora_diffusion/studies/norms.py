@@ -17,8 +17,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import torch
-
 from ..fileio import atomic_write_text
 from ..plotting import pyplot, save_png
 
@@ -33,10 +31,12 @@ def block_of(module_name: str) -> str:
     return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
 
 
-@torch.no_grad()
-def column_norms(unet: torch.nn.Module) -> list[dict]:
-    """One row per attention projection in module order: ``{"layer", "block", "attention", "projection",
-    "in_features", "out_features", "mean_column_norm", "max_column_norm"}`` (norms over W's output dim, fp32)."""
+def column_norms(unet) -> list[dict]:
+    """One row per attention projection of a ``torch.nn.Module`` UNet, in module order: ``{"layer", "block",
+    "attention", "projection", "in_features", "out_features", "mean_column_norm", "max_column_norm"}``
+    (norms over W's output dim, fp32)."""
+    import torch  # here: --help answers without loading torch
+
     rows = []
     modules = dict(unet.named_modules())
     for name, module in modules.items():

@@ -25,7 +25,6 @@ from ..fileio import atomic_write_text, write_json_atomic
 from ..training.dreambooth import dreambooth_parser
 from ..training.checkpoint import list_checkpoints
 from .grid import Point, SweepConfigError, SweepSpec, config_digest
-from .records import collect_run
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "train_config.yaml"
@@ -135,6 +134,8 @@ def run_point(spec: SweepSpec, point: Point, launcher: str | None = None, thread
     if code != 0:
         result.update(status="failed", error=_error_line(folder / LOG_FILE))
     else:
+        from .records import collect_run  # reads adapter files with torch: not needed by --help or a dry run
+
         try:
             result.update(collect_run(folder), status="done")
         except (OSError, ValueError) as exc:

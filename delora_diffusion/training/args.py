@@ -13,6 +13,7 @@ import argparse
 
 from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
 from ..fileio import folder_problem
+from ..inference.defaults import DREAMBOOTH
 from ..threads import add_thread_arg
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -121,10 +122,10 @@ def add_run_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None =
     g.add_argument("--num_validation_images", type=int, default=4, help="images per validation prompt")
     g.add_argument("--validation_steps", type=int, default=100,
                    help="validate every N steps (and at the end); 0: only at the end (default: %(default)s)")
-    g.add_argument("--validation_inference_steps", type=int, default=25,
+    g.add_argument("--validation_inference_steps", type=int, default=DREAMBOOTH.steps,
                    help=helps.get("validation_inference_steps",
                                   "DPM-Solver++ steps of validation images (default: %(default)s)"))
-    g.add_argument("--validation_guidance_scale", type=float, default=7.5)
+    g.add_argument("--validation_guidance_scale", type=float, default=DREAMBOOTH.guidance)
 
 
 def apply_method_defaults(args: argparse.Namespace) -> list[str]:

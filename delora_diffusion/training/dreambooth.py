@@ -1,8 +1,7 @@
-"""DreamBooth (Ruiz et al., CVPR 2023) as a plug-in of the training loop, and the trainer's CLI.
+"""``train_dreambooth.py``: DreamBooth's flags, their checks, the run summary and the command.
 
-What is DreamBooth-specific lives here: subject images under one prompt naming the subject, class
-images under the class prompt (generated with the base model when missing) trained jointly with
-the prior-preservation loss  L = mean(instance) + w · mean(class),  and validation prompts.
+Only light modules are imported at the top, so ``--help`` and flag errors answer before torch loads;
+the task (``dreambooth_task.py``) and the loop are imported once the flags are valid.
 """
 
 from __future__ import annotations
@@ -11,150 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from ..configfile import add_config_arg, parse_args
-from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..images import background_colour
-from ..inference.sampling import sample_images
 from .args import (
     add_adapter_args, add_bool_flag, add_model_args, add_optimization_args, add_run_args, apply_method_defaults,
     check_common_args,
 )
-from .class_images import generate_class_images
-from .components import encode_prompts, sampling_pipeline
-from .latents import batch_latents, cache_posteriors
-from .entry import run_trainer, summary_lines
-from .loop import TrainResult
-from .task import RunContext, TrainingTask
 
 PROG = "train_dreambooth.py"
-
-
-def validation_seeds(args: argparse.Namespace) -> list[int]:
-    """Image j of every validation prompt uses seed ``--seed`` + j, as ``generate.py --seed`` does."""
-    return [args.seed + j for j in range(args.num_validation_images)]
-
-
-class DreamBoothTask(TrainingTask):
-    name = "dreambooth"
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.prompt_embeds: dict[str, torch.Tensor] = {}
-        self.dataset: DreamBoothDataset | None = None
-        self.instance: ImageSet | None = None
-
-    # --- data -------------------------------------------------------------------------------
-    def check_inputs(self, args: argparse.Namespace) -> None:
-        self.instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution,
-                                      "instance_data_dir", background=args.alpha_background)
-
-    def build_dataset(self, run: RunContext) -> DreamBoothDataset:
-        args = self.args
-        if self.instance is None:
-            self.check_inputs(args)
-        instance, class_images = self.instance, None
-        if args.with_prior_preservation:
-            with run.accelerator.main_process_first():
-                if run.is_main_process:
-                    self._fill_class_images(run)
-            class_images = ImageSet.load(args.class_data_dir, args.class_prompt, args.resolution, "class_data_dir",
-                                         limit=args.num_class_images, background=args.alpha_background)
-        for images in (instance, class_images):
-            run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
-        dataset = DreamBoothDataset(instance, class_images, args.resolution, args.center_crop, args.random_flip,
-                                    args.seed)
-        self._cache(run, dataset)
-        self.dataset = dataset
-        return dataset
-
-    def _fill_class_images(self, run: RunContext) -> None:
-        args, components = self.args, run.components
-        components.unet.to(run.device)
-        pipeline = sampling_pipeline(components)
-        # The UNet is still fp32 here (the adapter is attached to full-precision weights), the text
-        # encoder and VAE already in the mixed-precision dtype: autocast reconciles them.
-        half = run.weight_dtype != torch.float32
-        with torch.autocast(device_type=run.device.type, dtype=run.weight_dtype, enabled=half):
-            written = generate_class_images(
-                pipeline, args.class_data_dir, args.class_prompt, args.num_class_images, args.seed,
-                batch_size=args.sample_batch_size, num_inference_steps=args.class_inference_steps,
-                resolution=args.resolution)
-        if written:
-            run.notes.append(f"generated {len(written)} class images of “{args.class_prompt}” in {args.class_data_dir}")
-
-    def _cache(self, run: RunContext, dataset: DreamBoothDataset) -> None:
-        """Encode prompts once; encode images once too unless their pixels change between steps."""
-        args, components = self.args, run.components
-        reason = dataset.fresh_encode_reason()
-        if args.cache_latents and reason:
-            raise ImageDataError(f"--cache_latents cannot be used: {reason}")
-        if args.cache_latents is False or (args.cache_latents is None and reason):
-            why = reason or "--no_cache_latents"
-            run.notes.append(f"latents: fresh VAE encode every step ({why})")
-        else:
-            dataset.latent_cache = {}
-            for role, images in dataset.sets.items():
-                pixels = [dataset.pixels(role, i, dataset.fixed_view(role, i)) for i in range(len(images))]
-                dataset.latent_cache[role] = cache_posteriors(pixels, components.vae)
-                images.release_images()
-            count = sum(len(s) for s in dataset.sets.values())
-            run.notes.append(f"latents: {count} images encoded once and cached (centre crop, no flip)")
-        self.prompt_embeds = encode_prompts(components, [s.prompt for s in dataset.sets.values()], run.device,
-                                            run.weight_dtype)
-
-    def collate(self, items: list) -> dict:
-        return collate_dreambooth(items)
-
-    # --- conditioning and loss --------------------------------------------------------------
-    def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator):
-        latents = batch_latents(batch, run.components.vae, generator)
-        states = torch.stack([self.prompt_embeds[p] for p in batch["prompts"]])
-        return latents, {"encoder_hidden_states": states}
-
-    def reduce_loss(self, per_example: torch.Tensor, batch: dict):
-        prior = batch["is_prior"]
-        if not bool(prior.any()):
-            return per_example.mean(), {}
-        instance_loss, prior_loss = per_example[~prior].mean(), per_example[prior].mean()
-        loss = instance_loss + self.args.prior_loss_weight * prior_loss
-        return loss, {"loss/instance": instance_loss, "loss/prior": prior_loss}
-
-    # --- validation and records -------------------------------------------------------------
-    def validation_images(self, run: RunContext, unet, step: int):
-        args = self.args
-        pipeline = sampling_pipeline(run.components, unet)
-        seeds = validation_seeds(args)
-        rows = []
-        for prompt in args.validation_prompt or []:
-            images = sample_images(pipeline, [prompt] * len(seeds), seeds,
-                                   num_inference_steps=args.validation_inference_steps,
-                                   guidance_scale=args.validation_guidance_scale,
-                                   height=args.resolution, width=args.resolution).images
-            rows.append((prompt, images))
-        return rows
-
-    def adapter_metadata(self) -> dict:
-        args = self.args
-        return {"instance_prompt": args.instance_prompt, "class_prompt": args.class_prompt,
-                "resolution": args.resolution}
-
-    def example_prompt(self) -> str | None:
-        return self.args.instance_prompt
-
-    def model_card_facts(self) -> dict[str, str]:
-        args, dataset = self.args, self.dataset
-        facts = {"instance prompt": f"“{args.instance_prompt}”",
-                 "instance images": f"{len(dataset.sets['instance'])} from `{args.instance_data_dir}`"}
-        if CLASS in dataset.sets:
-            facts["prior preservation"] = (f"{len(dataset.sets[CLASS])} class images of “{args.class_prompt}”, "
-                                           f"weight {args.prior_loss_weight:g}")
-        else:
-            facts["prior preservation"] = "off"
-        crop = "centre crop" if args.center_crop else "random crop"
-        facts["resolution"] = f"{args.resolution} px, {crop}{', random flips' if args.random_flip else ''}"
-        return facts
 
 
 def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
@@ -219,8 +82,11 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
             args.class_data_dir = str(Path(args.output_dir) / "class_images")
 
 
-def summary(result: TrainResult, args: argparse.Namespace) -> list[str]:
-    """The lines printed when training ends: outputs and the ``generate.py`` command for this subject."""
+def summary(result, args: argparse.Namespace) -> list[str]:
+    """The lines printed when training ends (``result``: the loop's ``TrainResult``): outputs and the
+    ``generate.py`` command for this subject."""
+    from .entry import summary_lines
+
     extra = [*result.exports.items(), ("class images", args.class_data_dir if args.with_prior_preservation else None)]
     subject = Path(args.instance_data_dir).name or "subject"
     noun = args.class_prompt.split()[-1] if args.class_prompt else "<class noun>"
@@ -248,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     as_command = argv is None  # the process is this command: its wall time is the process's age
     argv = list(sys.argv[1:] if argv is None else argv)
     args, filled = build_args(argv)
+    from ..data.dreambooth import ImageDataError
+    from .dreambooth_task import DreamBoothTask
+    from .entry import run_trainer
+
     return run_trainer(PROG, argv, args, filled, DreamBoothTask(args), (ImageDataError,),
                        lambda result: summary(result, args),
                        as_command=as_command)

@@ -23,20 +23,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..adapters import (
-    adapter_layers,
-    attach,
-    cast_base,
-    export_lora,
-    read_adapter,
-    save_adapter,
-    trainable_parameter_count,
-)
+from ..adapters import attach, cast_base, trainable_parameter_count
 from ..fileio import remove_stale_temporaries, save_png_atomic, write_json_atomic
 from ..threads import apply_threads
 from .args import UsageError, adapter_config_from_args
 from .checkpoint import (
-    CheckpointError,
     list_checkpoints,
     read_trainer_state,
     register_adapter_state_hooks,
@@ -58,6 +49,7 @@ from .metrics import (
 )
 from .model_card import write_model_card
 from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
+from .run_adapter import read_run_adapter, write_run_adapter
 from .task import RunContext, TrainingTask
 
 logger = logging.getLogger("delora_diffusion.training")
@@ -83,7 +75,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 # Exact plain-LoRA exports written beside every adapter file (diffusers' default file name, and kohya's keys).
-DIFFUSERS_LORA_FILE, KOHYA_LORA_FILE = "pytorch_lora_weights.safetensors", "lora_kohya.safetensors"
 
 
 @dataclass
@@ -261,50 +252,16 @@ class _Run:
                            "num_processes": accelerator.num_processes, "dataset_length": len(self.dataset)}
 
     # --- adapter file <-> model ------------------------------------------------------------------
+    def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        unwrap = self.accelerator.unwrap_model
+        return unwrap(self.unet), {name: unwrap(module) for name, module in self.extras.items()}
+
     def write_adapter(self, path: Path) -> dict[str, Path]:
         """The adapter file at ``path`` and the plain-LoRA exports beside it (returned, label -> path)."""
-        unwrap = self.accelerator.unwrap_model
-        extra = {f"{name}.{key}": value for name, module in self.extras.items()
-                 for key, value in unwrap(module).state_dict().items()}
-        save_adapter(unwrap(self.unet), path, base_model=self.args.pretrained_model_name_or_path,
-                     extra_tensors=extra or None,
-                     extra_metadata={"trainer": self.task.name, "global_step": self.global_step,
-                                     **({"base_model_revision": self.args.revision}
-                                        if getattr(self.args, "revision", None) else {}),
-                                     **self.task.adapter_metadata()})
-        return self.write_exports(path.parent)
-
-    def write_exports(self, folder: Path) -> dict[str, Path]:
-        """The exact plain-LoRA files other tools load, beside an adapter file (final or checkpoint).
-
-        ``pytorch_lora_weights.safetensors`` is what stock ``pipe.load_lora_weights(folder)`` reads;
-        with ``--export_kohya`` also ``lora_kohya.safetensors``. None for tasks with modules of their own
-        (a plain LoRA of the UNet would drop them).
-        """
-        if self.extras:
-            return {}
-        unet = self.accelerator.unwrap_model(self.unet)
-        files = {"diffusers LoRA": export_lora(unet, folder / DIFFUSERS_LORA_FILE, "diffusers")}
-        if getattr(self.args, "export_kohya", False):
-            files["kohya LoRA"] = export_lora(unet, folder / KOHYA_LORA_FILE, "kohya")
-        else:  # one from an earlier run would no longer match this adapter
-            (folder / KOHYA_LORA_FILE).unlink(missing_ok=True)
-        return files
+        return write_run_adapter(path, *self._unwrapped(), self.args, self.task, self.global_step)
 
     def read_adapter(self, path: Path) -> None:
-        unwrap = self.accelerator.unwrap_model
-        stored = read_adapter(path)
-        own = adapter_layers(unwrap(self.unet))
-        if stored.config.method != self.config.method or set(stored.layers) != set(own):
-            raise CheckpointError(f"{path} holds a {stored.config.method} adapter on {len(stored.layers)} layers; "
-                                  f"this run trains {self.config.method} on {len(own)} layers: resume with the "
-                                  "same adapter flags")
-        for name, layer in own.items():
-            layer.load_adapter_state_dict(stored.layers[name], name)
-        for name, module in self.extras.items():
-            prefix = f"{name}."
-            unwrap(module).load_state_dict({k[len(prefix):]: v for k, v in stored.extra_tensors.items()
-                                            if k.startswith(prefix)})
+        read_run_adapter(path, *self._unwrapped(), self.config.method)
 
     def _claim_output_dir(self) -> None:
         """Stop when --output_dir holds a run of other adapter flags: its adapter, card and metrics would
@@ -504,9 +461,7 @@ class _Run:
             accelerator.end_training()
             raise NonFiniteLossError(self.stop_message)
         result.global_step = self.global_step
-        unwrap = accelerator.unwrap_model
-        result.adapter_fingerprint = adapter_fingerprint(unwrap(self.unet),
-                                                         {name: unwrap(m) for name, m in self.extras.items()})
+        result.adapter_fingerprint = adapter_fingerprint(*self._unwrapped())
         if accelerator.num_processes > 1:  # equal on every process, or the processes drifted apart
             logger.info("process %d: adapter fingerprint %s", accelerator.process_index, result.adapter_fingerprint)
         # The first step includes one-off work (allocations, autotuning); leave it out of the average.

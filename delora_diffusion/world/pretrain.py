@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .resume import LoopCheckpoints
 
 VOCAB_TOKENS = 20
 STAGES = ("sd", "judges", "cards")
@@ -106,6 +105,7 @@ def _sd_rank(rank: int, world: int, work: str, recipe: dict, seed: int) -> None:
     from .autoencoder import latent_statistics, train_vae
     from .denoiser import MAX_TOKENS, assemble_pipeline, train_denoiser
     from .parallel import barrier
+    from .resume import LoopCheckpoints
     from .vocabulary import build_tokenizer
 
     work, recipe = Path(work), Recipe(**recipe)
@@ -157,6 +157,7 @@ def _sd_rank(rank: int, world: int, work: str, recipe: dict, seed: int) -> None:
 
 def _clip_worker(work: Path, recipe: Recipe, seed: int) -> None:
     from .judges import save_clip_processor, train_clip
+    from .resume import LoopCheckpoints
     from .vocabulary import build_tokenizer
 
     log = _Log(work / "clip.log", "clip")
@@ -180,6 +181,7 @@ def _dino_worker(work: Path, recipe: Recipe, seed: int) -> None:
 
     from .autoencoder import round_trip
     from .judges import save_dino_processor, train_dino
+    from .resume import LoopCheckpoints
     from .views import instance_views
 
     log = _Log(work / "dino.log", "dino")
