@@ -25,7 +25,7 @@ METADATA_FILE = "metadata.jsonl"
 # Fields that decide the pixels of an image: a record on disk that differs from the planned one in any
 # of these was made with other settings and must not be mixed silently into the same folder.
 SETTINGS_FIELDS = (
-    "prompt", "negative_prompt", "seed", "base_model", "revision", "variant", "adapter_sha256", "scale",
+    "prompt", "negative_prompt", "seed", "base_model", "revision", "variant", "adapter_sha256", "scale", "loras",
     "num_inference_steps", "guidance_scale", "scheduler", "height", "width", "dtype",
 )
 
@@ -106,7 +106,9 @@ def a1111_parameters(record: dict) -> str:
               ("CFG scale", record.get("guidance_scale")), ("Seed", record.get("seed")),
               ("Size", f"{record['width']}x{record['height']}" if record.get("width") and record.get("height") else None),
               ("Model", Path(str(record["base_model"])).name if record.get("base_model") else None),
-              ("Adapter", f"{Path(str(record['adapter'])).name}:{record.get('scale', 1.0):g}" if record.get("adapter") else None)]
+              ("Adapter", f"{Path(str(record['adapter'])).name}:{record.get('scale', 1.0):g}" if record.get("adapter") else None),
+              ("Loras", ", ".join(f"{Path(str(lora['file'])).stem}:{lora['scale']:g}" for lora in record["loras"])
+               if record.get("loras") else None)]
     lines.append(", ".join(f"{key}: {value}" for key, value in fields if value is not None))
     return "\n".join(lines)
 

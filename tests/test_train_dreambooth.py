@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from delora_diffusion.adapters import METHODS, adapter_layers, disabled, load_adapter, read_adapter
 from delora_diffusion.inference.sampling import sample_images
@@ -23,7 +22,7 @@ from delora_diffusion.training.loop import NonFiniteLossError, train
 from delora_diffusion.training.metrics import METRICS_FILE, adapter_fingerprint, read_metrics
 from delora_diffusion.world.objects import sample_instance
 from delora_diffusion.world.views import write_views
-from train_helpers import reset_accelerate
+from train_helpers import grid_cell, reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "subjects" / "robot"
@@ -127,7 +126,8 @@ def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_p
     assert adapter_fingerprint(components.unet) == result.adapter_fingerprint
     image = sample_images(sampling_pipeline(components), [VALIDATION_PROMPT], [0], num_inference_steps=2,
                           height=32, width=32).images[0]
-    assert np.array_equal(np.asarray(image), np.asarray(Image.open(result.validation_grids[-1])))
+    cell, captioned = grid_cell(result.validation_grids[-1], 0, 0, 32)
+    assert np.array_equal(np.asarray(image), np.asarray(cell)) and captioned  # the prompt is written above
     x, t, h = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 77, 32)
     with torch.no_grad():
         adapted = components.unet(x, t, encoder_hidden_states=h).sample

@@ -9,3 +9,18 @@ def reset_accelerate() -> None:
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
+
+
+def grid_cell(grid_path, row: int, column: int, size: int):
+    """Image (row, column) of a validation grid (``captioned_grid``), back at its ``size`` pixels, and whether
+    the row's caption band holds text (any non-white pixel)."""
+    from PIL import Image
+
+    from delora_diffusion.inference.contact_sheet import grid_layout
+
+    side, band = grid_layout(size)
+    grid = Image.open(grid_path).convert("RGB")
+    top = row * (band + side)
+    caption = grid.crop((0, top, grid.width, top + band))
+    cell = grid.crop((column * side, top + band, (column + 1) * side, top + band + side))
+    return cell.resize((size, size), Image.Resampling.NEAREST), caption.getextrema() != ((255, 255),) * 3

@@ -130,6 +130,12 @@ def _open(path: Path, tensors: bool) -> tuple[dict[str, str], dict[str, torch.Te
         raise AdapterFileError(f"{path} is not a readable safetensors file ({exc})") from exc
 
 
+def is_delora_adapter(path: str | os.PathLike) -> bool:
+    """Whether a safetensors file was written by delora-diffusion (else: a plain LoRA or something else),
+    from its header alone; ``AdapterFileError`` when it is missing or not safetensors."""
+    return METADATA_KEY in _open(Path(path), tensors=False)[0]
+
+
 def read_adapter_metadata(path: str | os.PathLike) -> dict:
     """An adapter file's metadata (method, config, targets, extra), from its header alone: no tensor is read."""
     path = Path(path)

@@ -23,7 +23,7 @@ from .images import list_images
 CLASS_TABLE_FILE = "prompts_and_classes.txt"
 CLIP_T_PROMPTS = ("without_token", "with_token")
 # generation settings carried into the results, so a results file says what produced the images
-GENERATION_KEYS = ("adapter", "scale", "base_model", "num_inference_steps", "guidance_scale", "scheduler")
+GENERATION_KEYS = ("adapter", "scale", "loras", "base_model", "num_inference_steps", "guidance_scale", "scheduler")
 
 
 @dataclass(frozen=True)

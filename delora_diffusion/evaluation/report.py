@@ -140,22 +140,30 @@ def compare_table(runs: list[tuple[str, dict]], per_subject: bool = False) -> st
 
 
 def plot_run(results: dict, path: Path) -> Path:
-    """Per-subject bars of DINO, CLIP-I and CLIP-T (one panel each), mean over subjects as a dashed line."""
+    """DINO, CLIP-I and CLIP-T (one panel each) per subject with the mean over subjects dashed; for a single
+    subject, per prompt with the subject's mean dashed (three bars alone would compare nothing)."""
     plt = pyplot()
-    rows = results["per_subject"]
-    names = [row["subject"] for row in rows]
-    figure, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.35 * len(names) + 2), 8), sharex=True)
+    one = len(results["per_subject"]) == 1
+    if one:
+        rows = [row for row in results.get("per_prompt", []) if row["n_images"]]
+        names = [f"{row['prompt_index']:02d} {row.get('clip_t_prompt') or row.get('prompt') or ''}"[:48] for row in rows]
+        means, what = results["per_subject"][0], "subject mean"
+    else:
+        rows = results["per_subject"]
+        names = [row["subject"] for row in rows]
+        means, what = results["mean_over_subjects"], "mean over subjects"
+    figure, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.35 * len(names) + 2), 8), sharex=True, layout="constrained")
     for axis, metric in zip(axes, METRICS):
         values = [row[metric] if row[metric] is not None else float("nan") for row in rows]
         axis.bar(range(len(names)), values, color="#4c72b0")
-        mean = results["mean_over_subjects"][metric]
+        mean = means[metric]
         if mean is not None:
-            axis.axhline(mean, color="#c44e52", linestyle="--", label=f"mean over subjects {mean:.3f}")
+            axis.axhline(mean, color="#c44e52", linestyle="--", label=f"{what} {mean:.3f}")
             axis.legend(loc="lower right", fontsize=8)
         axis.set_ylabel(METRIC_TITLES[metric])
     axes[-1].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    axes[0].set_title(f"{results['name']} (protocol {results['protocol']})")
-    figure.tight_layout()
+    subject = f", {results['per_subject'][0]['subject']} per prompt" if one else ""
+    axes[0].set_title(f"{results['name']} (protocol {results['protocol']}{subject})")
     return save_png(figure, path)
 
 

@@ -39,14 +39,18 @@ def new_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentPar
 
 
 def add_model_args(parser: argparse.ArgumentParser, base_help: str, adapter_help: str,
-                   adapter_required: bool) -> argparse._ArgumentGroup:
-    """The base pipeline, the adapter and where they run; returns the group so a subcommand can add to it."""
+                   adapter_required: bool, several: bool = False) -> argparse._ArgumentGroup:
+    """The base pipeline, the adapter(s) and where they run; returns the group so a subcommand can add to it.
+    ``several``: ``--adapter`` and ``--scale`` are repeatable (lists, None when not given)."""
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained_model_name_or_path", required=True, metavar="PATH_OR_ID", help=base_help)
     model.add_argument("--revision", help="hub revision of the base model")
     model.add_argument("--variant", help="weight variant of the base model (e.g. fp16)")
-    model.add_argument("--adapter", required=adapter_required, metavar="FILE", help=adapter_help)
-    model.add_argument("--scale", type=float, default=1.0, help="adapter strength s >= 0: W + s(W' - W) (default 1)")
+    repeat = {"action": "append"} if several else {}
+    model.add_argument("--adapter", required=adapter_required, metavar="FILE", help=adapter_help, **repeat)
+    model.add_argument("--scale", type=float, default=None if several else 1.0, metavar="S", **repeat,
+                       help=("strength of each --adapter, in order (one value: all of them; default 1): "
+                             "W + s(W' - W)" if several else "adapter strength s >= 0: W + s(W' - W) (default 1)"))
     model.add_argument("--merge", action="store_true", help="fold the adapter into the weights (faster sampling)")
     model.add_argument("--dtype", default="auto", choices=DTYPES,
                        help="base weights dtype; auto = float16 on CUDA, float32 otherwise (adapters stay fp32)")
@@ -89,8 +93,10 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name in ("seed", "guidance_scale", "scale"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+        values = getattr(args, name)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and value < 0:
+                parser.error(f"--{name} must be >= 0, got {value}")
     for name in ("height", "width"):
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8):
@@ -134,8 +140,9 @@ def plan_folder(name: str, folder: Path, candidates: list[dict], overwrite: bool
 
 
 def common_fields(args: argparse.Namespace, dtype: str, height: int, width: int) -> dict:
-    """The record fields every image of one call shares (``dtype`` as "float32", sizes in pixels)."""
-    return {"scale": float(args.scale), "merged": bool(args.merge), "base_model": str(args.pretrained_model_name_or_path),
+    """The record fields every image of one call shares besides its adapters (``dtype`` as "float32", sizes in
+    pixels)."""
+    return {"merged": bool(args.merge), "base_model": str(args.pretrained_model_name_or_path),
             "revision": args.revision, "variant": args.variant, "num_inference_steps": args.num_inference_steps,
             "guidance_scale": float(args.guidance_scale), "scheduler": args.scheduler,
             "negative_prompt": args.negative_prompt or None, "height": height, "width": width, "dtype": dtype}

@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import layout
@@ -65,9 +65,11 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     add_model_args(parser, base_help="base pipeline: diffusers folder or hub id "
                                      "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)",
-                   adapter_help="adapter.safetensors from delora-diffusion (its method and config are read from "
-                                "the file); may contain {subject}. Omit for base-model baselines",
-                   adapter_required=False)
+                   adapter_help="an adapter: adapter.safetensors from delora-diffusion (method and settings read "
+                                "from the file; may contain {subject}), or a plain LoRA file with diffusers or kohya "
+                                "keys (e.g. from other trainers). Repeat for several (at most one of ours): plain "
+                                "LoRAs are fused into the weights first. Omit for base-model baselines",
+                   adapter_required=False, several=True)
 
     subjects = parser.add_argument_group("subjects")
     one_or_many = subjects.add_mutually_exclusive_group()
@@ -96,8 +98,12 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 def _check_args(parser: argparse.ArgumentParser, args) -> None:
     check_common_args(parser, args, per="prompt")
-    if args.adapter is None and (args.scale != 1.0 or args.merge):
+    adapters, scales = args.adapter or [], args.scale or []
+    if not adapters and (scales or args.merge):
         parser.error("--scale and --merge act on an adapter: pass --adapter too")
+    if len(scales) > 1 and len(scales) != len(adapters):
+        parser.error(f"--scale: give one value for every --adapter, or one per --adapter in order "
+                     f"({len(adapters)} adapters, {len(scales)} scales)")
     if args.prompt:
         if args.prompt_file or args.prompt_set != "auto":
             parser.error("give one of --prompt, --prompt_file and --prompt_set")
@@ -144,6 +150,37 @@ def _subject_classes(args) -> list[tuple[str, str]]:
     return [(s, classes[s]) for s in names]
 
 
+@dataclass
+class Adapters:
+    """The --adapter files sorted: at most one delora-diffusion adapter (a path template) and plain LoRAs."""
+
+    ours: str | None = None
+    ours_scale: float = 1.0
+    plain: list = field(default_factory=list)  # PlainLora
+
+
+def split_adapters(args) -> Adapters:
+    """Sort ``--adapter`` files by what their header says, each with its ``--scale``; a template with
+    {subject} is ours (one file per subject)."""
+    from ..adapters.io import is_delora_adapter
+    from .plain_lora import PlainLora
+
+    adapters = args.adapter or []
+    scales = args.scale or [1.0]
+    sorted_ = Adapters()
+    for path, scale in zip(adapters, scales * len(adapters) if len(scales) == 1 else scales):
+        if "{" in path or is_delora_adapter(path):
+            if sorted_.ours is not None:
+                raise GenerateError(f"--adapter: one delora-diffusion adapter at a time ({sorted_.ours} and {path}); "
+                                    "turn one into a plain LoRA with delora-export and pass that")
+            sorted_.ours, sorted_.ours_scale = path, float(scale)
+        else:
+            sorted_.plain.append(PlainLora(path, file_sha256(path), float(scale)))
+    if args.merge and sorted_.ours is None:
+        raise GenerateError("--merge folds a delora-diffusion adapter into the weights; plain LoRAs are fused anyway")
+    return sorted_
+
+
 def _adapter_for(template: str | None, subject: str) -> str | None:
     if template is None:
         return None
@@ -157,7 +194,8 @@ def _adapter_for(template: str | None, subject: str) -> str | None:
     return path
 
 
-def build_jobs(args) -> list[SubjectJob]:
+def build_jobs(args, ours: str | None = None) -> list[SubjectJob]:
+    """One job per subject; ``ours``: the delora-diffusion adapter path template (None: base model)."""
     if args.prompt:
         for text in args.prompt:  # braces other than the two placeholders would fail at render time
             try:
@@ -176,7 +214,7 @@ def build_jobs(args) -> list[SubjectJob]:
         job_templates = templates or templates_for(class_noun, args.prompt_set)
         jobs.append(SubjectJob(subject=subject, class_noun=class_noun, token=args.token,
                                prompts=subject_prompts(job_templates, args.token, class_noun),
-                               adapter=_adapter_for(args.adapter, subject)))
+                               adapter=_adapter_for(ours, subject)))
     return jobs
 
 
@@ -185,9 +223,11 @@ def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
     written, seconds) per subject."""
     from ..adapters import read_adapter
     from .pipeline import apply_adapter, load_pipeline, remove_adapter, resolve_device, resolve_dtype
+    from .plain_lora import fuse_plain_loras
     from .sampling import default_size, sample_images
 
-    jobs = build_jobs(args)
+    adapters = split_adapters(args)
+    jobs = build_jobs(args, adapters.ours)
     prepare_output(args)
     try:
         device = resolve_device(args.device)
@@ -197,12 +237,14 @@ def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
     pipe = load_pipeline(args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant,
                          dtype=dtype, device=device, scheduler=args.scheduler,
                          safety_checker=not args.disable_safety_checker)
+    fuse_plain_loras(pipe, adapters.plain)  # once: they are the same for every subject
     default_h, default_w = default_size(pipe)
     height, width = args.height or default_h, args.width or default_w
     seeds = [args.seed + k for k in range(args.num_images_per_prompt)]
     plans = []
     for job in jobs:  # plan all first: a settings clash stops the run before any image is made
-        common = {"adapter": None, "adapter_sha256": None, "adapter_method": None,
+        common = {"adapter": None, "adapter_sha256": None, "adapter_method": None, "scale": adapters.ours_scale,
+                  "loras": [lora.record() for lora in adapters.plain] or None,
                   **common_fields(args, str(dtype).removeprefix("torch."), height, width)}
         if job.adapter is not None:
             common.update(adapter=job.adapter, adapter_sha256=file_sha256(job.adapter),
@@ -220,7 +262,7 @@ def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
         start = time.perf_counter()
         if plan.todo:
             if job.adapter is not None:
-                apply_adapter(pipe, job.adapter, scale=args.scale, merge=args.merge,
+                apply_adapter(pipe, job.adapter, scale=adapters.ours_scale, merge=args.merge,
                               base_model=args.pretrained_model_name_or_path)
             else:
                 remove_adapter(pipe)
@@ -243,9 +285,10 @@ def _report(args, results: list[tuple[Plan, int, int, float]]) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     from ..adapters import AdapterFileError
     from .pipeline import PipelineLoadError
+    from .plain_lora import PlainLoraError
     from .prompt_sets import PromptFileError
 
-    return AdapterFileError, PipelineLoadError, PromptFileError
+    return AdapterFileError, PipelineLoadError, PlainLoraError, PromptFileError
 
 
 def dreambooth_main(argv: list[str] | None = None, prog: str = PROG) -> int:

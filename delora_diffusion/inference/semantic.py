@@ -151,7 +151,7 @@ def run_semantic(args) -> tuple[list[tuple[Plan, MapJob, int]], float]:
     default_h, default_w = default_size(pipe)
     height, width = args.height or default_h, args.width or default_w
     common = {"adapter": str(args.adapter), "adapter_sha256": loaded.sha256, "adapter_method": loaded.method,
-              "control": kind, "control_scale": float(args.control_scale),
+              "scale": float(args.scale), "control": kind, "control_scale": float(args.control_scale),
               **common_fields(args, str(dtype).removeprefix("torch."), height, width)}
     seeds = [args.seed + k for k in range(args.num_images_per_map)]
     prepare_output(args)

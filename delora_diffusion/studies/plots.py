@@ -48,7 +48,7 @@ def distance_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
         return None
     bounds = _by_method_factor(results, lambda r: r.get("bound"))
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for method in info["methods"]:
         if method not in distances:
             continue
@@ -72,7 +72,7 @@ def metric_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
     if not tables:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.4 * len(tables), 3.8), squeeze=False, layout="constrained")
     for ax, (metric, table) in zip(axes[0], tables.items()):
         for method in info["methods"]:
             if method in table:
@@ -103,15 +103,17 @@ def distance_vs_step(info: dict, results: list[dict], path: Path) -> Path | None
 
     cmap = matplotlib.colormaps["viridis"]
     factors = info["lr_factors"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.4 * len(methods), 3.8), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, method in zip(axes[0], methods):
         for r in (r for r in done if r["method"] == method and r["seed"] == first_seed):
-            color = cmap(factors.index(r["lr_factor"]) / max(1, len(factors) - 1)) if len(factors) > 1 else "tab:blue"
+            # viridis without its last, pale-yellow stretch: the largest factor stays visible on white
+            color = cmap(0.85 * factors.index(r["lr_factor"]) / max(1, len(factors) - 1)) if len(factors) > 1 else "tab:blue"
             steps = [c["step"] for c in r["curve"]]
-            ax.plot(steps, [c["total"] for c in r["curve"]], color=color, label=f"×{r['lr_factor']:g}")
+            ax.plot(steps, [c["total"] for c in r["curve"]], color=color, linewidth=1.8, label=f"×{r['lr_factor']:g}")
             bound = [c.get("bound_total") for c in r["curve"]]
             if all(b is not None for b in bound):
-                ax.plot(steps, bound, color=color, linestyle="--", linewidth=0.8)
+                ax.plot(steps, bound, color=color, linestyle="--", linewidth=1.4)
         ax.set_title(METHOD_LABELS.get(method, method) + (" (dashed: bound)" if method == "delora" else ""))
         ax.set_xlabel("step")
         ax.set_yscale("log")
@@ -134,7 +136,8 @@ def metric_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
     if not series:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(METRIC_KEYS), figsize=(4.2 * len(METRIC_KEYS), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(METRIC_KEYS), figsize=(4.4 * len(METRIC_KEYS), 3.8), squeeze=False,
+                             layout="constrained")
     for ax, metric in zip(axes[0], METRIC_KEYS):
         for (method, factor), points in series.items():
             steps = sorted(points)

@@ -14,6 +14,7 @@ import argparse
 from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
 from ..fileio import folder_problem
 from ..inference.defaults import DREAMBOOTH
+from .hub import add_hub_args
 from ..threads import add_thread_arg
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -126,6 +127,7 @@ def add_run_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None =
                    help=helps.get("validation_inference_steps",
                                   "DPM-Solver++ steps of validation images (default: %(default)s)"))
     g.add_argument("--validation_guidance_scale", type=float, default=DREAMBOOTH.guidance)
+    add_hub_args(g)
 
 
 def apply_method_defaults(args: argparse.Namespace) -> list[str]:
@@ -177,6 +179,9 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     problem = folder_problem(args.output_dir)
     if problem:
         parser.error(f"--output_dir {args.output_dir} {problem}")
+    for name in ("hub_model_id", "hub_token"):
+        if getattr(args, name) and not args.push_to_hub:
+            parser.error(f"--{name} is used by --push_to_hub: add it, or drop --{name}")
     from accelerate.utils import LoggerType
 
     trackers = ["none", *(t.value for t in LoggerType)]

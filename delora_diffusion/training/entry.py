@@ -9,6 +9,7 @@ from ..adapters import AdapterConfigError, AdapterFileError
 from ..configfile import ConfigFileError
 from .args import UsageError
 from .checkpoint import CheckpointError
+from .hub import HubError, check_hub, push_outputs, redact_token
 from .loop import NonFiniteLossError, TrainResult, train
 from .task import TrainingTask
 
@@ -21,10 +22,19 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
     """Train ``task`` with parsed ``args``; ``summary(result)`` returns the lines printed at the end.
     ``as_command``: this process runs just this command, so the summary times it from process start.
 
-    Exit codes: 0 done, 1 the loss became NaN/inf (last good checkpoint kept), 2 bad input.
+    Exit codes: 0 done, 1 the loss became NaN/inf (last good checkpoint kept), 2 bad input, 3 trained but the
+    ``--push_to_hub`` upload failed (the outputs are on disk).
     """
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
+    hub = None
+    if getattr(args, "push_to_hub", False):
+        try:
+            hub = check_hub(args)  # before any work: never fail at the upload after an hour of training
+        except HubError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        argv, args.hub_token = redact_token(argv, args.hub_token), None  # nothing the run writes holds it
     try:
         result = train(args, task, command=[prog, *argv], notes=[f"default {f}" for f in filled])
     except (*data_errors, *USER_ERRORS) as exc:
@@ -37,6 +47,16 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
         if as_command:
             result.wall_seconds = max(_process_age_seconds(), result.loop_seconds)
         print("\n".join(summary(result)), flush=True)
+        if hub is not None:
+            repo_id, token = hub
+            try:
+                url = push_outputs(result.output_dir, repo_id, token,
+                                   f"{prog}: {result.global_step} steps of {args.adapter}")
+            except Exception as exc:  # the hub's and the network's errors alike: the outputs stay on disk
+                print(f"{prog}: error: the upload to {repo_id} failed ({exc}); the outputs are in {result.output_dir}: "
+                      f"upload them with `hf upload {repo_id} {result.output_dir}`", file=sys.stderr)
+                return 3
+            print(f"  {'hub':<13}{url}", flush=True)
     return 0
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..adapters import attach, cast_base, trainable_parameter_count
 from ..fileio import remove_stale_temporaries, save_png_atomic, write_json_atomic
+from ..inference.contact_sheet import captioned_grid
 from ..threads import apply_threads
 from .args import UsageError, adapter_config_from_args
 from .checkpoint import (
@@ -107,7 +109,10 @@ def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | Non
     run = _Run(args, task, command, notes)
     run.setup()
     run.resume()
-    run.fit()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines above the progress bar, not glued to its line
+        run.fit()
     return run.finish()
 
 
@@ -251,6 +256,17 @@ class _Run:
                            "gradient_accumulation_steps": args.gradient_accumulation_steps,
                            "num_processes": accelerator.num_processes, "dataset_length": len(self.dataset)}
 
+    def _trainable_summary(self) -> str:
+        """"N trainable parameters in L layers", plus each module a task trains in full (e.g. a hint encoder)."""
+        unet, extras = self._unwrapped()
+        adapter = trainable_parameter_count(unet)
+        own = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
+        if not own:
+            return f"{adapter:,} trainable parameters in {self.num_layers} layers"
+        parts = "".join(f", {name} {count:,}" for name, count in own.items())
+        return (f"{adapter + sum(own.values()):,} trainable parameters: adapter {adapter:,} in {self.num_layers} "
+                f"layers{parts}")
+
     # --- adapter file <-> model ------------------------------------------------------------------
     def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         unwrap = self.accelerator.unwrap_model
@@ -324,20 +340,20 @@ class _Run:
         self.metrics_log = MetricsLog(self.output_dir / METRICS_FILE)
         if self.main:
             self.metrics_log.start(self.global_step)
-        self.info("training %s (%s trainable parameters in %d layers) for %d steps: %d examples, %d per step "
+        for line in self.result.notes:  # what preparing the run did (class images, caching), before it starts
+            self.info(line)
+        self.info("training %s (%s) for %d steps: %d examples, %d per step "
                   "(%d per device × %d processes × %d accumulation), %d epochs", self.config.method,
-                  f"{trainable_parameter_count(accelerator.unwrap_model(self.unet)):,}", self.num_layers,
-                  self.max_train_steps, len(self.dataset),
+                  self._trainable_summary(), self.max_train_steps, len(self.dataset),
                   args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
                   args.train_batch_size, accelerator.num_processes, args.gradient_accumulation_steps,
                   self.num_epochs)
-        for line in self.result.notes:
-            self.info(line)
 
         from tqdm.auto import tqdm
 
+        # Into a log file (stderr not a terminal) a bar line per step would bury the log: one a minute.
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, desc="steps", disable=not self.main,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60.0)
         self.step_times: list[float] = []
         self.stop_message = None
         accumulated: dict[str, torch.Tensor] = {}
@@ -434,9 +450,7 @@ class _Run:
         model.train()
         if not rows:
             return
-        from diffusers.utils import make_image_grid
-
-        grid = make_image_grid([im for _, images in rows for im in images], rows=len(rows), cols=len(rows[0][1]))
+        grid = captioned_grid(rows)  # each row under its prompt: a grid read on its own says what it shows
         path = self.output_dir / "validation" / f"step-{self.global_step:06d}.png"
         save_png_atomic(grid, path)
         self.result.validation_grids.append(path)
