@@ -125,3 +125,17 @@ def test_max_images_per_prompt_scores_the_first_seeds_of_each_prompt(tmp_path, t
     results = json.loads(out.read_text())
     assert results["counts"]["generated_images"] == 3 and results["max_images_per_prompt"] == 2
     assert sorted(row["file"] for row in results["per_image"]) == ["00/100.png", "00/101.png", "01/100.png"]
+
+
+def test_plot_bars_are_per_prompt_for_one_subject(run_folders, tiny_dino, tiny_clip):
+    """One subject: its prompts are compared (three bars alone would compare nothing); several: the subjects."""
+    from delora_diffusion.evaluation.report import bar_rows
+
+    out = run_folders / "one.json"
+    assert main(_flags(run_folders, tiny_dino, tiny_clip, "--subjects", "dog", "--out", str(out), "--plot")) == 0
+    names, rows, means, what = bar_rows(json.loads(out.read_text()))
+    assert [row["prompt_index"] for row in rows] == [0, 1] and names[0].startswith("00 ") and what == "subject mean"
+    assert out.with_suffix(".png").is_file()
+    both = run_folders / "both.json"
+    assert main(_flags(run_folders, tiny_dino, tiny_clip, "--out", str(both))) == 0
+    assert bar_rows(json.loads(both.read_text()))[0] == ["dog", "vase"]

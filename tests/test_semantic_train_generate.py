@@ -4,6 +4,8 @@ the shared loop, resume, save/load the one adapter file, generate with ``generat
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +56,24 @@ def run(argv: list[str]):
         reset_accelerate()
 
 
+TRAINING_LOG: list[str] = []  # what the `trained` run logged
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_sd, scenes):
     out = tmp_path_factory.mktemp("semantic-run")
     validation_map = scenes / "maps" / "scene_0000.png"
-    result, task = run(flags(out, tiny_sd, scenes, validation_maps=[validation_map], num_validation_images=2,
-                             validation_inference_steps=2, validation_steps=0))
+    logger = logging.getLogger("delora_diffusion.training")
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: TRAINING_LOG.append(record.getMessage())
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        result, task = run(flags(out, tiny_sd, scenes, validation_maps=[validation_map], num_validation_images=2,
+                                 validation_inference_steps=2, validation_steps=0))
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level
     return result, task, out, validation_map
 
 
@@ -72,6 +86,12 @@ def test_training_updates_the_adapter_and_the_hint_encoder(trained, tiny_sd):
     # The hint encoder trained from its zero-initialised last conv...
     saved = {k.removeprefix("hint_encoder."): v for k, v in stored.extra_tensors.items()}
     assert torch.count_nonzero(saved["conv_out.weight"]) > 0
+    # The log counts what trains: the adapter and the hint encoder (not the adapter alone).
+    hint = sum(v.numel() for v in saved.values())
+    line = next(m for m in TRAINING_LOG if m.startswith("training "))
+    total, adapter = (int(n.replace(",", "")) for n in
+                      re.search(r"([\d,]+) trainable parameters: adapter ([\d,]+) in", line).groups())
+    assert adapter > 0 and total == adapter + hint and f"hint_encoder {hint:,}" in line, line
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(0, 3))
         initial = build_control("hint", load_unet(str(tiny_sd)), 2).state_dict()

@@ -6,6 +6,9 @@ import json
 import math
 import os
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -311,16 +314,20 @@ def test_mixed_precision_keeps_adapter_weights_fp32_through_validation(precision
     assert any(f"--mixed_precision {precision} on a CPU is usually slower" in note for note in result.notes)
 
 
-def test_demo_config_runs_end_to_end(tmp_path, monkeypatch, capsys, fresh_accelerate):
+def test_demo_config_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog, fresh_accelerate):
     """The README's main job, shortened by flags, from the repository root: the shipped toy model, class
     images, training, validation, checkpoints, the adapter and where everything is."""
     monkeypatch.chdir(tmp_path)
     for name in ("subjects", "delora_diffusion"):
         os.symlink(REPO / name, tmp_path / name)
-    code = main(["--config", str(REPO / "configs" / "demo.yaml"), "--max_train_steps", "4",
-                 "--checkpointing_steps", "1", "--validation_steps", "2", "--num_class_images", "2",
-                 "--class_inference_steps", "2", "--validation_inference_steps", "2"])
+    with caplog.at_level("INFO", logger="delora_diffusion.training"):
+        code = main(["--config", str(REPO / "configs" / "demo.yaml"), "--max_train_steps", "4",
+                     "--checkpointing_steps", "1", "--validation_steps", "2", "--num_class_images", "2",
+                     "--class_inference_steps", "2", "--validation_inference_steps", "2"])
     assert code == 0
+    log = [r.getMessage() for r in caplog.records]
+    made = next(i for i, m in enumerate(log) if m.startswith("generated 2 class images"))
+    assert made < next(i for i, m in enumerate(log) if m.startswith("training delora"))  # said in the order it ran
     out = tmp_path / "outputs" / "demo"
     assert sorted(p.name for p in (out / "class_images").iterdir()) == ["class-00000.png", "class-00001.png"]
     assert read_adapter(out / ADAPTER_FILE).config.method == "delora"
@@ -343,3 +350,18 @@ def test_card_metadata_names_a_hub_base_model_and_its_licence(tmp_path):
     yaml = card_metadata(args, DreamBoothTask(args), SimpleNamespace(validation_grids=[]), tmp_path)
     assert "base_model: stable-diffusion-v1-5/stable-diffusion-v1-5" in yaml
     assert "license: creativeml-openrail-m" in yaml and yaml.startswith("---\n")
+
+
+def test_log_lines_stand_apart_from_the_progress_bar_in_a_log_file(tmp_path, tiny_sd):
+    """stderr to a file: every log line on its own line (not glued to the bar's), and not a bar line per step."""
+    argv = [sys.executable, str(REPO / "train_dreambooth.py"), *flags(tmp_path / "out", tiny_sd, max_train_steps=12,
+                                                                      checkpointing_steps=4)]
+    with open(tmp_path / "stderr.log", "w") as stderr:
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=stderr, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0
+    segments = [s.strip() for s in re.split(r"[\r\n]", (tmp_path / "stderr.log").read_text()) if s.strip()]
+    saved = [s for s in segments if "saved" in s and "checkpoint-" in s]
+    assert len(saved) == 3 and all(re.match(r"\d\d:\d\d:\d\d ", s) for s in saved), saved
+    bar_lines = [s for s in segments if s.startswith("steps:")]
+    assert len(bar_lines) <= 2 + 2 * len(saved) < 12, bar_lines  # start, end, and around each log line

@@ -139,19 +139,22 @@ def compare_table(runs: list[tuple[str, dict]], per_subject: bool = False) -> st
     return "\n".join(lines)
 
 
+def bar_rows(results: dict) -> tuple[list[str], list[dict], dict, str]:
+    """(bar labels, their rows, the row of means, what the means are) of ``plot_run``: subjects, or the
+    prompts of a single subject."""
+    if len(results["per_subject"]) == 1:
+        rows = [row for row in results.get("per_prompt", []) if row["n_images"]]
+        names = [f"{row['prompt_index']:02d} {row.get('clip_t_prompt') or row.get('prompt') or ''}"[:48] for row in rows]
+        return names, rows, results["per_subject"][0], "subject mean"
+    rows = results["per_subject"]
+    return [row["subject"] for row in rows], rows, results["mean_over_subjects"], "mean over subjects"
+
+
 def plot_run(results: dict, path: Path) -> Path:
     """DINO, CLIP-I and CLIP-T (one panel each) per subject with the mean over subjects dashed; for a single
     subject, per prompt with the subject's mean dashed (three bars alone would compare nothing)."""
     plt = pyplot()
-    one = len(results["per_subject"]) == 1
-    if one:
-        rows = [row for row in results.get("per_prompt", []) if row["n_images"]]
-        names = [f"{row['prompt_index']:02d} {row.get('clip_t_prompt') or row.get('prompt') or ''}"[:48] for row in rows]
-        means, what = results["per_subject"][0], "subject mean"
-    else:
-        rows = results["per_subject"]
-        names = [row["subject"] for row in rows]
-        means, what = results["mean_over_subjects"], "mean over subjects"
+    names, rows, means, what = bar_rows(results)
     figure, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.35 * len(names) + 2), 8), sharex=True, layout="constrained")
     for axis, metric in zip(axes, METRICS):
         values = [row[metric] if row[metric] is not None else float("nan") for row in rows]
@@ -162,7 +165,7 @@ def plot_run(results: dict, path: Path) -> Path:
             axis.legend(loc="lower right", fontsize=8)
         axis.set_ylabel(METRIC_TITLES[metric])
     axes[-1].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    subject = f", {results['per_subject'][0]['subject']} per prompt" if one else ""
+    subject = f", {results['per_subject'][0]['subject']} per prompt" if len(results["per_subject"]) == 1 else ""
     axes[0].set_title(f"{results['name']} (protocol {results['protocol']}{subject})")
     return save_png(figure, path)
 

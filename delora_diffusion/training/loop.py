@@ -385,8 +385,9 @@ class _Run:
                 self.global_step += 1
                 self.step_times.append(time.perf_counter() - step_started)
                 self.log_step(logs)
+                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
+                                     refresh=False)  # drawn by update() at its own pace
                 progress.update(1)
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2g}")
                 if args.checkpointing_steps and self.global_step % args.checkpointing_steps == 0:
                     self.checkpoint()
                 if (args.validation_steps and self.global_step % args.validation_steps == 0
