@@ -41,6 +41,7 @@ def export_main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out}: its folder {Path(args.out).parent} {problem}")
     from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
     from .adapters.io import base_model_of
+    from .models.families import check_base_model
     from .models.loading import load_unet
 
     try:
@@ -48,8 +49,9 @@ def export_main(argv: list[str] | None = None) -> int:
         base = args.base_model or base_model_of(adapter.metadata)
         if not base:
             parser.error(f"{args.adapter} records no base model; pass --base_model")
+        check_base_model(base, "--base_model" if args.base_model else "the adapter's base model")
         unet = load_unet(base)
-        load_adapter(unet, args.adapter)
+        load_adapter(unet, args.adapter, model_name=base)
         set_scale(unet, args.scale)
         out = export_lora(unet, args.out, args.format)
     except (AdapterFileError, OSError, ValueError) as exc:

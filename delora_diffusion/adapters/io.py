@@ -174,33 +174,38 @@ def read_adapter(path: str | os.PathLike) -> AdapterFile:
     return AdapterFile(path=path, config=config, metadata=meta, layers=layers, extra_tensors=extra)
 
 
-def check_fits(model: nn.Module, adapter: AdapterFile) -> None:
-    """Raise ``AdapterFileError`` naming the first target layer missing from ``model`` or of another shape."""
+def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = None) -> None:
+    """Raise ``AdapterFileError`` naming the first target layer missing from ``model`` or of another shape, the
+    base model the adapter was trained on and ``model_name`` (what ``model`` was loaded from), when known."""
+    here = f"this {type(model).__name__}" + (f" (of {model_name!r})" if model_name else "")
     for name in adapter.metadata["targets"]:
         try:
             module = model.get_submodule(name)
         except AttributeError:
             raise AdapterFileError(
-                f"{adapter.path}: layer {name} does not exist in this {type(model).__name__} "
-                f"(adapter trained on {adapter.metadata.get('base_model')!r})"
+                f"{adapter.path}: layer {name} does not exist in {here}; the adapter was trained on "
+                f"{adapter.metadata.get('base_model')!r}: wrong base model?"
             ) from None
         if isinstance(module, AdapterLayer):
             module = module.base_layer
         if not isinstance(module, nn.Linear):
-            raise AdapterFileError(f"{adapter.path}: layer {name} is a {type(module).__name__} here, not nn.Linear")
+            raise AdapterFileError(f"{adapter.path}: layer {name} is a {type(module).__name__} in {here}, not the "
+                                   f"nn.Linear the adapter was trained on ({adapter.metadata.get('base_model')!r}): "
+                                   "wrong base model?")
         expected = list(adapter.shapes[name])
         actual = [module.out_features, module.in_features]
         if actual != expected:
             raise AdapterFileError(
-                f"{adapter.path}: layer {name} has shape {actual} (out, in) in this model but {expected} in the "
-                f"adapter (trained on {adapter.metadata.get('base_model')!r}): wrong base model?"
+                f"{adapter.path}: layer {name} has shape {actual} (out, in) in {here} but {expected} in the "
+                f"adapter, trained on {adapter.metadata.get('base_model')!r}: wrong base model?"
             )
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> AdapterFile:
-    """Attach the adapter stored in ``path`` to ``model`` and load its tensors; returns the parsed file."""
+def load_adapter(model: nn.Module, path: str | os.PathLike, model_name: str | None = None) -> AdapterFile:
+    """Attach the adapter stored in ``path`` to ``model`` and load its tensors; returns the parsed file.
+    ``model_name`` (what ``model`` was loaded from) is named in a mismatch error."""
     adapter = read_adapter(path)
-    check_fits(model, adapter)
+    check_fits(model, adapter, model_name)
     layers = attach(model, adapter.config, layer_names=adapter.metadata["targets"])
     try:
         for name, layer in layers.items():

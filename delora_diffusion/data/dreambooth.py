@@ -18,6 +18,7 @@ from torchvision.transforms import InterpolationMode
 
 from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from ..images import WHITE, ImageDataError, ImageReadError, decode_rgb, list_image_files
+from .captions import CaptionError, CaptionPolicy, read_captions
 from .views import EpochViews, View
 
 INSTANCE, CLASS = "instance", "class"
@@ -66,15 +67,25 @@ class ImageSet:
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) after resizing
 
     notes: list[str] = field(default_factory=list)  # what loading changed or skipped, said once per folder
+    captions: list[str | None] = field(default_factory=list)  # per image; None (or empty list): ``prompt``
+    caption_source: str = "none"
 
     @classmethod
     def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None,
-             background: tuple[int, int, int] = WHITE) -> "ImageSet":
-        """The images of ``folder`` (the first ``limit``), transparency composited on ``background`` (RGB)."""
+             background: tuple[int, int, int] = WHITE, caption_extension: str | None = None) -> "ImageSet":
+        """The images of ``folder`` (the first ``limit``), transparency composited on ``background`` (RGB);
+        with ``caption_extension``, their captions (``captions.read_captions``), ``prompt`` being the fallback."""
         paths, skipped = _listing(folder, what)
         if not paths:
             raise ImageDataError(f"{what} {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
         paths = paths[:limit] if limit else paths
+        captions, source = [], "none"
+        if caption_extension is not None:
+            try:
+                found = read_captions(folder, paths, caption_extension)
+            except CaptionError as exc:
+                raise ImageDataError(str(exc)) from exc
+            captions, source = found.texts, found.source
         decoded = []
         for path in paths:
             try:
@@ -89,9 +100,21 @@ class ImageSet:
                              f"under {SMALL_SHARE:g}× the resolution {resolution} px, upscaled")):
             if found:
                 notes.append(f"{what} {folder}: {len(found)} {says}: {_names(found)}")
+        if caption_extension is not None:  # said every run: which captions trained
+            count = sum(c is not None for c in captions)
+            notes.append(f"{what} {folder}: captions from {source} for {count} of {len(paths)} images"
+                         + (f"; the others train with “{prompt}”" if count < len(paths) else "") if count else
+                         f"{what} {folder}: no captions ({source}; metadata.jsonl or *{caption_extension} "
+                         f"beside the images): every image trains with “{prompt}”")
         images = [TF.resize(d.image, resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
                   for d in decoded]
-        return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes)
+        return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes, captions,
+                   source)
+
+    def prompt_of(self, index: int) -> str:
+        """Image ``index``'s caption, or the set's prompt when it has none."""
+        caption = self.captions[index] if self.captions else None
+        return self.prompt if caption is None else caption
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -113,12 +136,13 @@ class DreamBoothDataset(Dataset):
     """
 
     def __init__(self, instance: ImageSet, class_images: ImageSet | None, resolution: int,
-                 center_crop: bool, random_flip: bool, seed: int) -> None:
+                 center_crop: bool, random_flip: bool, seed: int, captions: CaptionPolicy | None = None) -> None:
         self.sets = {INSTANCE: instance}
         if class_images is not None:
             self.sets[CLASS] = class_images
         self.resolution = resolution
         self.views = EpochViews(resolution, center_crop, random_flip, seed)
+        self.captions = captions or CaptionPolicy()  # per-step changes of the instance captions
         self.latent_cache: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -155,11 +179,24 @@ class DreamBoothDataset(Dataset):
         """The only view of an image when ``fresh_encode_reason()`` is None (centre crop, no flip)."""
         return self.views.centre(*self.sets[role].sizes[image_index])
 
+    def prompt(self, role: str, index: int) -> str:
+        """The prompt item ``index``'s ``role`` image trains with in the current epoch."""
+        images = self.sets[role]
+        prompt = images.prompt_of(index % len(images))
+        if role != INSTANCE:
+            return prompt
+        return self.captions.apply(prompt, self.views.seed, self.views.epoch, index)
+
+    def fixed_prompts(self) -> list[str]:
+        """Every prompt an item can get when captions are not shuffled (the empty one too with dropout)."""
+        prompts = [images.prompt_of(i) for images in self.sets.values() for i in range(len(images))]
+        return list(dict.fromkeys(prompts + ([""] if self.captions.dropout_rate > 0 else [])))
+
     def __getitem__(self, index: int) -> dict[str, dict]:
         item = {}
         for role, images in self.sets.items():
             image_index = index % len(images)
-            example = {"prompt": images.prompt}
+            example = {"prompt": self.prompt(role, index)}
             if self.latent_cache is not None:
                 example["latent_dist"] = self.latent_cache[role][image_index]
             else:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .. import layout
 from ..configfile import add_config_arg, parse_args
 from ..fileio import folder_problem, remove_stale_temporaries
+from ..models.families import ModelFamilyError, check_base_model
 from ..threads import add_thread_arg, apply_threads
 from .defaults import SamplingDefaults
 from .schedulers import SCHEDULERS
@@ -192,9 +193,10 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | No
     args = parse_args(parser, argv)
     check(parser, args)
     try:
+        check_base_model(args.pretrained_model_name_or_path, revision=args.revision)  # before anything loads
         result = run(args)
     except Exception as exc:
-        if not isinstance(exc, (GenerateError, layout.LayoutError, *user_errors())):
+        if not isinstance(exc, (GenerateError, ModelFamilyError, layout.LayoutError, *user_errors())):
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

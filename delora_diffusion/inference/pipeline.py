@@ -85,7 +85,7 @@ def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool
     """
     if adapter_layers(pipe.unet):
         detach(pipe.unet)
-    loaded = load_adapter(pipe.unet, path)
+    loaded = load_adapter(pipe.unet, path, model_name=base_model)
     recorded = loaded.metadata.get("base_model")
     known = {str(recorded), str(loaded.metadata.get("base_model_resolved"))}
     given = {str(base_model), str(Path(base_model).resolve()) if base_model and Path(base_model).exists() else None}

@@ -28,6 +28,16 @@ TEXT_WIDTH = 32
 
 def build_tiny_sd(out: Path) -> None:
     """A StableDiffusionPipeline (UNet with cross-attention, VAE, CLIP text encoder + tokenizer, scheduler)."""
+    _build_tiny_pipeline(out, sd2=False)
+
+
+def build_tiny_sd2(out: Path) -> None:
+    """The same in SD 2.x's shape: v-prediction, linear projections around the transformer blocks, a head
+    width per block and a GELU text encoder (SD 2.x's OpenCLIP-H; here still a CLIPTextModel, as in diffusers)."""
+    _build_tiny_pipeline(out, sd2=True)
+
+
+def _build_tiny_pipeline(out: Path, sd2: bool) -> None:
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -42,7 +52,8 @@ def build_tiny_sd(out: Path) -> None:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TEXT_WIDTH,
-        attention_head_dim=8,
+        attention_head_dim=(2, 4) if sd2 else 8,
+        use_linear_projection=sd2,
         norm_num_groups=8,
     )
     vae = AutoencoderKL(
@@ -70,11 +81,12 @@ def build_tiny_sd(out: Path) -> None:
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=1,
+            hidden_act="gelu" if sd2 else "quick_gelu",
         )
     )
     scheduler = DDPMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
-        clip_sample=False, steps_offset=1,
+        clip_sample=False, steps_offset=1, prediction_type="v_prediction" if sd2 else "epsilon",
     )
     pipe = StableDiffusionPipeline(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
@@ -88,7 +100,7 @@ def build_tiny_sd(out: Path) -> None:
 # and the semantic-map evaluation models (an ADE20K SegFormer, an exported FID feature extractor).
 # Named as "module:function" and imported when built, so listing them (delora-make-tiny --help) loads no torch.
 TINY_BUILDERS: dict[str, str] = {
-    "sd": "tiny:build_tiny_sd", "dino": "tiny_backbones:build_tiny_dino", "clip": "tiny_backbones:build_tiny_clip",
+    "sd": "tiny:build_tiny_sd", "sd2": "tiny:build_tiny_sd2", "dino": "tiny_backbones:build_tiny_dino", "clip": "tiny_backbones:build_tiny_clip",
     "dino_timm": "tiny_backbones:build_tiny_dino_timm", "clip_openclip": "tiny_backbones:build_tiny_clip_openclip",
     "segformer": "tiny_semantic:build_tiny_segformer", "fid_features": "tiny_semantic:build_tiny_fid_features",
 }

@@ -95,6 +95,7 @@ def sampling_pipeline(components: Components, unet: torch.nn.Module | None = Non
 
 
 @torch.no_grad()
+@torch.no_grad()
 def encode_prompts(components: Components, prompts: list[str], device, dtype) -> dict[str, torch.Tensor]:
     """Text-encoder hidden states per distinct prompt: ``{prompt: (tokens, width)}``."""
     tokenizer, encoder = components.tokenizer, components.text_encoder

@@ -23,7 +23,16 @@ PROG = "train_dreambooth.py"
 def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("DreamBooth data")
     g.add_argument("--instance_data_dir", help="folder of subject images (jpg, png, webp, bmp)")
-    g.add_argument("--instance_prompt", help='prompt naming the subject, e.g. "a photo of sks dog"')
+    g.add_argument("--instance_prompt", help='prompt naming the subject, e.g. "a photo of sks dog"; with captions, '
+                                             "the prompt of images without one")
+    g.add_argument("--caption_extension", default=".txt", metavar="EXT",
+                   help="per-image captions: metadata.jsonl in --instance_data_dir (file_name, text), else a file "
+                        "with this extension beside each image (default: %(default)s)")
+    g.add_argument("--caption_dropout_rate", type=float, default=0.0, metavar="P",
+                   help="train this share of instance examples with the empty prompt (default: %(default)s)")
+    add_bool_flag(g, "shuffle_caption", "shuffle a caption's comma-separated tags every step (after --keep_tokens)")
+    g.add_argument("--keep_tokens", type=int, default=0, metavar="N",
+                   help="with --shuffle_caption: the first N tags stay in place, e.g. the identifier (default: 0)")
     add_bool_flag(g, "with_prior_preservation", "train jointly on class images (DreamBooth's prior-preservation loss)")
     g.add_argument("--class_data_dir", help="class images; missing ones are generated here "
                                             "(default: OUTPUT_DIR/class_images)")
@@ -69,6 +78,14 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error('--instance_prompt is required (e.g. "a photo of sks dog")')
     if args.resolution < 8 or args.resolution % 8:
         parser.error(f"--resolution must be a positive multiple of 8, got {args.resolution}")
+    if not 0.0 <= args.caption_dropout_rate <= 1.0:
+        parser.error(f"--caption_dropout_rate must be in [0, 1], got {args.caption_dropout_rate}")
+    if args.keep_tokens < 0:
+        parser.error(f"--keep_tokens must be >= 0, got {args.keep_tokens}")
+    if args.keep_tokens and not args.shuffle_caption:
+        parser.error("--keep_tokens acts with --shuffle_caption: add it, or drop --keep_tokens")
+    if not args.caption_extension.startswith("."):
+        parser.error(f"--caption_extension must start with a dot, e.g. .txt, got {args.caption_extension!r}")
     for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")

@@ -11,6 +11,7 @@ import argparse
 
 import torch
 
+from ..data.captions import CaptionPolicy
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..inference.sampling import sample_images
 from .class_images import generate_class_images
@@ -36,7 +37,16 @@ class DreamBoothTask(TrainingTask):
     # --- data -------------------------------------------------------------------------------
     def check_inputs(self, args: argparse.Namespace) -> None:
         self.instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution,
-                                      "instance_data_dir", background=args.alpha_background)
+                                      "instance_data_dir", background=args.alpha_background,
+                                      caption_extension=args.caption_extension)
+
+    def validation_prompts(self, args: argparse.Namespace) -> list[str]:
+        """``--validation_prompt``; else, with captions, the first image's caption (what the data says)."""
+        if args.validation_prompt:
+            return list(args.validation_prompt)
+        if self.instance is not None and any(c is not None for c in self.instance.captions):
+            return [next(c for c in self.instance.captions if c is not None)]
+        return []
 
     def build_dataset(self, run: RunContext) -> DreamBoothDataset:
         args = self.args
@@ -52,7 +62,8 @@ class DreamBoothTask(TrainingTask):
         for images in (instance, class_images):
             run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
         dataset = DreamBoothDataset(instance, class_images, args.resolution, args.center_crop, args.random_flip,
-                                    args.seed)
+                                    args.seed, CaptionPolicy(args.caption_dropout_rate, args.shuffle_caption,
+                                                             args.keep_tokens))
         self._cache(run, dataset)
         self.dataset = dataset
         return dataset
@@ -89,8 +100,10 @@ class DreamBoothTask(TrainingTask):
                 images.release_images()
             count = sum(len(s) for s in dataset.sets.values())
             run.notes.append(f"latents: {count} images encoded once and cached (centre crop, no flip)")
-        self.prompt_embeds = encode_prompts(components, [s.prompt for s in dataset.sets.values()], run.device,
-                                            run.weight_dtype)
+        # Every prompt an item can get, encoded once; shuffled captions are encoded per batch (model_inputs).
+        self.prompt_embeds = encode_prompts(components, dataset.fixed_prompts(), run.device, run.weight_dtype)
+        if dataset.captions.shuffle:
+            run.notes.append("captions: shuffled every step (--shuffle_caption): text embeddings encoded per batch")
 
     def collate(self, items: list) -> dict:
         return collate_dreambooth(items)
@@ -98,7 +111,9 @@ class DreamBoothTask(TrainingTask):
     # --- conditioning and loss --------------------------------------------------------------
     def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator):
         latents = batch_latents(batch, run.components.vae, generator)
-        states = torch.stack([self.prompt_embeds[p] for p in batch["prompts"]])
+        missing = [p for p in batch["prompts"] if p not in self.prompt_embeds]
+        fresh = encode_prompts(run.components, missing, run.device, run.weight_dtype) if missing else {}
+        states = torch.stack([self.prompt_embeds[p] if p in self.prompt_embeds else fresh[p] for p in batch["prompts"]])
         return latents, {"encoder_hidden_states": states}
 
     def reduce_loss(self, per_example: torch.Tensor, batch: dict):
@@ -115,7 +130,7 @@ class DreamBoothTask(TrainingTask):
         pipeline = sampling_pipeline(run.components, unet)
         seeds = validation_seeds(args)
         rows = []
-        for prompt in args.validation_prompt or []:
+        for prompt in self.validation_prompts(args):
             images = sample_images(pipeline, [prompt] * len(seeds), seeds,
                                    num_inference_steps=args.validation_inference_steps,
                                    guidance_scale=args.validation_guidance_scale,
@@ -126,7 +141,7 @@ class DreamBoothTask(TrainingTask):
     def adapter_metadata(self) -> dict:
         args = self.args
         return {"instance_prompt": args.instance_prompt, "class_prompt": args.class_prompt,
-                "resolution": args.resolution}
+                "resolution": args.resolution, "captions": self.instance.caption_source if self.instance else "none"}
 
     def example_prompt(self) -> str | None:
         return self.args.instance_prompt
@@ -135,6 +150,14 @@ class DreamBoothTask(TrainingTask):
         args, dataset = self.args, self.dataset
         facts = {"instance prompt": f"“{args.instance_prompt}”",
                  "instance images": f"{len(dataset.sets['instance'])} from `{args.instance_data_dir}`"}
+        instance = dataset.sets["instance"]
+        found = sum(c is not None for c in instance.captions)
+        if found:
+            policy = dataset.captions
+            changes = [f"dropout {policy.dropout_rate:g}" if policy.dropout_rate else "",
+                       f"tags shuffled after the first {policy.keep_tokens}" if policy.shuffle else ""]
+            facts["captions"] = (f"{found} of {len(instance)} images from {instance.caption_source}"
+                                 + "".join(f"; {c}" for c in changes if c))
         if CLASS in dataset.sets:
             facts["prior preservation"] = (f"{len(dataset.sets[CLASS])} class images of “{args.class_prompt}”, "
                                            f"weight {args.prior_loss_weight:g}")

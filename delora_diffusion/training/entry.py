@@ -7,6 +7,7 @@ import sys
 
 from ..adapters import AdapterConfigError, AdapterFileError
 from ..configfile import ConfigFileError
+from ..models.families import ModelFamilyError, check_base_model
 from .args import UsageError
 from .checkpoint import CheckpointError
 from .hub import HubError, check_hub, push_outputs, redact_token
@@ -27,6 +28,11 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
     """
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
+    try:  # before any work: an SDXL or Flux folder would otherwise fail deep inside the first step
+        check_base_model(args.pretrained_model_name_or_path, revision=args.revision)
+    except ModelFamilyError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     hub = None
     if getattr(args, "push_to_hub", False):
         try:

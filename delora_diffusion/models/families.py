@@ -1,0 +1,64 @@
+"""Which kind of pipeline a base model is, found before anything loads, and the kinds the toolkit runs.
+
+Read from ``model_index.json`` (a diffusers folder, or a hub id's file: from the cache when offline), so an
+unsupported family stops with one line naming the class found instead of a traceback from deep inside
+diffusers after minutes of loading. SD 1.x and 2.x (epsilon or v-prediction) are ``StableDiffusionPipeline``.
+No torch here: the commands call it before their heavy imports.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SUPPORTED = {"StableDiffusionPipeline": "Stable Diffusion 1.x / 2.x (epsilon or v-prediction)"}
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+SINGLE_FILE_SUFFIXES = (".safetensors",)
+
+
+class ModelFamilyError(ValueError):
+    """The base model is of a kind delora-diffusion does not run; the message names what was found."""
+
+
+def _supported() -> str:
+    return ", ".join(f"{name} ({what})" for name, what in SUPPORTED.items())
+
+
+def pipeline_class(name_or_path: str, revision: str | None = None) -> str | None:
+    """The ``_class_name`` of the base model's ``model_index.json``; None when it cannot be read (a bare
+    UNet folder, a hub id not cached offline: the loader then says what is missing)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        index = path / "model_index.json"
+    elif path.exists():
+        return None
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            index = Path(hf_hub_download(str(name_or_path), "model_index.json", revision=revision))
+        except Exception:  # offline and not cached, no such repository, no network: the loader reports it
+            return None
+    try:
+        return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_path",
+                     revision: str | None = None) -> str | None:
+    """Stop early (``ModelFamilyError``) for a base model delora-diffusion cannot run: a pickle, a single
+    checkpoint file, or a pipeline class other than the supported ones. Returns the class found (or None)."""
+    path = Path(str(name_or_path)).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise ModelFamilyError(f"{flag} {name_or_path}: a pickled checkpoint can run arbitrary code when it is "
+                               "loaded; delora-diffusion reads safetensors only (convert it to a diffusers folder "
+                               "with diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py)")
+    if suffix in SINGLE_FILE_SUFFIXES and path.is_file():
+        raise ModelFamilyError(f"{flag} {name_or_path}: a single-file checkpoint; give a diffusers pipeline folder "
+                               "or hub id (once: StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR))")
+    found = pipeline_class(str(name_or_path), revision)
+    if found is not None and found not in SUPPORTED:
+        raise ModelFamilyError(f"{flag} {name_or_path} is a {found}; delora-diffusion runs {_supported()}")
+    return found
