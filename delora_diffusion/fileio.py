@@ -61,6 +61,23 @@ def write_json_atomic(data, path: str | os.PathLike, indent: int = 2, sort_keys:
     return Path(path)
 
 
+def json_lines(path: str | os.PathLike, error: type[Exception] = ValueError, expected: str = "JSON",
+               advice: str = "", text: str | None = None) -> Iterator[tuple[str, object]]:
+    """``("path:line", value)`` for every non-empty line of a JSON-lines file (``text``: its content, when
+    already read); a line that does not parse raises ``error`` naming the file, the line and what was
+    ``expected``, then ``advice``."""
+    if text is None:
+        text = Path(path).read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{number}: not {expected} ({exc.msg}){advice}") from None
+        yield f"{path}:{number}", value
+
+
 def save_png_atomic(image, path: str | os.PathLike) -> Path:
     """A PIL image as PNG, written atomically; returns the path."""
     with atomic_path(path) as tmp:

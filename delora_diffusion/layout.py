@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, json_lines
 
 METADATA_FILE = "metadata.jsonl"
 
@@ -58,17 +58,12 @@ def read_metadata(subject_dir: str | os.PathLike) -> dict[tuple[int, int], dict]
     if not path.is_file():
         return {}
     records: dict[tuple[int, int], dict] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    advice = "; move the file away or pick another --output_dir"
+    for where, record in json_lines(path, LayoutError, "a metadata record", advice):
         try:
-            record = json.loads(line)
             records[record_key(record)] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise LayoutError(
-                f"{path}:{number}: not a metadata record with prompt_index and seed ({exc}); "
-                "move the file away or pick another --output_dir"
-            ) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LayoutError(f"{where}: not a metadata record with prompt_index and seed ({exc}){advice}") from exc
     return records
 
 

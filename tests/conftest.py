@@ -10,8 +10,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path  # noqa: E402
 
+import huggingface_hub  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from train_helpers import reset_accelerate  # noqa: E402
 
 SHARED_DREAMBOOTH = Path(__file__).resolve().parents[2] / "shared" / "dreambooth"
 
@@ -94,3 +96,36 @@ def toy_judges():
     from delora_diffusion.world.quality import Judges
 
     return Judges.load(str(pretrained_path("dino")), str(pretrained_path("clip")))
+
+
+class RecordingApi:
+    """What the trainer asks of ``huggingface_hub.HfApi``; ``whoami_error`` makes the token check fail."""
+
+    calls: list[tuple[str, dict]] = []
+    whoami_error: Exception | None = None
+
+    def __init__(self, token=None):
+        self.token = token
+
+    def whoami(self):
+        RecordingApi.calls.append(("whoami", {"token": self.token}))
+        if RecordingApi.whoami_error is not None:
+            raise RecordingApi.whoami_error
+        return {"name": "someone"}
+
+    def create_repo(self, repo_id, **options):
+        RecordingApi.calls.append(("create_repo", {"repo_id": repo_id, **options}))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **options):
+        RecordingApi.calls.append(("upload_folder", options))
+
+
+@pytest.fixture
+def online_hub(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    RecordingApi.calls, RecordingApi.whoami_error = [], None
+    reset_accelerate()
+    yield RecordingApi
+    reset_accelerate()

@@ -17,7 +17,6 @@ from delora_diffusion.training.dreambooth import main
 from delora_diffusion.training.hub import UPLOAD_IGNORE, upload_files
 from delora_diffusion.world.objects import sample_instance
 from delora_diffusion.world.views import write_views
-from train_helpers import reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "hf_secretTOKEN123"
@@ -28,39 +27,6 @@ class Rejected(HfHubHTTPError):
 
     def __init__(self) -> None:
         Exception.__init__(self, "401 Client Error: Unauthorized for url: https://huggingface.co/api/whoami-v2")
-
-
-class RecordingApi:
-    """What the trainer asks of ``huggingface_hub.HfApi``; ``whoami_error`` makes the token check fail."""
-
-    calls: list[tuple[str, dict]] = []
-    whoami_error: Exception | None = None
-
-    def __init__(self, token=None):
-        self.token = token
-
-    def whoami(self):
-        RecordingApi.calls.append(("whoami", {"token": self.token}))
-        if RecordingApi.whoami_error is not None:
-            raise RecordingApi.whoami_error
-        return {"name": "someone"}
-
-    def create_repo(self, repo_id, **options):
-        RecordingApi.calls.append(("create_repo", {"repo_id": repo_id, **options}))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, **options):
-        RecordingApi.calls.append(("upload_folder", options))
-
-
-@pytest.fixture
-def online_hub(monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    RecordingApi.calls, RecordingApi.whoami_error = [], None
-    reset_accelerate()
-    yield RecordingApi
-    reset_accelerate()
 
 
 def _flags(out: Path, tiny_sd: Path, class_dir: Path, *extra: str) -> list[str]:

@@ -41,6 +41,7 @@ class AdapterConfig:
         lora_alpha: LoRA/DoRA α; ``None`` means α = rank (scaling 1).
         ether_blocks: number n of diagonal blocks of the ETHER/ETHER+ reflections.
         one_sided: ETHER+ only: transform the input side only (W·H⁺), not both sides.
+        lora_dropout: LoRA/DoRA only: dropout probability on the adapter's input while training (PEFT's).
     """
 
     method: str = "delora"
@@ -51,6 +52,7 @@ class AdapterConfig:
     lora_alpha: float | None = None
     ether_blocks: int = 4
     one_sided: bool = False
+    lora_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         targets = self.target_modules
@@ -73,6 +75,10 @@ class AdapterConfig:
             raise AdapterConfigError(f"ether_blocks must be a positive integer, got {self.ether_blocks!r}")
         if not self.target_modules:
             raise AdapterConfigError("target_modules is empty")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise AdapterConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if self.lora_dropout and self.method not in ("lora", "dora"):
+            raise AdapterConfigError(f"lora_dropout applies to lora and dora (PEFT's dropout), not {self.method}")
 
     @property
     def alpha(self) -> float:

@@ -28,6 +28,7 @@ class PeftLoRALinear(AdapterLayer):
         self.method = config.method
         self.use_dora = config.method == "dora"
         lora_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, use_dora=self.use_dora,
+                                 lora_dropout=config.lora_dropout,
                                  target_modules=["layer"])
         # PEFT's public injection (stable across versions, unlike lora.Linear's constructor) on a holder.
         holder = nn.Module()

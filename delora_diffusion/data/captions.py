@@ -15,6 +15,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import json_lines
+
 METADATA_FILE = "metadata.jsonl"
 
 
@@ -44,20 +46,15 @@ def _read_text(path: Path) -> str:
 def _metadata_captions(index: Path, images: list[Path]) -> dict[str, str]:
     by_name = {path.name: path for path in images}
     captions = {}
-    for number, line in enumerate(_read_text(index).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CaptionError(f"{index}:{number}: not JSON ({exc.msg}); expected "
-                               '{"file_name": "...", "text": "..."} per line') from None
+    lines = json_lines(index, CaptionError, 'JSON; expected {"file_name": "...", "text": "..."} per line',
+                       text=_read_text(index))
+    for where, record in lines:
         if not isinstance(record, dict) or not isinstance(record.get("file_name"), str) \
                 or not isinstance(record.get("text"), str):
-            raise CaptionError(f"{index}:{number}: expected string fields file_name and text, got {line.strip()[:80]}")
+            raise CaptionError(f"{where}: expected string fields file_name and text, got {json.dumps(record)[:80]}")
         name = Path(record["file_name"]).name
         if name not in by_name:
-            raise CaptionError(f"{index}:{number}: {record['file_name']} is not an image of {index.parent}")
+            raise CaptionError(f"{where}: {record['file_name']} is not an image of {index.parent}")
         captions[name] = record["text"].strip()
     return captions
 

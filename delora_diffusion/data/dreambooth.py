@@ -72,9 +72,11 @@ class ImageSet:
 
     @classmethod
     def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None,
-             background: tuple[int, int, int] = WHITE, caption_extension: str | None = None) -> "ImageSet":
+             background: tuple[int, int, int] = WHITE, caption_extension: str | None = None,
+             interpolation: str = "bilinear") -> "ImageSet":
         """The images of ``folder`` (the first ``limit``), transparency composited on ``background`` (RGB);
-        with ``caption_extension``, their captions (``captions.read_captions``), ``prompt`` being the fallback."""
+        with ``caption_extension``, their captions (``captions.read_captions``), ``prompt`` being the fallback.
+        Resized with ``interpolation`` (bilinear, bicubic, lanczos or nearest) to a short side of ``resolution``."""
         paths, skipped = _listing(folder, what)
         if not paths:
             raise ImageDataError(f"{what} {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -106,8 +108,8 @@ class ImageSet:
                          + (f"; the others train with “{prompt}”" if count < len(paths) else "") if count else
                          f"{what} {folder}: no captions ({source}; metadata.jsonl or *{caption_extension} "
                          f"beside the images): every image trains with “{prompt}”")
-        images = [TF.resize(d.image, resolution, interpolation=InterpolationMode.BILINEAR, antialias=True)
-                  for d in decoded]
+        mode = InterpolationMode[interpolation.upper()]
+        images = [TF.resize(d.image, resolution, interpolation=mode, antialias=True) for d in decoded]
         return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes, captions,
                    source)
 

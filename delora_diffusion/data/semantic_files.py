@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
+from ..fileio import json_lines
 from ..images import ImageDataError
 from .semantic_maps import MAP_EXTENSIONS
 
@@ -108,15 +109,9 @@ def read_captions(path: str | Path) -> dict[str, str]:
             stem, caption = _record_caption(record, f"{path}: entry {index}")
             captions[stem] = caption
         return captions
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SemanticDataError(f"{path}:{number}: not JSON ({exc.msg}); expected JSON lines or one JSON "
-                                    "document") from None
-        stem, caption = _record_caption(record, f"{path}:{number}")
+    for where, record in json_lines(path, SemanticDataError, "JSON", "; expected JSON lines or one JSON document",
+                                    text=text):
+        stem, caption = _record_caption(record, where)
         captions[stem] = caption
     return captions
 

@@ -9,13 +9,13 @@ templates and the subject's class noun.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.prompts import DEFAULT_TOKEN, fill, prompt_templates, read_class_nouns
 from ..images import IMAGE_SUFFIXES
+from ..fileio import json_lines
 from ..layout import METADATA_FILE
 from .errors import EvaluationInputError
 from .images import list_images
@@ -102,14 +102,7 @@ def _optional_str(value, where: str, key: str) -> str | None:
 def _read_metadata(subject_dir: Path) -> list[GeneratedImage]:
     path = subject_dir / METADATA_FILE
     by_file: dict[str, GeneratedImage] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvaluationInputError(f"{where}: not a JSON object ({exc.msg})") from None
+    for where, record in json_lines(path, EvaluationInputError, "a JSON object"):
         if not isinstance(record, dict) or not isinstance(record.get("file"), str) or not record["file"]:
             raise EvaluationInputError(f"{where}: expected a JSON object with a 'file' (path relative to {subject_dir})")
         if record.get("subject", subject_dir.name) != subject_dir.name:

@@ -10,6 +10,7 @@ model, adapter, optimisation and run groups and adds only its own data group.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
 from ..fileio import folder_problem
@@ -57,6 +58,8 @@ def add_adapter_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--delora_lambda", type=float, default=15.0,
                    help="initial DeLoRA strength λ (default: %(default)s)")
     g.add_argument("--lora_alpha", type=float, help="LoRA/DoRA α (default: α = rank)")
+    g.add_argument("--lora_dropout", type=float, default=0.0, help="LoRA/DoRA: dropout on the adapter's input "
+                                                                   "while training (default: %(default)s)")
     g.add_argument("--ether_blocks", type=int, default=4,
                    help="number of diagonal blocks of the ETHER/ETHER+ reflections (default: %(default)s)")
     add_bool_flag(g, "ether_one_sided", "ETHER+: transform the input side only")
@@ -95,6 +98,8 @@ def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str]
                    help="frozen weights in this dtype, adapter weights stay fp32 (default: accelerate's config)")
     add_bool_flag(g, "allow_tf32", "allow TF32 matmuls on Ampere GPUs")
     g.add_argument("--snr_gamma", type=float, help="Min-SNR loss weighting γ (Hang et al. 2023); 5 is typical")
+    g.add_argument("--noise_offset", type=float, default=0.0,
+                   help="add offset·N(0,1) per channel to the noise (0.05-0.1 typical; default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, noise (default: 0)")
     g.add_argument("--dataloader_num_workers", type=int, default=0)
 
@@ -152,6 +157,7 @@ def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
         targets = targets[0]  # one pattern with regex syntax: match whole module names
     return AdapterConfig(method=args.adapter, rank=args.rank, target_modules=targets, init=args.adapter_init,
                          lambda_init=args.delora_lambda, lora_alpha=args.lora_alpha, ether_blocks=args.ether_blocks,
+                         lora_dropout=args.lora_dropout,
                          one_sided=args.ether_one_sided)
 
 
@@ -172,6 +178,8 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.max_grad_norm is not None and args.max_grad_norm < 0:
         parser.error(f"--max_grad_norm must be >= 0, got {args.max_grad_norm}")
+    if args.noise_offset < 0:
+        parser.error(f"--noise_offset must be >= 0, got {args.noise_offset}")
     if args.snr_gamma is not None and args.snr_gamma <= 0:
         parser.error(f"--snr_gamma must be > 0, got {args.snr_gamma}")
     if args.learning_rate is not None and args.learning_rate <= 0:
@@ -187,3 +195,6 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     trackers = ["none", *(t.value for t in LoggerType)]
     if args.report_to not in trackers:
         parser.error(f"--report_to must be one of {', '.join(trackers)}, got {args.report_to!r}")
+    if args.report_to not in ("none", "all") and importlib.util.find_spec(args.report_to) is None:
+        parser.error(f"--report_to {args.report_to} needs the {args.report_to} package: pip install {args.report_to} "
+                     "(or --report_to tensorboard, which is installed)")

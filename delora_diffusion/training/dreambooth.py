@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..configfile import add_config_arg, parse_args
 from ..images import background_colour
+from .compat import add_diffusers_args, check_diffusers_args
 from .args import (
     add_adapter_args, add_bool_flag, add_model_args, add_optimization_args, add_run_args, apply_method_defaults,
     check_common_args,
@@ -68,6 +69,7 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add_adapter_args(parser)
     add_optimization_args(parser)
     add_run_args(parser)
+    add_diffusers_args(parser)
     return parser
 
 
@@ -123,6 +125,7 @@ def build_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     args = parse_args(parser, argv)
     check_common_args(parser, args)
     check_dreambooth_args(parser, args)
+    check_diffusers_args(parser, args)
     return args, apply_method_defaults(args)
 
 

@@ -19,6 +19,9 @@ from .components import encode_prompts, sampling_pipeline
 from .latents import batch_latents, cache_posteriors
 from .task import RunContext, TrainingTask
 
+# --prior_generation_precision (diffusers' names) -> dtype; "no" is full precision, as in diffusers.
+PRECISION_DTYPES = {"no": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 def validation_seeds(args: argparse.Namespace) -> list[int]:
     """Image j of every validation prompt uses seed ``--seed`` + j, as ``generate.py --seed`` does."""
@@ -38,7 +41,8 @@ class DreamBoothTask(TrainingTask):
     def check_inputs(self, args: argparse.Namespace) -> None:
         self.instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution,
                                       "instance_data_dir", background=args.alpha_background,
-                                      caption_extension=args.caption_extension)
+                                      caption_extension=args.caption_extension,
+                                      interpolation=args.image_interpolation_mode)
 
     def validation_prompts(self, args: argparse.Namespace) -> list[str]:
         """``--validation_prompt``; else, with captions, the first image's caption (what the data says)."""
@@ -58,7 +62,8 @@ class DreamBoothTask(TrainingTask):
                 if run.is_main_process:
                     self._fill_class_images(run)
             class_images = ImageSet.load(args.class_data_dir, args.class_prompt, args.resolution, "class_data_dir",
-                                         limit=args.num_class_images, background=args.alpha_background)
+                                         limit=args.num_class_images, background=args.alpha_background,
+                                         interpolation=args.image_interpolation_mode)
         for images in (instance, class_images):
             run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
         dataset = DreamBoothDataset(instance, class_images, args.resolution, args.center_crop, args.random_flip,
@@ -70,12 +75,20 @@ class DreamBoothTask(TrainingTask):
 
     def _fill_class_images(self, run: RunContext) -> None:
         args, components = self.args, run.components
-        components.unet.to(run.device)
-        pipeline = sampling_pipeline(components)
+        dtype, half = run.weight_dtype, run.weight_dtype != torch.float32
+        if args.prior_generation_precision:  # diffusers' flag: a pipeline of its own in that dtype
+            from ..inference.pipeline import load_pipeline
+
+            dtype = PRECISION_DTYPES[args.prior_generation_precision]
+            pipeline, half = load_pipeline(args.pretrained_model_name_or_path, revision=args.revision,
+                                           variant=args.variant, dtype=dtype, device=run.device,
+                                           safety_checker=False), False
+        else:
+            components.unet.to(run.device)
+            pipeline = sampling_pipeline(components)
         # The UNet is still fp32 here (the adapter is attached to full-precision weights), the text
         # encoder and VAE already in the mixed-precision dtype: autocast reconciles them.
-        half = run.weight_dtype != torch.float32
-        with torch.autocast(device_type=run.device.type, dtype=run.weight_dtype, enabled=half):
+        with torch.autocast(device_type=run.device.type, dtype=dtype, enabled=half):
             written = generate_class_images(
                 pipeline, args.class_data_dir, args.class_prompt, args.num_class_images, args.seed,
                 batch_size=args.sample_batch_size, num_inference_steps=args.class_inference_steps,

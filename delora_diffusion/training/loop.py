@@ -29,6 +29,7 @@ from ..fileio import remove_stale_temporaries, save_png_atomic, write_json_atomi
 from ..inference.contact_sheet import captioned_grid
 from ..threads import apply_threads
 from .args import UsageError, adapter_config_from_args
+from .compat import use_xformers
 from .checkpoint import (
     list_checkpoints,
     read_trainer_state,
@@ -57,7 +58,7 @@ from .task import RunContext, TrainingTask
 logger = logging.getLogger("delora_diffusion.training")
 # The flags that make an adapter what it is: a folder holds the run of one setting of them.
 ADAPTER_FLAGS = ("adapter", "rank", "target_modules", "adapter_init", "delora_lambda", "lora_alpha", "ether_blocks",
-                 "ether_one_sided")
+                 "ether_one_sided", "lora_dropout")
 
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
 DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes", "dataset_length")
@@ -208,6 +209,11 @@ class _Run:
             module.to(accelerator.device)
             if self.weight_dtype != torch.float32:
                 module.to(dtype=self.weight_dtype)
+        attention = use_xformers(args)
+        if attention is None:
+            components.unet.enable_xformers_memory_efficient_attention()
+        elif attention != "off":
+            self.result.notes.append(attention)
         self.components = components
         self.context = RunContext(args=args, accelerator=accelerator, components=components,
                                   weight_dtype=self.weight_dtype, output_dir=self.output_dir, notes=self.result.notes)
@@ -369,7 +375,8 @@ class _Run:
                 with accelerator.accumulate(self.unet, *self.extras.values()):
                     latents, conditioning = self.task.model_inputs(batch, self.context, generator)
                     per_example = diffusion_loss(self.denoiser, self.components.noise_scheduler, latents, conditioning,
-                                                 generator, args.snr_gamma, self.weight_dtype)
+                                                 generator, args.snr_gamma, self.weight_dtype,
+                                                 noise_offset=args.noise_offset)
                     loss, parts = self.task.reduce_loss(per_example, batch)
                     for key, value in {"loss": loss, **parts}.items():
                         accumulated[key] = (accumulated.get(key, 0.0)
@@ -396,6 +403,9 @@ class _Run:
                 step_started = time.perf_counter()
                 if self.global_step >= self.max_train_steps:
                     break
+            every = getattr(args, "validation_epochs", None)
+            if every and (epoch + 1) % every == 0 and self.global_step < self.max_train_steps and not self.stop_message:
+                self.validate()  # diffusers' --validation_epochs: at the end of every N-th epoch
             if self.stop_message or self.global_step >= self.max_train_steps:
                 break
         progress.close()

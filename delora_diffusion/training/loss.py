@@ -7,13 +7,16 @@ import torch.nn.functional as F
 
 
 def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: dict, generator: torch.Generator,
-                   snr_gamma: float | None = None, input_dtype: torch.dtype | None = None) -> torch.Tensor:
+                   snr_gamma: float | None = None, input_dtype: torch.dtype | None = None,
+                   noise_offset: float = 0.0) -> torch.Tensor:
     """Per-example MSE (B,) between the UNet's prediction and its target (noise or velocity).
 
     ``latents`` (B, C, h, w) are clean, scaled VAE latents; noise and timesteps come from
     ``generator`` only. ``input_dtype`` (the frozen UNet's dtype under mixed precision) is what the
     UNet receives, so it also runs where no autocast covers the mismatch; the loss is fp32. With ``snr_gamma`` each example is weighted by min(SNR, γ)/SNR (ε-prediction)
-    or min(SNR, γ)/(SNR + 1) (v-prediction), the Min-SNR strategy (Hang et al., ICCV 2023).
+    or min(SNR, γ)/(SNR + 1) (v-prediction), the Min-SNR strategy (Hang et al., ICCV 2023). ``noise_offset``
+    adds ``offset · N(0, 1)`` per example and channel to the noise (Guttenberg 2023: lets the model learn
+    overall brightness; diffusers' and kohya's ``--noise_offset``).
     """
     from diffusers.training_utils import compute_snr
 
@@ -21,6 +24,9 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: d
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     timesteps = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=generator,
                               device=latents.device)
+    if noise_offset:  # drawn after the rest, so runs without it keep their exact noise
+        noise = noise + noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator,
+                                                   device=latents.device, dtype=latents.dtype)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if config.prediction_type == "epsilon":
         target = noise

@@ -11,10 +11,11 @@ from ..adapters import param_groups
 
 
 def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: dict[str, nn.Module],
-                    num_processes: int, module_options: dict[str, dict] | None = None) -> torch.optim.AdamW:
+                    num_processes: int, module_options: dict[str, dict] | None = None) -> torch.optim.Optimizer:
     """Groups ``adapter`` (``--learning_rate``, ``--adam_weight_decay``), ``lambda`` (DeLoRA: its own
     rate and decay) and one per extra module (its ``module_options`` ``lr``/``weight_decay``, else the
-    adapter's); ``--scale_lr`` scales every rate by accumulation × batch × processes."""
+    adapter's); ``--scale_lr`` scales every rate by accumulation × batch × processes. AdamW, or bitsandbytes'
+    8-bit AdamW with ``--use_8bit_adam``."""
     factor = args.gradient_accumulation_steps * args.train_batch_size * num_processes if args.scale_lr else 1
     learning_rate = args.learning_rate * factor
     lambda_lr = None if args.lambda_learning_rate is None else args.lambda_learning_rate * factor
@@ -26,6 +27,10 @@ def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: di
         decay = options.get("weight_decay")
         groups.append({"name": name, "params": [p for p in module.parameters() if p.requires_grad], "lr": lr,
                        "weight_decay": args.adam_weight_decay if decay is None else decay})
+    if getattr(args, "use_8bit_adam", False):
+        import bitsandbytes  # checked with the flags: installed
+
+        return bitsandbytes.optim.AdamW8bit(groups, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
     return torch.optim.AdamW(groups, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
 
 
