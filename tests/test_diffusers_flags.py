@@ -110,7 +110,7 @@ def test_refused_flags_stop_with_their_reason(name, tiny_sd, tmp_path, capsys):
 def test_8bit_adam_without_bitsandbytes_names_the_package(tiny_sd, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(readme_flags(tiny_sd, tmp_path / "out")[:-1] + ["--report_to=none", "--use_8bit_adam"])
-    assert "pip install bitsandbytes" in capsys.readouterr().err
+    assert "--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes" in capsys.readouterr().err
 
 
 def test_xformers_precision_dropout_and_interpolation_work(tiny_sd, tmp_path, caplog, fresh_accelerate):

@@ -22,6 +22,9 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 
 # Learning rates of the DreamBooth experiments in the DeLoRA (ICLR 2025) and ETHER (ICML 2024) papers.
 PAPER_LEARNING_RATES = {name: row.dreambooth_lr for name, row in METHOD_TABLE.items()}
+# --optimizer -> (module to import, package to pip install); adamw is torch's own.
+OPTIMIZER_PACKAGES = {"adamw": (None, None), "adamw8bit": ("bitsandbytes", "bitsandbytes"),
+                      "prodigy": ("prodigyopt", "prodigyopt"), "lion": ("lion_pytorch", "lion-pytorch")}
 REGEX_CHARACTERS = set("*()[]|^$\\+?")
 
 
@@ -83,6 +86,11 @@ def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str]
     g.add_argument("--adam_weight_decay", type=float,
                    help="AdamW weight decay of the adapter (default: the method's: " +
                         ", ".join(f"{m} {row.weight_decay:g}" for m, row in METHOD_TABLE.items()) + ")")
+    g.add_argument("--optimizer", default="adamw", choices=list(OPTIMIZER_PACKAGES),
+                   help="adamw (torch); adamw8bit (bitsandbytes, CUDA); prodigy (prodigyopt: --learning_rate is a "
+                        "multiplier of the step it estimates, 1 by default, one for every group); lion (lion-pytorch: "
+                        "usually 3-10x smaller rates than AdamW, per its authors). DeLoRA's λ keeps its own group "
+                        "(and rate, but under Prodigy) (default: %(default)s)")
     g.add_argument("--adam_beta1", type=float, default=0.9)
     g.add_argument("--adam_beta2", type=float, default=0.999)
     g.add_argument("--adam_epsilon", type=float, default=1e-8)
@@ -98,6 +106,9 @@ def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str]
                    help="frozen weights in this dtype, adapter weights stay fp32 (default: accelerate's config)")
     add_bool_flag(g, "allow_tf32", "allow TF32 matmuls on Ampere GPUs")
     g.add_argument("--snr_gamma", type=float, help="Min-SNR loss weighting γ (Hang et al. 2023); 5 is typical")
+    g.add_argument("--adapter_ema_decay", type=float, metavar="D",
+                   help="also keep an exponential moving average of the adapter's weights (diffusers' EMAModel, "
+                        "decay min(D, (1+t)/(10+t)) at step t), saved as adapter_ema.safetensors")
     g.add_argument("--noise_offset", type=float, default=0.0,
                    help="add offset·N(0,1) per channel to the noise (0.05-0.1 typical; default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, noise (default: 0)")
@@ -138,6 +149,13 @@ def add_run_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None =
 def apply_method_defaults(args: argparse.Namespace) -> list[str]:
     """Fill learning rates and weight decay left unset with the method's defaults; returns what was filled."""
     filled = []
+    if getattr(args, "optimizer", "adamw") == "prodigy":  # one multiplier of Prodigy's own step estimate
+        if args.learning_rate is None:
+            args.learning_rate = 1.0
+            filled.append("learning_rate=1 (Prodigy's multiplier)")
+        if args.adapter == "delora" and args.lambda_learning_rate is None:
+            args.lambda_learning_rate = args.learning_rate
+            filled.append("lambda_learning_rate=learning_rate (Prodigy takes one rate for every group)")
     if args.learning_rate is None:
         args.learning_rate = PAPER_LEARNING_RATES[args.adapter]
         filled.append(f"learning_rate={args.learning_rate:g} ({args.adapter} paper default)")
@@ -161,6 +179,18 @@ def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
                          one_sided=args.ether_one_sided)
 
 
+def check_optimizer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An optimizer whose package is missing stops with the command that installs it; Prodigy takes one rate."""
+    rates = {1.0 if args.learning_rate is None else args.learning_rate, args.lambda_learning_rate} - {None}
+    if args.optimizer == "prodigy" and len(rates) > 1:
+        parser.error("--optimizer prodigy estimates one step size for every parameter group, so --learning_rate "
+                     "and --lambda_learning_rate must be equal (λ keeps its own group and weight decay)")
+    module, package = OPTIMIZER_PACKAGES[args.optimizer]
+    if module and importlib.util.find_spec(module) is None:
+        parser.error(f"--optimizer {args.optimizer} needs {package}: pip install {package} "
+                     "(or pip install 'delora-diffusion[optimizers]')")
+
+
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Errors (``prog: error: ...``, exit 2) for values no trainer can use."""
     if not args.pretrained_model_name_or_path:
@@ -178,6 +208,8 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.max_grad_norm is not None and args.max_grad_norm < 0:
         parser.error(f"--max_grad_norm must be >= 0, got {args.max_grad_norm}")
+    if args.adapter_ema_decay is not None and not 0.0 < args.adapter_ema_decay < 1.0:
+        parser.error(f"--adapter_ema_decay must be in (0, 1), e.g. 0.999, got {args.adapter_ema_decay}")
     if args.noise_offset < 0:
         parser.error(f"--noise_offset must be >= 0, got {args.noise_offset}")
     if args.snr_gamma is not None and args.snr_gamma <= 0:
@@ -195,6 +227,7 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     trackers = ["none", *(t.value for t in LoggerType)]
     if args.report_to not in trackers:
         parser.error(f"--report_to must be one of {', '.join(trackers)}, got {args.report_to!r}")
+    check_optimizer(parser, args)
     if args.report_to not in ("none", "all") and importlib.util.find_spec(args.report_to) is None:
         parser.error(f"--report_to {args.report_to} needs the {args.report_to} package: pip install {args.report_to} "
                      "(or --report_to tensorboard, which is installed)")

@@ -106,3 +106,31 @@ def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> list[P
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+# The flags that make an adapter what it is: a folder holds the run of one setting of them.
+ADAPTER_FLAGS = ("adapter", "rank", "target_modules", "adapter_init", "delora_lambda", "lora_alpha", "ether_blocks",
+                 "ether_one_sided", "lora_dropout")
+
+
+def claim_output_dir(output_dir: Path, args, is_main: bool) -> tuple[dict, str | None]:
+    """(the earlier run's args, a note when it was replaced). A folder holding a run of other adapter flags
+    stops the run (``CheckpointError``): its adapter, card and metrics would be replaced while its checkpoints
+    stayed, and a later resume would mix the two; with ``--overwrite_output_dir`` its checkpoints are deleted."""
+    previous_file = output_dir / "training_args.json"
+    if not previous_file.is_file():
+        return {}, None
+    previous = json.loads(previous_file.read_text(encoding="utf-8")).get("args", {})
+    now = vars(args)
+    changed = [f"--{key} {previous.get(key)!r} -> {now.get(key)!r}" for key in ADAPTER_FLAGS
+               if key in previous and previous[key] != now.get(key)]
+    if not changed:
+        return previous, None
+    if not args.overwrite_output_dir:
+        raise CheckpointError(f"--output_dir {output_dir} holds a run with other adapter flags ({', '.join(changed)}): "
+                              "use another --output_dir, or --overwrite_output_dir to replace it")
+    if is_main:
+        for _, path in list_checkpoints(output_dir):
+            shutil.rmtree(path)
+    return previous, f"--overwrite_output_dir: replaced the earlier run in {output_dir} ({', '.join(changed)}) and " \
+                     "deleted its checkpoints"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+from .args import check_optimizer
+
 # flag -> why it stops the run when given: what it is for in diffusers, and what to do here instead.
 REFUSED = {
     "class_labels_conditioning": "is for UNets with class embeddings (DeepFloyd IF); Stable Diffusion's UNet has none",
@@ -35,7 +37,7 @@ def add_diffusers_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pre_compute_text_embeddings", action="store_true",
                    help="accepted: text embeddings are computed once whenever the prompts are fixed")
     g.add_argument("--use_8bit_adam", action="store_true",
-                   help="bitsandbytes' 8-bit AdamW (CUDA; pip install bitsandbytes), λ keeping its own group")
+                   help="diffusers' name for --optimizer adamw8bit (bitsandbytes' 8-bit AdamW, CUDA)")
     g.add_argument("--local_rank", type=int, default=-1, help="set by torch.distributed launchers (accelerate "
                                                                 "reads LOCAL_RANK itself)")
     g.add_argument("--image_interpolation_mode", default="bilinear", choices=("bilinear", "bicubic", "lanczos", "nearest"),
@@ -58,8 +60,11 @@ def check_diffusers_args(parser: argparse.ArgumentParser, args: argparse.Namespa
             parser.error(f"--validation_epochs must be >= 1, got {args.validation_epochs}")
         if args.validation_steps not in (0, parser.get_default("validation_steps")):
             parser.error("give --validation_epochs or --validation_steps, not both")
-    if args.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
-        parser.error("--use_8bit_adam needs bitsandbytes: pip install bitsandbytes (8-bit AdamW runs on CUDA)")
+    if args.use_8bit_adam:  # diffusers' name for --optimizer adamw8bit (the package is checked with it)
+        if args.optimizer not in ("adamw", "adamw8bit"):
+            parser.error(f"--use_8bit_adam is --optimizer adamw8bit; it contradicts --optimizer {args.optimizer}")
+        args.optimizer = "adamw8bit"
+        check_optimizer(parser, args)
 
 
 def use_xformers(args: argparse.Namespace) -> str | None:

@@ -11,10 +11,8 @@ the last good checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,13 +22,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..adapters import attach, cast_base, trainable_parameter_count
+from ..adapters import attach, cast_base
 from ..fileio import remove_stale_temporaries, save_png_atomic, write_json_atomic
 from ..inference.contact_sheet import captioned_grid
 from ..threads import apply_threads
 from .args import UsageError, adapter_config_from_args
 from .compat import use_xformers
 from .checkpoint import (
+    claim_output_dir,
     list_checkpoints,
     read_trainer_state,
     register_adapter_state_hooks,
@@ -48,6 +47,7 @@ from .metrics import (
     lambda_stats,
     log_images,
     tracker_config,
+    trainable_summary,
     weight_distance_logs,
 )
 from .model_card import write_model_card
@@ -56,10 +56,6 @@ from .run_adapter import read_run_adapter, write_run_adapter
 from .task import RunContext, TrainingTask
 
 logger = logging.getLogger("delora_diffusion.training")
-# The flags that make an adapter what it is: a folder holds the run of one setting of them.
-ADAPTER_FLAGS = ("adapter", "rank", "target_modules", "adapter_init", "delora_lambda", "lora_alpha", "ether_blocks",
-                 "ether_one_sided", "lora_dropout")
-
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
 DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes", "dataset_length")
 
@@ -187,7 +183,10 @@ class _Run:
             if removed:
                 self.result.notes.append(f"removed {len(removed)} temporary file(s) left by interrupted runs, "
                                          f"e.g. {removed[0]}")
-        self._claim_output_dir()
+        self.previous_args, replaced = claim_output_dir(self.output_dir, self.args, self.main)
+        if replaced:
+            self.result.notes.append(replaced)
+        self.accelerator.wait_for_everyone()
         self.resume_from = resolve_resume(args.resume_from_checkpoint, self.output_dir)
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -258,20 +257,15 @@ class _Run:
         self.steps_per_epoch = math.ceil(len(self.dataloader) / args.gradient_accumulation_steps)
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         register_adapter_state_hooks(accelerator, self.write_adapter, self.read_adapter)
+        self.ema = None
+        if args.adapter_ema_decay:  # checkpointed with the run, so a resume continues the same average
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.trainable, decay=args.adapter_ema_decay)
+            accelerator.register_for_checkpointing(self.ema)
         self.data_order = {"seed": args.seed, "train_batch_size": args.train_batch_size,
                            "gradient_accumulation_steps": args.gradient_accumulation_steps,
                            "num_processes": accelerator.num_processes, "dataset_length": len(self.dataset)}
-
-    def _trainable_summary(self) -> str:
-        """"N trainable parameters in L layers", plus each module a task trains in full (e.g. a hint encoder)."""
-        unet, extras = self._unwrapped()
-        adapter = trainable_parameter_count(unet)
-        own = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
-        if not own:
-            return f"{adapter:,} trainable parameters in {self.num_layers} layers"
-        parts = "".join(f", {name} {count:,}" for name, count in own.items())
-        return (f"{adapter + sum(own.values()):,} trainable parameters: adapter {adapter:,} in {self.num_layers} "
-                f"layers{parts}")
 
     # --- adapter file <-> model ------------------------------------------------------------------
     def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module]]:
@@ -284,30 +278,6 @@ class _Run:
 
     def read_adapter(self, path: Path) -> None:
         read_run_adapter(path, *self._unwrapped(), self.config.method)
-
-    def _claim_output_dir(self) -> None:
-        """Stop when --output_dir holds a run of other adapter flags: its adapter, card and metrics would
-        be replaced while its checkpoints stayed (and a later resume would mix the two)."""
-        previous_file = self.output_dir / "training_args.json"
-        self.previous_args: dict = {}
-        if not previous_file.is_file():
-            return
-        previous = self.previous_args = json.loads(previous_file.read_text(encoding="utf-8")).get("args", {})
-        now = vars(self.args)
-        changed = [f"--{key} {previous.get(key)!r} -> {now.get(key)!r}" for key in ADAPTER_FLAGS
-                   if key in previous and previous[key] != now.get(key)]
-        if not changed:
-            return
-        if not self.args.overwrite_output_dir:
-            raise UsageError(f"--output_dir {self.output_dir} holds a run with other adapter flags "
-                             f"({', '.join(changed)}): use another --output_dir, or --overwrite_output_dir to "
-                             f"replace it")
-        if self.main:
-            for _, path in list_checkpoints(self.output_dir):
-                shutil.rmtree(path)
-            self.result.notes.append(f"--overwrite_output_dir: replaced the earlier run in {self.output_dir} "
-                                     f"({', '.join(changed)}) and deleted its checkpoints")
-        self.accelerator.wait_for_everyone()
 
     # --- resume ---------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -350,7 +320,7 @@ class _Run:
             self.info(line)
         self.info("training %s (%s) for %d steps: %d examples, %d per step "
                   "(%d per device × %d processes × %d accumulation), %d epochs", self.config.method,
-                  self._trainable_summary(), self.max_train_steps, len(self.dataset),
+                  trainable_summary(*self._unwrapped(), self.num_layers), self.max_train_steps, len(self.dataset),
                   args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
                   args.train_batch_size, accelerator.num_processes, args.gradient_accumulation_steps,
                   self.num_epochs)
@@ -423,6 +393,8 @@ class _Run:
             self.stop_message = self._stop_message(what, self.global_step + 1, epoch)
             return losses
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step(self.trainable)
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {**losses, "grad_norm": float(grad_norm)}
@@ -495,6 +467,13 @@ class _Run:
         if self.main:
             result.adapter_path = self.output_dir / "adapter.safetensors"
             result.exports = self.write_adapter(result.adapter_path)
+            if self.ema is not None:  # the averaged weights, beside the raw ones
+                self.ema.store(self.trainable)
+                self.ema.copy_to(self.trainable)
+                path = self.output_dir / "adapter_ema.safetensors"
+                write_run_adapter(path, *self._unwrapped(), self.args, self.task, self.global_step, exports=False)
+                self.ema.restore(self.trainable)
+                result.exports["EMA adapter"] = path
             self.validate()
             result.checkpoints = [p for p in result.checkpoints if p.exists()]
             result.wall_seconds = result.loop_seconds = time.perf_counter() - self.started

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapters import adapter_layers, weight_distances
+from ..adapters import adapter_layers, trainable_parameter_count, weight_distances
 
 
 @torch.no_grad()
@@ -144,3 +144,13 @@ def read_metrics(path: str | Path) -> list[dict]:
             records.pop()
         records.append(record)
     return records
+
+
+def trainable_summary(unet: nn.Module, extras: dict[str, nn.Module], num_layers: int) -> str:
+    """"N trainable parameters in L layers", plus each module a task trains in full (e.g. a hint encoder)."""
+    adapter = trainable_parameter_count(unet)
+    own = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
+    if not own:
+        return f"{adapter:,} trainable parameters in {num_layers} layers"
+    parts = "".join(f", {name} {count:,}" for name, count in own.items())
+    return f"{adapter + sum(own.values()):,} trainable parameters: adapter {adapter:,} in {num_layers} layers{parts}"

@@ -14,8 +14,8 @@ def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: di
                     num_processes: int, module_options: dict[str, dict] | None = None) -> torch.optim.Optimizer:
     """Groups ``adapter`` (``--learning_rate``, ``--adam_weight_decay``), ``lambda`` (DeLoRA: its own
     rate and decay) and one per extra module (its ``module_options`` ``lr``/``weight_decay``, else the
-    adapter's); ``--scale_lr`` scales every rate by accumulation × batch × processes. AdamW, or bitsandbytes'
-    8-bit AdamW with ``--use_8bit_adam``."""
+    adapter's); ``--scale_lr`` scales every rate by accumulation × batch × processes. ``--optimizer``: AdamW,
+    bitsandbytes' 8-bit AdamW, Prodigy or Lion, over the same groups."""
     factor = args.gradient_accumulation_steps * args.train_batch_size * num_processes if args.scale_lr else 1
     learning_rate = args.learning_rate * factor
     lambda_lr = None if args.lambda_learning_rate is None else args.lambda_learning_rate * factor
@@ -27,11 +27,21 @@ def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: di
         decay = options.get("weight_decay")
         groups.append({"name": name, "params": [p for p in module.parameters() if p.requires_grad], "lr": lr,
                        "weight_decay": args.adam_weight_decay if decay is None else decay})
-    if getattr(args, "use_8bit_adam", False):
-        import bitsandbytes  # checked with the flags: installed
+    betas, name = (args.adam_beta1, args.adam_beta2), getattr(args, "optimizer", "adamw")
+    # The packages were checked with the flags (OPTIMIZER_PACKAGES): installed.
+    if name == "adamw8bit":
+        import bitsandbytes
 
-        return bitsandbytes.optim.AdamW8bit(groups, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-    return torch.optim.AdamW(groups, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+        return bitsandbytes.optim.AdamW8bit(groups, betas=betas, eps=args.adam_epsilon)
+    if name == "prodigy":
+        import prodigyopt
+
+        return prodigyopt.Prodigy(groups, betas=betas, eps=args.adam_epsilon, decouple=True)
+    if name == "lion":
+        import lion_pytorch
+
+        return lion_pytorch.Lion(groups)  # its own betas (0.9, 0.99); each group's lr and weight decay
+    return torch.optim.AdamW(groups, betas=betas, eps=args.adam_epsilon)
 
 
 def build_lr_scheduler(args: argparse.Namespace, optimizer, max_train_steps: int, num_processes: int):

@@ -15,15 +15,15 @@ from .task import TrainingTask
 
 
 def write_run_adapter(path: Path, unet: nn.Module, extras: dict[str, nn.Module], args: argparse.Namespace,
-                      task: TrainingTask, global_step: int) -> dict[str, Path]:
-    """The adapter file at ``path`` (with the task's own modules as extra tensors ``<name>.<key>``) and the
-    exports beside it (returned, label -> path)."""
+                      task: TrainingTask, global_step: int, exports: bool = True) -> dict[str, Path]:
+    """The adapter file at ``path`` (with the task's own modules as extra tensors ``<name>.<key>``) and, with
+    ``exports``, the plain-LoRA files beside it (returned, label -> path)."""
     extra = {f"{name}.{key}": value for name, module in extras.items() for key, value in module.state_dict().items()}
     revision = {"base_model_revision": args.revision} if getattr(args, "revision", None) else {}
     save_adapter(unet, path, base_model=args.pretrained_model_name_or_path, extra_tensors=extra or None,
                  extra_metadata={"trainer": task.name, "global_step": global_step, **revision,
                                  **task.adapter_metadata()})
-    return write_exports(path.parent, unet, extras, getattr(args, "export_kohya", False))
+    return write_exports(path.parent, unet, extras, getattr(args, "export_kohya", False)) if exports else {}
 
 
 def write_exports(folder: Path, unet: nn.Module, extras: dict[str, nn.Module], kohya: bool) -> dict[str, Path]:
