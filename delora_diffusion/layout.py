@@ -26,7 +26,7 @@ METADATA_FILE = "metadata.jsonl"
 # of these was made with other settings and must not be mixed silently into the same folder.
 SETTINGS_FIELDS = (
     "prompt", "negative_prompt", "seed", "base_model", "revision", "variant", "adapter_sha256", "scale", "loras",
-    "num_inference_steps", "guidance_scale", "scheduler", "height", "width", "dtype",
+    "num_inference_steps", "guidance_scale", "scheduler", "zero_terminal_snr", "height", "width", "dtype",
 )
 
 _SUBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

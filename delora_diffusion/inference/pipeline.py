@@ -117,9 +117,11 @@ def load_pipeline(
     scheduler: str = DEFAULT_SCHEDULER,
     safety_checker: bool = True,
     unet=None,
+    zero_terminal_snr: bool = False,
 ):
     """A ``StableDiffusionPipeline`` on ``device`` in ``dtype``, with ``scheduler`` and an optional adapter.
 
+    ``zero_terminal_snr``: see ``schedulers.set_scheduler``.
     ``pretrained_model_name_or_path`` is a diffusers pipeline folder or hub id (``revision``/``variant``
     as in ``from_pretrained``). ``unet`` replaces the checkpoint's UNet (e.g. the one being trained; it is
     used as given, not cast). ``safety_checker=False`` drops the checker (it blacks out flagged images,
@@ -148,7 +150,7 @@ def load_pipeline(
             f"could not load a Stable Diffusion pipeline from {name!r} (a diffusers pipeline folder with "
             f"model_index.json, or a hub id reachable from here): {exc}"
         ) from exc
-    set_scheduler(pipe, scheduler)
+    set_scheduler(pipe, scheduler, zero_terminal_snr)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
     if adapter is not None:

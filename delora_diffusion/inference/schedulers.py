@@ -18,12 +18,21 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 DEFAULT_SCHEDULER = "dpmsolver++"
 
 
-def set_scheduler(pipe, name: str = DEFAULT_SCHEDULER) -> None:
-    """Replace ``pipe.scheduler`` by the named solver (``pipeline`` leaves it as loaded)."""
+def set_scheduler(pipe, name: str = DEFAULT_SCHEDULER, zero_terminal_snr: bool = False) -> None:
+    """Replace ``pipe.scheduler`` by the named solver (``pipeline`` leaves it as loaded). ``zero_terminal_snr``
+    (or a schedule already rescaled so) samples a zero-terminal-SNR model as Lin et al. (2024) prescribe:
+    betas rescaled to reach SNR 0 at the last step, timesteps spaced from it ("trailing")."""
     import diffusers
 
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {name!r}")
     class_name, overrides = SCHEDULERS[name]
-    if class_name:
-        pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **overrides)
+    zero_snr = zero_terminal_snr or bool(pipe.scheduler.config.get("rescale_betas_zero_snr", False))
+    if zero_snr:
+        overrides = {**overrides, "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+    if class_name or zero_snr:
+        scheduler_class = getattr(diffusers, class_name) if class_name else type(pipe.scheduler)
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **overrides)
+    if zero_snr and not pipe.scheduler.config.get("rescale_betas_zero_snr", False):
+        raise ValueError(f"scheduler {name} ({type(pipe.scheduler).__name__}) cannot rescale its betas to zero "
+                         "terminal SNR; use dpmsolver++, ddim or euler")

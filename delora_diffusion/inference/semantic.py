@@ -30,7 +30,7 @@ from ..data.semantic_maps import MAP_EXTENSIONS, center_box, default_palette, fi
 from ..fileio import file_sha256
 from .command import (
     GenerateError, Plan, add_model_args, add_output_args, add_sampling_args, check_common_args, common_fields,
-    new_parser, plan_folder, prepare_output, render, run_command,
+    new_parser, plan_folder, prepare_output, render, run_command, zero_snr_warning,
 )
 from .defaults import SEMANTIC
 
@@ -147,7 +147,8 @@ def run_semantic(args) -> tuple[list[tuple[Plan, MapJob, int]], float]:
     pipe, kind, control, loaded = load_semantic_pipeline(
         args.pretrained_model_name_or_path, args.adapter, scale=args.scale, merge=args.merge, dtype=dtype,
         device=device, scheduler=args.scheduler, safety_checker=not args.disable_safety_checker,
-        revision=args.revision, variant=args.variant)
+        revision=args.revision, variant=args.variant, zero_terminal_snr=args.zero_terminal_snr)
+    zero_snr_warning(args, loaded.file.metadata, args.adapter)
     default_h, default_w = default_size(pipe)
     height, width = args.height or default_h, args.width or default_w
     common = {"adapter": str(args.adapter), "adapter_sha256": loaded.sha256, "adapter_method": loaded.method,

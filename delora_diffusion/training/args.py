@@ -109,6 +109,9 @@ def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str]
     g.add_argument("--adapter_ema_decay", type=float, metavar="D",
                    help="also keep an exponential moving average of the adapter's weights (diffusers' EMAModel, "
                         "decay min(D, (1+t)/(10+t)) at step t), saved as adapter_ema.safetensors")
+    g.add_argument("--zero_terminal_snr", action="store_true",
+                   help="rescale the schedule's betas to SNR 0 at the last step (Lin et al. 2024; v-prediction "
+                        "models; sample with generate.py --zero_terminal_snr)")
     g.add_argument("--noise_offset", type=float, default=0.0,
                    help="add offset·N(0,1) per channel to the noise (0.05-0.1 typical; default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, noise (default: 0)")

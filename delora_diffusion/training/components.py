@@ -43,8 +43,11 @@ def ensure_base_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_components(name_or_path: str, revision: str | None = None, variant: str | None = None) -> Components:
-    """Load the pipeline's components; ``OSError`` naming the checkpoint if one is missing."""
+def load_components(name_or_path: str, revision: str | None = None, variant: str | None = None,
+                    zero_terminal_snr: bool = False) -> Components:
+    """Load the pipeline's components; ``OSError`` naming the checkpoint if one is missing. ``zero_terminal_snr``
+    rescales the training schedule's betas so the last step has SNR 0 (Lin et al., 2024; v-prediction only:
+    an ε target says nothing at SNR 0)."""
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -68,7 +71,7 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
         vae=load("VAE", lambda: AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", variant=variant, **kw)),
         unet=load_unet(name_or_path, revision=revision, variant=variant),
         noise_scheduler=load("scheduler", lambda: DDPMScheduler.from_pretrained(
-            name_or_path, subfolder="scheduler", **kw)),
+            name_or_path, subfolder="scheduler", **kw, **({"rescale_betas_zero_snr": True} if zero_terminal_snr else {}))),
     )
 
 

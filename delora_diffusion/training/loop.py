@@ -200,7 +200,12 @@ class _Run:
         args, accelerator = self.args, self.accelerator
         with accelerator.main_process_first():
             ensure_base_model(args.pretrained_model_name_or_path)
-        components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant)
+        components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant,
+                                     zero_terminal_snr=args.zero_terminal_snr)
+        prediction = components.noise_scheduler.config.prediction_type
+        if args.zero_terminal_snr and prediction != "v_prediction":
+            raise UsageError(f"--zero_terminal_snr needs a v-prediction model (an ε target says nothing at SNR 0); "
+                             f"{args.pretrained_model_name_or_path} predicts {prediction}")
         for module in (components.vae, components.text_encoder, components.unet):
             module.requires_grad_(False)
             module.eval()

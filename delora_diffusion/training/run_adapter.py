@@ -19,9 +19,11 @@ def write_run_adapter(path: Path, unet: nn.Module, extras: dict[str, nn.Module],
     """The adapter file at ``path`` (with the task's own modules as extra tensors ``<name>.<key>``) and, with
     ``exports``, the plain-LoRA files beside it (returned, label -> path)."""
     extra = {f"{name}.{key}": value for name, module in extras.items() for key, value in module.state_dict().items()}
-    revision = {"base_model_revision": args.revision} if getattr(args, "revision", None) else {}
+    recorded = {"base_model_revision": args.revision} if getattr(args, "revision", None) else {}
+    if getattr(args, "zero_terminal_snr", False):  # generate.py warns when sampling without it
+        recorded["zero_terminal_snr"] = True
     save_adapter(unet, path, base_model=args.pretrained_model_name_or_path, extra_tensors=extra or None,
-                 extra_metadata={"trainer": task.name, "global_step": global_step, **revision,
+                 extra_metadata={"trainer": task.name, "global_step": global_step, **recorded,
                                  **task.adapter_metadata()})
     return write_exports(path.parent, unet, extras, getattr(args, "export_kohya", False)) if exports else {}
 
