@@ -62,6 +62,8 @@ def test_optimizers_train_with_lambda_in_its_own_group_and_resume_exactly(optimi
     last = result.history[-1]
     assert last["lr/adapter"] == pytest.approx(rates["adapter"]) and last["lr/lambda"] == pytest.approx(rates["lambda"])
     assert last["weight_distance/total"] > 0
+    card = (result.output_dir / "README.md").read_text()
+    assert {"prodigy": "| optimizer | Prodigy (prodigyopt)", "lion": "| optimizer | Lion (lion-pytorch)"}[optimizer] in card
     reset_accelerate()
     split = tmp_path / "split"
     assert main(_flags(split, tiny_sd, "--optimizer", optimizer, "--max_train_steps", "2",
@@ -111,6 +113,7 @@ def test_adapter_ema_is_saved_beside_the_raw_adapter_and_resumes_exactly(tiny_sd
         reset_accelerate()
         runs[name] = tensors(out / "adapter.safetensors"), tensors(out / "adapter_ema.safetensors")
     raw, ema = runs["slow"]
+    assert "| EMA of the adapter | decay 0.9: `adapter_ema.safetensors`" in (tmp_path / "slow" / "README.md").read_text()
     assert raw.keys() == ema.keys() and max((raw[k] - ema[k]).abs().max().item() for k in raw) > 1e-4
     raw, ema = runs["fast"]  # a decay near 0 follows the latest weights: the average is updated every step
     assert max((raw[k] - ema[k]).abs().max().item() for k in raw) < 1e-5

@@ -47,6 +47,15 @@ def card_metadata(args: argparse.Namespace, task, result, output_dir: Path) -> s
     return "---\n" + data.to_yaml() + "\n---\n"
 
 
+def _optimizer(args: argparse.Namespace) -> str:
+    name = getattr(args, "optimizer", "adamw")
+    if name == "lion":  # its own betas (0.9, 0.99), no ε
+        return f"Lion (lion-pytorch), weight decay {args.adam_weight_decay:g}"
+    label = {"adamw": "AdamW", "adamw8bit": "8-bit AdamW (bitsandbytes)", "prodigy": "Prodigy (prodigyopt)"}[name]
+    return (f"{label}, β = ({args.adam_beta1:g}, {args.adam_beta2:g}), ε = {args.adam_epsilon:g}, "
+            f"weight decay {args.adam_weight_decay:g}")
+
+
 def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, command: list[str] | None) -> Path:
     """Write ``output_dir/README.md`` atomically and return its path."""
     base = args.pretrained_model_name_or_path
@@ -60,10 +69,15 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
         ("batch", f"{args.train_batch_size} per device × {args.gradient_accumulation_steps} accumulation"),
         ("learning rate", _learning_rates(args)),
         ("schedule", f"{args.lr_scheduler}, {args.lr_warmup_steps} warm-up steps"),
-        ("AdamW", f"β = ({args.adam_beta1:g}, {args.adam_beta2:g}), ε = {args.adam_epsilon:g}, "
-                  f"weight decay {args.adam_weight_decay:g}"),
+        ("optimizer", _optimizer(args)),
         ("gradient clipping", f"{args.max_grad_norm:g}" if args.max_grad_norm else "off"),
         ("Min-SNR γ", f"{args.snr_gamma:g}" if args.snr_gamma else "off"),
+        *[(name, value) for name, value in (
+            ("noise offset", f"{args.noise_offset:g}" if getattr(args, "noise_offset", 0) else None),
+            ("zero terminal SNR", "on (rescaled betas; sample with generate.py --zero_terminal_snr)"
+             if getattr(args, "zero_terminal_snr", False) else None),
+            ("EMA of the adapter", f"decay {args.adapter_ema_decay:g}: `adapter_ema.safetensors`"
+             if getattr(args, "adapter_ema_decay", None) else None)) if value],
         ("mixed precision", f"{result.mixed_precision} (adapter weights fp32)"),
         ("seed", str(args.seed)),
     ]
