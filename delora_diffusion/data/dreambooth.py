@@ -104,10 +104,12 @@ class ImageSet:
                 notes.append(f"{what} {folder}: {len(found)} {says}: {_names(found)}")
         if caption_extension is not None:  # said every run: which captions trained
             count = sum(c is not None for c in captions)
-            notes.append(f"{what} {folder}: captions from {source} for {count} of {len(paths)} images"
-                         + (f"; the others train with “{prompt}”" if count < len(paths) else "") if count else
-                         f"{what} {folder}: no captions ({source}; metadata.jsonl or *{caption_extension} "
-                         f"beside the images): every image trains with “{prompt}”")
+            if not count:
+                notes.append(f"{what} {folder}: no captions ({source}; metadata.jsonl or *{caption_extension} "
+                             f"beside the images): every image trains with “{prompt}”")
+            else:
+                rest = f"; the others train with “{prompt}”" if count < len(paths) else ""
+                notes.append(f"{what} {folder}: captions from {source} for {count} of {len(paths)} images{rest}")
         mode = InterpolationMode[interpolation.upper()]
         images = [TF.resize(d.image, resolution, interpolation=mode, antialias=True) for d in decoded]
         return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes, captions,

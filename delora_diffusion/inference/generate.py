@@ -167,18 +167,18 @@ def split_adapters(args) -> Adapters:
 
     adapters = args.adapter or []
     scales = args.scale or [1.0]
-    sorted_ = Adapters()
+    found = Adapters()
     for path, scale in zip(adapters, scales * len(adapters) if len(scales) == 1 else scales):
         if "{" in path or is_delora_adapter(path):
-            if sorted_.ours is not None:
-                raise GenerateError(f"--adapter: one delora-diffusion adapter at a time ({sorted_.ours} and {path}); "
+            if found.ours is not None:
+                raise GenerateError(f"--adapter: one delora-diffusion adapter at a time ({found.ours} and {path}); "
                                     "turn one into a plain LoRA with delora-export and pass that")
-            sorted_.ours, sorted_.ours_scale = path, float(scale)
+            found.ours, found.ours_scale = path, float(scale)
         else:
-            sorted_.plain.append(PlainLora(path, file_sha256(path), float(scale)))
-    if args.merge and sorted_.ours is None:
+            found.plain.append(PlainLora(path, file_sha256(path), float(scale)))
+    if args.merge and found.ours is None:
         raise GenerateError("--merge folds a delora-diffusion adapter into the weights; plain LoRAs are fused anyway")
-    return sorted_
+    return found
 
 
 def _adapter_for(template: str | None, subject: str) -> str | None:
@@ -221,7 +221,7 @@ def build_jobs(args, ours: str | None = None) -> list[SubjectJob]:
 def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
     """Plan every subject, load the pipeline once, render what is missing; returns (plan, images of this call,
     written, seconds) per subject."""
-    from ..adapters import read_adapter
+    from ..adapters.io import read_adapter_metadata
     from .pipeline import apply_adapter, load_pipeline, remove_adapter, resolve_device, resolve_dtype
     from .plain_lora import fuse_plain_loras
     from .sampling import default_size, sample_images
@@ -246,11 +246,10 @@ def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
         common = {"adapter": None, "adapter_sha256": None, "adapter_method": None, "scale": adapters.ours_scale,
                   "loras": [lora.record() for lora in adapters.plain] or None,
                   **common_fields(args, str(dtype).removeprefix("torch."), height, width)}
-        if job.adapter is not None:
-            stored = read_adapter(job.adapter)
-            zero_snr_warning(args, stored.metadata, job.adapter)
-            common.update(adapter=job.adapter, adapter_sha256=file_sha256(job.adapter),
-                          adapter_method=stored.config.method)
+        if job.adapter is not None:  # the header only: the tensors are read once, when the adapter is applied
+            metadata = read_adapter_metadata(job.adapter)
+            zero_snr_warning(args, metadata, job.adapter)
+            common.update(adapter=job.adapter, adapter_sha256=file_sha256(job.adapter), adapter_method=metadata["method"])
         folder = Path(args.output_dir) / layout.check_subject_name(job.subject)
         plans.append(plan_folder(job.subject, folder, subject_records(job, seeds, common), args.overwrite))
 

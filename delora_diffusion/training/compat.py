@@ -67,12 +67,9 @@ def check_diffusers_args(parser: argparse.ArgumentParser, args: argparse.Namespa
         check_optimizer(parser, args)
 
 
-def use_xformers(args: argparse.Namespace) -> str | None:
-    """With --enable_xformers_memory_efficient_attention: None when xformers can be used, else the note that
-    says what runs instead."""
-    if not getattr(args, "enable_xformers_memory_efficient_attention", False):
-        return "off"
-    if importlib.util.find_spec("xformers") is None:
+def xformers_note(args: argparse.Namespace) -> str | None:
+    """With --enable_xformers_memory_efficient_attention but no xformers installed: what runs instead."""
+    if getattr(args, "enable_xformers_memory_efficient_attention", False) and importlib.util.find_spec("xformers") is None:
         return ("--enable_xformers_memory_efficient_attention: xformers is not installed; PyTorch's "
                 "scaled-dot-product attention is used (as fast on torch 2)")
     return None

@@ -14,6 +14,8 @@ from .hub import HubError, check_hub, push_outputs, redact_token
 from .loop import NonFiniteLossError, TrainResult, train
 from .task import TrainingTask
 
+LABEL_WIDTH = 16  # of the summary's "  label  path" lines: the longest label ("EMA adapter", "diffusers LoRA") + 2
+
 # Errors that mean bad input (flags, files, data): a one-line message, exit 2, no traceback.
 USER_ERRORS = (CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError, OSError)
 
@@ -62,7 +64,7 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
                 print(f"{prog}: error: the upload to {repo_id} failed ({exc}); the outputs are in {result.output_dir}: "
                       f"upload them with `hf upload {repo_id} {result.output_dir}`", file=sys.stderr)
                 return 3
-            print(f"  {'hub':<13}{url}", flush=True)
+            print(f"  {'hub':<{LABEL_WIDTH}}{url}", flush=True)
     return 0
 
 
@@ -89,4 +91,4 @@ def summary_lines(result: TrainResult, title: str, extra: list[tuple[str, object
                ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None), *extra]
     return ([f"\nDone: {result.global_step} steps of {title} in {clock(result.wall_seconds)} "
              f"({clock(result.loop_seconds)} after imports){pace}."]
-            + [f"  {name:<13}{value}" for name, value in entries if value])
+            + [f"  {name:<{LABEL_WIDTH}}{value}" for name, value in entries if value])

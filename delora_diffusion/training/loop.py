@@ -27,7 +27,7 @@ from ..fileio import remove_stale_temporaries, save_png_atomic, write_json_atomi
 from ..inference.contact_sheet import captioned_grid
 from ..threads import apply_threads
 from .args import UsageError, adapter_config_from_args
-from .compat import use_xformers
+from .compat import xformers_note
 from .checkpoint import (
     claim_output_dir,
     list_checkpoints,
@@ -213,11 +213,12 @@ class _Run:
             module.to(accelerator.device)
             if self.weight_dtype != torch.float32:
                 module.to(dtype=self.weight_dtype)
-        attention = use_xformers(args)
-        if attention is None:
-            components.unet.enable_xformers_memory_efficient_attention()
-        elif attention != "off":
-            self.result.notes.append(attention)
+        if getattr(args, "enable_xformers_memory_efficient_attention", False):
+            note = xformers_note(args)
+            if note:
+                self.result.notes.append(note)
+            else:
+                components.unet.enable_xformers_memory_efficient_attention()
         self.components = components
         self.context = RunContext(args=args, accelerator=accelerator, components=components,
                                   weight_dtype=self.weight_dtype, output_dir=self.output_dir, notes=self.result.notes)
