@@ -2,7 +2,8 @@
 
 Images are read once (by ``images.decode_rgb``: upright, 8-bit RGB, transparency on white; then the short
 side resized to the resolution) so that a corrupt file stops the run before training with an error naming
-it. Crops and flips: ``views.EpochViews``.
+it. Crops and flips: ``views.EpochViews``; with aspect-ratio buckets (``buckets.py``) an item is resized to
+cover its bucket and cropped to it, its class image to the same bucket so the joint batch stacks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torchvision.transforms import InterpolationMode
 
 from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from ..images import WHITE, ImageDataError, ImageReadError, decode_rgb, list_image_files
+from .buckets import BucketSpec, Size, covering_size, nearest_bucket
 from .captions import CaptionError, CaptionPolicy, read_captions
 from .views import EpochViews, View
 
@@ -69,6 +71,7 @@ class ImageSet:
     notes: list[str] = field(default_factory=list)  # what loading changed or skipped, said once per folder
     captions: list[str | None] = field(default_factory=list)  # per image; None (or empty list): ``prompt``
     caption_source: str = "none"
+    interpolation: str = "bilinear"  # --image_interpolation_mode, also of the resize to a bucket
 
     @classmethod
     def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None,
@@ -113,7 +116,7 @@ class ImageSet:
         mode = InterpolationMode[interpolation.upper()]
         images = [TF.resize(d.image, resolution, interpolation=mode, antialias=True) for d in decoded]
         return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes, captions,
-                   source)
+                   source, interpolation)
 
     def prompt_of(self, index: int) -> str:
         """Image ``index``'s caption, or the set's prompt when it has none."""
@@ -122,9 +125,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    def non_square(self) -> list[Path]:
-        return [p for p, (w, h) in zip(self.paths, self.sizes) if w != h]
 
     def release_images(self) -> None:
         """Drop the decoded images once their latents are cached."""
@@ -135,19 +135,27 @@ class DreamBoothDataset(Dataset):
     """Item i pairs instance image i mod n_instance with class image i mod n_class (DreamBooth's pairing).
 
     An item is ``{"instance": example, "class": example}`` (``"class"`` only with class images), an
-    example being ``{"prompt": str, "pixel_values": (3, R, R) in [-1, 1]}`` or, once latents are
-    cached, ``{"prompt": str, "latent_dist": (2·C, R/f, R/f)}`` (the VAE posterior's mean and log-variance).
+    example being ``{"prompt": str, "pixel_values": (3, H, W) in [-1, 1]}`` or, once latents are
+    cached, ``{"prompt": str, "latent_dist": (2·C, H/f, W/f)}`` (the VAE posterior's mean and log-variance);
+    H = W = R, or with ``buckets`` the size of the bucket nearest the item's instance image.
     """
 
     def __init__(self, instance: ImageSet, class_images: ImageSet | None, resolution: int,
-                 center_crop: bool, random_flip: bool, seed: int, captions: CaptionPolicy | None = None) -> None:
+                 center_crop: bool, random_flip: bool, seed: int, captions: CaptionPolicy | None = None,
+                 buckets: BucketSpec | None = None) -> None:
         self.sets = {INSTANCE: instance}
         if class_images is not None:
             self.sets[CLASS] = class_images
         self.resolution = resolution
         self.views = EpochViews(resolution, center_crop, random_flip, seed)
         self.captions = captions or CaptionPolicy()  # per-step changes of the instance captions
-        self.latent_cache: dict[str, torch.Tensor] | None = None
+        self.buckets = buckets
+        self.item_sizes: list[Size] = [(resolution, resolution)] * len(self)  # (width, height) each item trains at
+        if buckets is not None:
+            sizes = buckets.sizes()
+            self.item_sizes = [nearest_bucket(*instance.sizes[i % len(instance)], sizes) for i in range(len(self))]
+        self._resized: dict[tuple[str, int, Size], Image.Image] = {}
+        self.latent_cache: dict[tuple[str, int, Size], torch.Tensor] | None = None  # (role, image, size) -> posterior
 
     def __len__(self) -> int:
         return max(len(s) for s in self.sets.values())
@@ -156,32 +164,60 @@ class DreamBoothDataset(Dataset):
         """Called by the data loader each epoch: the random views depend on it."""
         self.views.epoch = epoch
 
+    def item_crops(self) -> list[tuple[str, int, Size]]:
+        """Every distinct (role, image index, crop size) an item trains with, in item order."""
+        return list(dict.fromkeys((role, index % len(images), self.item_sizes[index])
+                                  for index in range(len(self)) for role, images in self.sets.items()))
+
     def fresh_encode_reason(self) -> str | None:
         """Why an image's pixels can differ between steps (so latents cannot be cached), or None."""
         if self.views.random_flip:
             return "--random_flip flips images at random"
         if not self.views.center_crop:
-            uneven = [p.name for s in self.sets.values() for p in s.non_square()]
+            uneven = list(dict.fromkeys(self.sets[role].paths[i].name for role, i, size in self.item_crops()
+                                        if covering_size(*self.sets[role].sizes[i], size) != size))
             if uneven:
                 shown = ", ".join(uneven[:3]) + (" ..." if len(uneven) > 3 else "")
-                return f"random crops of {len(uneven)} non-square image(s) ({shown}); pass --center_crop to cache"
+                shape = "not of their bucket's shape" if self.buckets else "non-square"
+                return f"random crops of {len(uneven)} {shape} image(s) ({shown}); pass --center_crop to cache"
         return None
 
     def view(self, role: str, index: int) -> View:
         """The crop and flip of item ``index``'s ``role`` image in the current epoch."""
-        width, height = self.sets[role].sizes[index % len(self.sets[role])]
-        return self.views.view(role, index, width, height)
+        size = self.item_sizes[index]
+        width, height = covering_size(*self.sets[role].sizes[index % len(self.sets[role])], size)
+        return self.views.view(role, index, width, height, size)
 
     def pixels(self, role: str, image_index: int, view: View) -> torch.Tensor:
-        """(3, R, R) float tensor in [-1, 1] of one image seen through ``view``."""
-        image = self.sets[role].images[image_index]
+        """(3, view.height, view.width) float tensor in [-1, 1] of one image seen through ``view``."""
+        return self.views.apply(self._covering(role, image_index, (view.width, view.height)), view) * 2.0 - 1.0
+
+    def _covering(self, role: str, image_index: int, size: Size) -> Image.Image:
+        """The image resized to cover ``size`` (itself without buckets: its short side is the resolution)."""
+        images = self.sets[role]
+        image = images.images[image_index]
         if image is None:
             raise RuntimeError("images were released after caching their latents")
-        return self.views.apply(image, view) * 2.0 - 1.0
+        covering = covering_size(*image.size, size)
+        if covering == image.size:
+            return image
+        key = (role, image_index, size)
+        if key not in self._resized:  # a few per image (one per bucket it meets): kept, not redone each step
+            mode = InterpolationMode[images.interpolation.upper()]
+            self._resized[key] = TF.resize(image, [covering[1], covering[0]], interpolation=mode, antialias=True)
+        return self._resized[key]
 
-    def fixed_view(self, role: str, image_index: int) -> View:
-        """The only view of an image when ``fresh_encode_reason()`` is None (centre crop, no flip)."""
-        return self.views.centre(*self.sets[role].sizes[image_index])
+    def fixed_view(self, role: str, image_index: int, size: Size | None = None) -> View:
+        """The only view of an image at crop ``size`` (default the square resolution) when
+        ``fresh_encode_reason()`` is None (centre crop, no flip)."""
+        size = size or (self.resolution, self.resolution)
+        return self.views.centre(*covering_size(*self.sets[role].sizes[image_index], size), size)
+
+    def release_images(self) -> None:
+        """Drop the decoded images once their latents are cached."""
+        for images in self.sets.values():
+            images.release_images()
+        self._resized.clear()
 
     def prompt(self, role: str, index: int) -> str:
         """The prompt item ``index``'s ``role`` image trains with in the current epoch."""
@@ -202,7 +238,7 @@ class DreamBoothDataset(Dataset):
             image_index = index % len(images)
             example = {"prompt": self.prompt(role, index)}
             if self.latent_cache is not None:
-                example["latent_dist"] = self.latent_cache[role][image_index]
+                example["latent_dist"] = self.latent_cache[role, image_index, self.item_sizes[index]]
             else:
                 example["pixel_values"] = self.pixels(role, image_index, self.view(role, index))
             item[role] = example

@@ -16,16 +16,19 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class View:
-    """Where an image is cropped (pixels from the top-left of the resized image) and whether it is flipped."""
+    """A ``width`` × ``height`` crop at (``top``, ``left``) pixels of the resized image, flipped or not."""
 
     top: int
     left: int
     flip: bool
+    width: int
+    height: int
 
 
 @dataclass
 class EpochViews:
-    """Square ``resolution`` crops (centred or random) and optional horizontal flips, redrawn each epoch."""
+    """Crops (centred or random; square ``resolution`` unless an aspect-ratio bucket's size is given) and
+    optional horizontal flips, redrawn each epoch."""
 
     resolution: int
     center_crop: bool
@@ -33,25 +36,27 @@ class EpochViews:
     seed: int
     epoch: int = 0
 
-    def view(self, role: str, index: int, width: int, height: int) -> View:
-        """The view of item ``index`` of ``role`` in the current epoch, for a resized ``width`` × ``height`` image."""
-        size = self.resolution
+    def view(self, role: str, index: int, width: int, height: int, size: tuple[int, int] | None = None) -> View:
+        """The view of item ``index`` of ``role`` in the current epoch, for a resized ``width`` × ``height`` image
+        cropped to ``size`` (width, height; default the square resolution)."""
+        crop_w, crop_h = size or (self.resolution, self.resolution)
         rng = None
-        if self.center_crop or (width == size and height == size):
-            top, left = (height - size) // 2, (width - size) // 2
+        if self.center_crop or (width == crop_w and height == crop_h):
+            top, left = (height - crop_h) // 2, (width - crop_w) // 2
         else:
             rng = random.Random(f"{self.seed}/{self.epoch}/{role}/{index}")
-            top, left = rng.randint(0, height - size), rng.randint(0, width - size)
+            top, left = rng.randint(0, height - crop_h), rng.randint(0, width - crop_w)
         if not self.random_flip:
-            return View(top, left, False)
+            return View(top, left, False, crop_w, crop_h)
         rng = rng or random.Random(f"{self.seed}/{self.epoch}/{role}/{index}")
-        return View(top, left, rng.random() < 0.5)
+        return View(top, left, rng.random() < 0.5, crop_w, crop_h)
 
-    def centre(self, width: int, height: int) -> View:
+    def centre(self, width: int, height: int, size: tuple[int, int] | None = None) -> View:
         """The centred, unflipped view: the only one when views are fixed (what a latent cache encodes)."""
-        return View((height - self.resolution) // 2, (width - self.resolution) // 2, False)
+        crop_w, crop_h = size or (self.resolution, self.resolution)
+        return View((height - crop_h) // 2, (width - crop_w) // 2, False, crop_w, crop_h)
 
     def apply(self, picture: Image.Image, view: View) -> torch.Tensor:
-        """(3, R, R) float tensor in [0, 1] of ``picture`` seen through ``view``."""
-        picture = TF.crop(picture, view.top, view.left, self.resolution, self.resolution)
+        """(3, view.height, view.width) float tensor in [0, 1] of ``picture`` seen through ``view``."""
+        picture = TF.crop(picture, view.top, view.left, view.height, view.width)
         return TF.to_tensor(TF.hflip(picture) if view.flip else picture)

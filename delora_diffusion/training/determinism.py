@@ -8,6 +8,8 @@ Nothing random then has to be saved in a checkpoint, on any number of processes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.utils.data import Sampler
@@ -45,3 +47,36 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.length
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of at most ``batch_size`` items that share one aspect-ratio bucket, fixed by (seed, epoch).
+
+    Items are taken in the epoch's permutation (``EpochShuffleSampler``, kept as ``.sampler`` so
+    accelerate's ``set_epoch`` reaches it), grouped by bucket and cut into batches, and the batches are
+    shuffled: a bucket's last batch may be short, as in kohya's trainer.
+    """
+
+    def __init__(self, item_buckets: list, batch_size: int, seed: int, describe: str = "buckets") -> None:
+        self.item_buckets = item_buckets
+        self.describe = describe  # recorded with checkpoints: a resume with other buckets is told
+        self.batch_size = None  # batches vary in length: accelerate then shards whole batches
+        self.per_batch = batch_size
+        self.sampler = EpochShuffleSampler(len(item_buckets), seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        groups: dict = {}
+        for index in self.sampler:
+            groups.setdefault(self.item_buckets[index], []).append(index)
+        batches = [group[k:k + self.per_batch] for group in groups.values() for k in range(0, len(group), self.per_batch)]
+        generator = torch.Generator().manual_seed(derive_seed(self.sampler.seed, 3, self.sampler.epoch))
+        return iter([batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()])
+
+    def __len__(self) -> int:
+        counts: dict = {}
+        for bucket in self.item_buckets:
+            counts[bucket] = counts.get(bucket, 0) + 1
+        return sum(math.ceil(n / self.per_batch) for n in counts.values())

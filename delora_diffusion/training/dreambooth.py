@@ -47,6 +47,14 @@ def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=int, default=512, help="training images are resized and cropped to this")
     add_bool_flag(g, "center_crop", "center crop (default: random crop)")
     add_bool_flag(g, "random_flip", "random horizontal flips")
+    add_bool_flag(g, "enable_bucket", "aspect-ratio buckets (kohya's): each image trains at the bucket of about "
+                                      "RESOLUTION² pixels nearest its shape, each batch from one bucket")
+    g.add_argument("--min_bucket_reso", type=int, default=256, metavar="PX",
+                   help="with --enable_bucket: shortest bucket side (default: %(default)s)")
+    g.add_argument("--max_bucket_reso", type=int, default=1024, metavar="PX",
+                   help="with --enable_bucket: longest bucket side (default: %(default)s)")
+    g.add_argument("--bucket_reso_steps", type=int, default=64, metavar="PX",
+                   help="with --enable_bucket: bucket sides are multiples of this (default: %(default)s)")
     g.add_argument("--alpha_background", type=background_colour, default="white", metavar="COLOUR",
                    help="colour transparent pixels are composited on: a name or #RRGGBB (default: %(default)s)")
     add_bool_flag(g, "export_kohya", "also write lora_kohya.safetensors (kohya keys, for ComfyUI / A1111) beside "
@@ -86,6 +94,13 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error(f"--keep_tokens must be >= 0, got {args.keep_tokens}")
     if args.keep_tokens and not args.shuffle_caption:
         parser.error("--keep_tokens acts with --shuffle_caption: add it, or drop --keep_tokens")
+    if args.enable_bucket:
+        from ..data.buckets import BucketSpec
+
+        problem = BucketSpec(args.resolution, args.min_bucket_reso, args.max_bucket_reso,
+                             args.bucket_reso_steps).problem()
+        if problem:
+            parser.error(problem)
     if not args.caption_extension.startswith("."):
         parser.error(f"--caption_extension must start with a dot, e.g. .txt, got {args.caption_extension!r}")
     for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):

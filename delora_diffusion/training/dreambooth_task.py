@@ -8,14 +8,17 @@ the prior-preservation loss  L = mean(instance) + w · mean(class),  and validat
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
 import torch
 
+from ..data.buckets import BucketSpec
 from ..data.captions import CaptionPolicy
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..inference.sampling import sample_images
 from .class_images import generate_class_images
 from .components import encode_prompts, sampling_pipeline
+from .determinism import BucketBatchSampler
 from .latents import batch_latents, cache_posteriors
 from .task import RunContext, TrainingTask
 
@@ -68,10 +71,32 @@ class DreamBoothTask(TrainingTask):
             run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
         dataset = DreamBoothDataset(instance, class_images, args.resolution, args.center_crop, args.random_flip,
                                     args.seed, CaptionPolicy(args.caption_dropout_rate, args.shuffle_caption,
-                                                             args.keep_tokens))
+                                                             args.keep_tokens), self._buckets(run))
+        if dataset.buckets is not None:
+            counts = Counter(dataset.item_sizes)
+            run.notes.append(f"{dataset.buckets.describe()}: " + ", ".join(
+                f"{w}x{h} ({n} example{'s' if n > 1 else ''})" for (w, h), n in sorted(counts.items())))
         self._cache(run, dataset)
         self.dataset = dataset
         return dataset
+
+    def _buckets(self, run: RunContext) -> BucketSpec | None:
+        """``--enable_bucket``'s spec, its sides checked against what this VAE and UNet can halve down."""
+        args = self.args
+        if not args.enable_bucket:
+            return None
+        spec = BucketSpec(args.resolution, args.min_bucket_reso, args.max_bucket_reso, args.bucket_reso_steps)
+        vae, unet = run.components.vae.config, run.components.unet.config
+        factor = 2 ** (len(vae.block_out_channels) - 1) * 2 ** (len(unet.down_block_types) - 1)
+        if spec.step % factor:
+            raise ImageDataError(f"--bucket_reso_steps {spec.step}: bucket sides of this model must be multiples of "
+                                 f"{factor} (the VAE's and the UNet's downsampling together)")
+        return spec
+
+    def batch_sampler(self, batch_size: int, seed: int) -> BucketBatchSampler | None:
+        if self.dataset is None or self.dataset.buckets is None:
+            return None
+        return BucketBatchSampler(self.dataset.item_sizes, batch_size, seed, self.dataset.buckets.describe())
 
     def _fill_class_images(self, run: RunContext) -> None:
         args, components = self.args, run.components
@@ -106,13 +131,13 @@ class DreamBoothTask(TrainingTask):
             why = reason or "--no_cache_latents"
             run.notes.append(f"latents: fresh VAE encode every step ({why})")
         else:
-            dataset.latent_cache = {}
-            for role, images in dataset.sets.items():
-                pixels = [dataset.pixels(role, i, dataset.fixed_view(role, i)) for i in range(len(images))]
-                dataset.latent_cache[role] = cache_posteriors(pixels, components.vae)
-                images.release_images()
-            count = sum(len(s) for s in dataset.sets.values())
-            run.notes.append(f"latents: {count} images encoded once and cached (centre crop, no flip)")
+            crops, dataset.latent_cache = dataset.item_crops(), {}
+            for size in dict.fromkeys(size for _, _, size in crops):  # one stack per crop size (bucket)
+                keys = [key for key in crops if key[2] == size]
+                pixels = [dataset.pixels(role, i, dataset.fixed_view(role, i, size)) for role, i, _ in keys]
+                dataset.latent_cache.update(zip(keys, cache_posteriors(pixels, components.vae)))
+            dataset.release_images()
+            run.notes.append(f"latents: {len(crops)} crops encoded once and cached (centre crop, no flip)")
         # Every prompt an item can get, encoded once; shuffled captions are encoded per batch (model_inputs).
         self.prompt_embeds = encode_prompts(components, dataset.fixed_prompts(), run.device, run.weight_dtype)
         if dataset.captions.shuffle:
@@ -178,4 +203,6 @@ class DreamBoothTask(TrainingTask):
             facts["prior preservation"] = "off"
         crop = "centre crop" if args.center_crop else "random crop"
         facts["resolution"] = f"{args.resolution} px, {crop}{', random flips' if args.random_flip else ''}"
+        if dataset.buckets is not None:
+            facts["resolution"] += f"; aspect-ratio {dataset.buckets.describe()}"
         return facts

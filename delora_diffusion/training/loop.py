@@ -57,7 +57,8 @@ from .task import RunContext, TrainingTask
 
 logger = logging.getLogger("delora_diffusion.training")
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
-DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes", "dataset_length")
+DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes", "dataset_length",
+                   "batching")
 
 
 def _run_level(tag: str) -> bool:
@@ -248,10 +249,16 @@ class _Run:
         optimizer = build_optimizer(args, unet, extra_modules, accelerator.num_processes,
                                     self.task.trainable_module_options())
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
-        dataloader = DataLoader(self.dataset, batch_size=args.train_batch_size,
-                                sampler=EpochShuffleSampler(len(self.dataset), args.seed),
-                                collate_fn=self.task.collate, num_workers=args.dataloader_num_workers)
-        batches_per_process = math.ceil(len(self.dataset) / (args.train_batch_size * accelerator.num_processes))
+        batch_sampler = self.task.batch_sampler(args.train_batch_size, args.seed)
+        if batch_sampler is None:
+            dataloader = DataLoader(self.dataset, batch_size=args.train_batch_size,
+                                    sampler=EpochShuffleSampler(len(self.dataset), args.seed),
+                                    collate_fn=self.task.collate, num_workers=args.dataloader_num_workers)
+            batches_per_process = math.ceil(len(self.dataset) / (args.train_batch_size * accelerator.num_processes))
+        else:
+            dataloader = DataLoader(self.dataset, batch_sampler=batch_sampler, collate_fn=self.task.collate,
+                                    num_workers=args.dataloader_num_workers)
+            batches_per_process = math.ceil(len(batch_sampler) / accelerator.num_processes)
         self.max_train_steps = (args.max_train_steps or
                                 args.num_train_epochs * math.ceil(batches_per_process / args.gradient_accumulation_steps))
         lr_scheduler = build_lr_scheduler(args, optimizer, self.max_train_steps, accelerator.num_processes)
@@ -272,6 +279,8 @@ class _Run:
         self.data_order = {"seed": args.seed, "train_batch_size": args.train_batch_size,
                            "gradient_accumulation_steps": args.gradient_accumulation_steps,
                            "num_processes": accelerator.num_processes, "dataset_length": len(self.dataset)}
+        if batch_sampler is not None:
+            self.data_order["batching"] = getattr(batch_sampler, "describe", type(batch_sampler).__name__)
 
     # --- adapter file <-> model ------------------------------------------------------------------
     def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module]]:
@@ -300,8 +309,8 @@ class _Run:
             self.info("warning: resuming with %d CPU threads per process where the run had %d: on a CPU the "
                       "numbers then differ slightly from an uninterrupted run (--num_threads %d)",
                       self.args.num_threads, before, before)
-        changed = [f"{key} {saved.get(key)} -> {self.data_order[key]}" for key in DATA_ORDER_KEYS
-                   if saved.get(key) != self.data_order[key]]
+        changed = [f"{key} {saved.get(key)} -> {self.data_order.get(key)}" for key in DATA_ORDER_KEYS
+                   if saved.get(key) != self.data_order.get(key)]
         if changed:
             self.info("warning: resuming with other data-order settings (%s): batches will not replay the "
                       "interrupted run exactly", ", ".join(changed))

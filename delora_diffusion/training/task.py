@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .components import Components
 
@@ -69,6 +69,11 @@ class TrainingTask:
 
     def collate(self, items: list) -> dict:
         raise NotImplementedError
+
+    def batch_sampler(self, batch_size: int, seed: int) -> Sampler[list[int]] | None:
+        """Batches of dataset indices when items cannot be batched freely (e.g. aspect-ratio buckets), a pure
+        function of (seed, epoch) with ``set_epoch``; None: shuffled batches of ``batch_size``."""
+        return None
 
     def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
