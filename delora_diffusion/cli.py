@@ -42,7 +42,7 @@ def export_main(argv: list[str] | None = None) -> int:
     from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
     from .adapters.io import base_model_of
     from .models.families import check_base_model
-    from .models.loading import load_unet
+    from .models.loading import load_text_encoder, load_unet
 
     try:
         adapter = read_adapter(args.adapter)
@@ -51,9 +51,12 @@ def export_main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.adapter} records no base model; pass --base_model")
         check_base_model(base, "--base_model" if args.base_model else "the adapter's base model")
         unet = load_unet(base)
-        load_adapter(unet, args.adapter, model_name=base)
-        set_scale(unet, args.scale)
-        out = export_lora(unet, args.out, args.format)
+        text_encoder = load_text_encoder(base) if adapter.targets_of("text_encoder") else None
+        load_adapter(unet, args.adapter, model_name=base, text_encoder=text_encoder)
+        for model in (unet, text_encoder):
+            if model is not None:
+                set_scale(model, args.scale)
+        out = export_lora(unet, args.out, args.format, text_encoder)
     except (AdapterFileError, OSError, ValueError) as exc:
         print(f"delora-export: error: {exc}", file=sys.stderr)
         return 2

@@ -216,17 +216,27 @@ def test_target_module_presets_expand_into_the_adapter_config(preset, expected):
     assert any(".ff." in n for n in chosen) == (preset != "attention")
 
 
-def test_preset_sizes_on_sd15_are_the_ones_the_readme_gives():
+def _preset_sizes(unet) -> dict[str, tuple[int, float]]:
+    """Per preset: (layers, millions of rank-16 LoRA parameters)."""
     from delora_diffusion.adapters import TARGET_PRESETS, find_target_modules
-    from delora_diffusion.models.sd15 import sd15_unet
 
-    unet = sd15_unet(empty=True)
     modules = dict(unet.named_modules())
     sizes = {}
     for name, preset in TARGET_PRESETS.items():
         layers = find_target_modules(unet, preset if isinstance(preset, str) else list(preset))
         sizes[name] = (len(layers), round(sum(16 * (modules[n].in_features + modules[n].out_features)
                                               for n in layers) / 1e6, 2))
-    assert sizes == {"attention": (128, 3.19), "attention+ff": (160, 5.98), "all-linear": (184, 6.82)}
+    return sizes
+
+
+def test_preset_sizes_on_sd15_and_sdxl_are_the_ones_the_readme_gives():
+    from delora_diffusion.models.sd15 import sd15_unet
+    from delora_diffusion.models.sdxl import sdxl_unet
+
+    assert _preset_sizes(sd15_unet(empty=True)) == {"attention": (128, 3.19), "attention+ff": (160, 5.98),
+                                                    "all-linear": (184, 6.82)}
+    assert _preset_sizes(sdxl_unet()) == {"attention": (560, 23.22), "attention+ff": (700, 41.86),
+                                          "all-linear": (743, 43.3)}
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "128, 160 and 184 layers: 3.19 M, 5.98 M and\n  6.82 M trainable" in readme
+    assert "560, 700 and 743\n  layers: 23.22 M, 41.86 M and 43.30 M" in readme

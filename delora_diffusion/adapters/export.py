@@ -4,10 +4,11 @@ Every method's update is low rank (DeLoRA residual 2r, zero_b r, ETHER n, ETHER+
 its ``lora_factors`` B (out×k), A (k×in) with W' − W = B A are written as LoRA down/up weights with
 scale 1, in closed form (no SVD, no approximation):
 
-- ``diffusers``: PEFT keys ``unet.<module>.lora_A.weight`` / ``lora_B.weight`` for
-  ``pipe.load_lora_weights(file)``; DoRA adds ``lora_magnitude_vector`` (PEFT's own DoRA format).
-- ``kohya``: ``lora_unet_<module with _>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (= k),
-  what kohya's sd-scripts writes and ComfyUI / A1111 load.
+- ``diffusers``: PEFT keys ``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (``text_encoder.<module>``
+  for a text-encoder adapter) for ``pipe.load_lora_weights(file)``; DoRA adds ``lora_magnitude_vector``
+  (PEFT's own DoRA format).
+- ``kohya``: ``lora_unet_<module with _>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (= k), the text
+  encoder's under ``lora_te_``: what kohya's sd-scripts writes and ComfyUI / A1111 load.
 """
 
 from __future__ import annotations
@@ -19,18 +20,23 @@ import torch
 from torch import nn
 
 from .formats import FORMATS
-from .io import atomic_save_safetensors
+from .io import atomic_save_safetensors, text_encoder_layer_name
 from .peft_methods import PeftLoRALinear
 from .registry import adapter_layers
 
 
+KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
+
+
 @torch.no_grad()
 def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "unet") -> dict[str, torch.Tensor]:
-    """LoRA tensors reproducing the current update (at the current scale) of every adapted layer."""
+    """LoRA tensors reproducing the current update (at the current scale) of every adapted layer of ``model``,
+    the ``prefix`` component ("unet" or "text_encoder")."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out: dict[str, torch.Tensor] = {}
     for name, layer in adapter_layers(model).items():
+        name = text_encoder_layer_name(name) if prefix == "text_encoder" else name
         if isinstance(layer, PeftLoRALinear) and layer.use_dora:
             if fmt != "diffusers":
                 raise ValueError(
@@ -49,15 +55,19 @@ def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "une
             out[f"{prefix}.{name}.lora_A.weight"] = A.contiguous()
             out[f"{prefix}.{name}.lora_B.weight"] = B.contiguous()
         else:
-            key = "lora_unet_" + name.replace(".", "_")
+            key = KOHYA_PREFIXES[prefix] + name.replace(".", "_")
             out[f"{key}.lora_down.weight"] = A.contiguous()
             out[f"{key}.lora_up.weight"] = B.contiguous()
             out[f"{key}.alpha"] = torch.tensor(float(A.shape[0]))  # alpha = rank: scale 1
     return out
 
 
-def export_lora(model: nn.Module, out_path: str | os.PathLike, fmt: str = "diffusers") -> Path:
-    """Write ``lora_state_dict(model, fmt)`` to ``out_path`` (safetensors, atomically)."""
+def export_lora(model: nn.Module, out_path: str | os.PathLike, fmt: str = "diffusers",
+                text_encoder: nn.Module | None = None) -> Path:
+    """Write ``lora_state_dict`` of ``model`` (the UNet) and of an adapted ``text_encoder`` to ``out_path``
+    (safetensors, atomically)."""
     tensors = lora_state_dict(model, fmt)
+    if text_encoder is not None and adapter_layers(text_encoder):
+        tensors.update(lora_state_dict(text_encoder, fmt, "text_encoder"))
     atomic_save_safetensors(tensors, out_path, {"format": "pt", "exported_by": "delora-diffusion"})
     return Path(out_path)

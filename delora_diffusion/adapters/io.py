@@ -1,8 +1,9 @@
 """The self-describing adapter file: one ``adapter.safetensors`` that needs no other flag to load.
 
-Tensors are stored as ``<module name>.<tensor name>`` (fp32). The header metadata holds one JSON
-entry under the key ``delora_diffusion``: method, config, target list, per-layer shapes, base model,
-package version, plus optional extra tensors (e.g. a hint encoder) under ``extra.<name>``.
+Tensors are stored as ``<module name>.<tensor name>`` (fp32), the UNet's layers under their own names and
+a text encoder's (``--train_text_encoder``) under ``text_encoder.<module name>``. The header metadata holds
+one JSON entry under the key ``delora_diffusion``: method, config, target list, per-layer shapes, base
+model, package version, plus optional extra tensors (e.g. a hint encoder) under ``extra.<name>``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,31 @@ from .registry import adapter_config, adapter_layers, attach, detach
 METADATA_KEY = "delora_diffusion"
 FORMAT_VERSION = 1
 EXTRA_PREFIX = "extra."
+TEXT_ENCODER_PREFIX = "text_encoder."  # no UNet has a top-level module of that name
+# CLIP's layers are named "text_model.encoder.layers.N..." in checkpoints, diffusers, kohya and ComfyUI;
+# transformers 5 dropped the "text_model." level in memory. Files use the checkpoint names.
+CLIP_ROOT = "text_model."
+
+
+def text_encoder_layer_name(module_name: str) -> str:
+    """The name a text-encoder layer has in files (``text_model.encoder.layers.0.self_attn.q_proj``)."""
+    return module_name if module_name.startswith(CLIP_ROOT) else CLIP_ROOT + module_name
+
+
+def text_encoder_module_name(text_encoder: nn.Module, layer_name: str) -> str:
+    """The module of ``text_encoder`` a file's layer name refers to, in this transformers version's naming."""
+    if layer_name.startswith(CLIP_ROOT) and not hasattr(text_encoder, CLIP_ROOT[:-1]):
+        return layer_name[len(CLIP_ROOT):]
+    return layer_name
+
+
+def adapted_layers(model: nn.Module, text_encoder: nn.Module | None = None) -> dict[str, AdapterLayer]:
+    """The adapted layers of a UNet and of an optional text encoder, by the names they have in files."""
+    layers = dict(adapter_layers(model))
+    if text_encoder is not None:
+        layers.update({TEXT_ENCODER_PREFIX + text_encoder_layer_name(name): layer
+                       for name, layer in adapter_layers(text_encoder).items()})
+    return layers
 
 
 class AdapterFileError(ValueError):
@@ -45,6 +71,14 @@ class AdapterFile:
     @property
     def shapes(self) -> dict[str, list[int]]:
         return self.metadata["shapes"]
+
+    def targets_of(self, component: str) -> dict[str, str]:
+        """The layers adapted in ``component`` ("unet" or "text_encoder"): their name in that model (the text
+        encoder's as in checkpoints, see ``text_encoder_module_name``) -> their name in the file."""
+        names = self.metadata["targets"]
+        if component == "text_encoder":
+            return {n[len(TEXT_ENCODER_PREFIX):]: n for n in names if n.startswith(TEXT_ENCODER_PREFIX)}
+        return {n: n for n in names if not n.startswith(TEXT_ENCODER_PREFIX)}
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
@@ -68,15 +102,16 @@ def save_adapter(
     base_model: str | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
     extra_metadata: dict | None = None,
+    text_encoder: nn.Module | None = None,
 ) -> Path:
-    """Save the adapters of ``model`` (and optional extra tensors) to one safetensors file.
+    """Save the adapters of ``model`` (and of ``text_encoder``, and optional extra tensors) to one safetensors file.
 
     ``base_model`` is recorded as given and, when it names something on this disk, also as an absolute
     path, so the file still finds its base model from another folder (``base_model_of``).
     """
-    layers = adapter_layers(model)
-    if not layers:
+    if not adapter_layers(model):
         raise ValueError("model has no adapter layers to save")
+    layers = adapted_layers(model, text_encoder)
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
         for key, value in layer.adapter_state_dict().items():
@@ -174,11 +209,13 @@ def read_adapter(path: str | os.PathLike) -> AdapterFile:
     return AdapterFile(path=path, config=config, metadata=meta, layers=layers, extra_tensors=extra)
 
 
-def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = None) -> None:
-    """Raise ``AdapterFileError`` naming the first target layer missing from ``model`` or of another shape, the
-    base model the adapter was trained on and ``model_name`` (what ``model`` was loaded from), when known."""
+def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = None, component: str = "unet") -> None:
+    """Raise ``AdapterFileError`` naming the first target layer of ``component`` missing from ``model`` or of
+    another shape, the base model the adapter was trained on and ``model_name`` (what ``model`` was loaded
+    from), when known."""
     here = f"this {type(model).__name__}" + (f" (of {model_name!r})" if model_name else "")
-    for name in adapter.metadata["targets"]:
+    for name, stored in adapter.targets_of(component).items():
+        name = text_encoder_module_name(model, name) if component == "text_encoder" else name
         try:
             module = model.get_submodule(name)
         except AttributeError:
@@ -192,7 +229,7 @@ def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = 
             raise AdapterFileError(f"{adapter.path}: layer {name} is a {type(module).__name__} in {here}, not the "
                                    f"nn.Linear the adapter was trained on ({adapter.metadata.get('base_model')!r}): "
                                    "wrong base model?")
-        expected = list(adapter.shapes[name])
+        expected = list(adapter.shapes[stored])
         actual = [module.out_features, module.in_features]
         if actual != expected:
             raise AdapterFileError(
@@ -201,16 +238,30 @@ def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = 
             )
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike, model_name: str | None = None) -> AdapterFile:
-    """Attach the adapter stored in ``path`` to ``model`` and load its tensors; returns the parsed file.
-    ``model_name`` (what ``model`` was loaded from) is named in a mismatch error."""
+def load_adapter(model: nn.Module, path: str | os.PathLike, model_name: str | None = None,
+                 text_encoder: nn.Module | None = None) -> AdapterFile:
+    """Attach the adapter stored in ``path`` to ``model`` (a UNet) and, when the file holds text-encoder layers,
+    to ``text_encoder``; load its tensors; returns the parsed file. ``model_name`` (what ``model`` was loaded
+    from) is named in a mismatch error."""
     adapter = read_adapter(path)
-    check_fits(model, adapter, model_name)
-    layers = attach(model, adapter.config, layer_names=adapter.metadata["targets"])
+    models = {"unet": model}
+    if adapter.targets_of("text_encoder"):
+        if text_encoder is None:
+            raise AdapterFileError(f"{path} also adapts the text encoder (trained with --train_text_encoder): "
+                                   "load it with the pipeline's text encoder too")
+        models["text_encoder"] = text_encoder
+    for component, module in models.items():
+        check_fits(module, adapter, model_name, component)
     try:
-        for name, layer in layers.items():
-            layer.load_adapter_state_dict(adapter.layers[name], name)
+        for component, module in models.items():
+            targets = {text_encoder_module_name(module, name) if component == "text_encoder" else name: stored
+                       for name, stored in adapter.targets_of(component).items()}
+            layers = attach(module, adapter.config, layer_names=list(targets))
+            for name, layer in layers.items():
+                layer.load_adapter_state_dict(adapter.layers[targets[name]], targets[name])
     except ValueError as exc:
-        detach(model)  # leave the model as it was
+        for module in models.values():  # leave the models as they were
+            if adapter_layers(module):
+                detach(module)
         raise AdapterFileError(f"{path}: {exc}") from exc
     return adapter

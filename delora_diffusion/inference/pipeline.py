@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..adapters import AdapterFile, adapter_layers, detach, load_adapter, merge as merge_adapter, set_scale
+from ..adapters import AdapterFile, detach, load_adapter, merge as merge_adapter, set_scale
 from ..fileio import file_sha256
 from .schedulers import DEFAULT_SCHEDULER, set_scheduler
 
@@ -76,32 +76,34 @@ def _dtype_keyword() -> str:
 
 def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool = False,
                   base_model: str | None = None) -> LoadedAdapter:
-    """Load the adapter file onto ``pipe.unet`` (replacing any adapter already there).
+    """Load the adapter file onto ``pipe.unet`` and, when it holds text-encoder layers, ``pipe.text_encoder``
+    (replacing any adapter already there).
 
     ``scale`` s ≥ 0 makes every adapted layer act as W + s·(W' − W); ``merge`` folds the update into the
     weights (faster sampling, same images up to rounding). ``base_model`` is only compared with the one
     recorded in the file to warn about a likely mix-up; layer shapes are what is actually checked.
     Raises ``AdapterFileError`` naming the file when it is missing, not ours, or does not fit the UNet.
     """
-    if adapter_layers(pipe.unet):
-        detach(pipe.unet)
-    loaded = load_adapter(pipe.unet, path, model_name=base_model)
+    remove_adapter(pipe)
+    loaded = load_adapter(pipe.unet, path, model_name=base_model, text_encoder=pipe.text_encoder)
     recorded = loaded.metadata.get("base_model")
     known = {str(recorded), str(loaded.metadata.get("base_model_resolved"))}
     given = {str(base_model), str(Path(base_model).resolve()) if base_model and Path(base_model).exists() else None}
     if base_model and recorded and not known & given:
         logger.warning("note: adapter %s was trained on %r, generating with %r", path, recorded, base_model)
-    if scale != 1.0:
-        set_scale(pipe.unet, scale)
-    if merge:
-        merge_adapter(pipe.unet)
+    for model in (pipe.unet, pipe.text_encoder):  # a model without adapter layers is left as it is
+        if scale != 1.0:
+            set_scale(model, scale)
+        if merge:
+            merge_adapter(model)
     return LoadedAdapter(path=str(path), sha256=file_sha256(path), method=loaded.config.method,
                          base_model=recorded, scale=float(scale), merged=merge, file=loaded)
 
 
 def remove_adapter(pipe) -> None:
-    """Give ``pipe.unet`` its base weights back (unmerging first when merged)."""
-    detach(pipe.unet)
+    """Give ``pipe.unet`` and ``pipe.text_encoder`` their base weights back (unmerging first when merged)."""
+    for model in (pipe.unet, pipe.text_encoder):
+        detach(model)
 
 
 def load_pipeline(

@@ -18,3 +18,14 @@ def load_unet(name_or_path: str, revision: str | None = None, variant: str | Non
             f"could not load a UNet from {name_or_path!r} (expected a diffusers pipeline folder or hub id with a "
             f"unet/ subfolder, or a UNet folder with config.json): {exc}"
         ) from exc
+
+
+def load_text_encoder(name_or_path: str, revision: str | None = None, variant: str | None = None):
+    """The CLIP text encoder of a Stable Diffusion pipeline (``<path>/text_encoder``)."""
+    from transformers import CLIPTextModel
+
+    try:
+        return CLIPTextModel.from_pretrained(name_or_path, subfolder="text_encoder", revision=revision, variant=variant)
+    except (OSError, ValueError) as exc:
+        raise OSError(f"could not load the text encoder of {name_or_path!r} (expected a diffusers pipeline folder "
+                      f"or hub id with a text_encoder/ subfolder): {exc}") from exc

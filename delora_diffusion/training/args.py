@@ -184,10 +184,12 @@ def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
 
 def check_optimizer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """An optimizer whose package is missing stops with the command that installs it; Prodigy takes one rate."""
-    rates = {1.0 if args.learning_rate is None else args.learning_rate, args.lambda_learning_rate} - {None}
+    rates = {1.0 if args.learning_rate is None else args.learning_rate, args.lambda_learning_rate,
+             getattr(args, "text_encoder_lr", None)} - {None}
     if args.optimizer == "prodigy" and len(rates) > 1:
-        parser.error("--optimizer prodigy estimates one step size for every parameter group, so --learning_rate "
-                     "and --lambda_learning_rate must be equal (λ keeps its own group and weight decay)")
+        parser.error("--optimizer prodigy estimates one step size for every parameter group, so --learning_rate, "
+                     "--lambda_learning_rate and --text_encoder_lr must be equal (λ keeps its own group and "
+                     "weight decay)")
     module, package = OPTIMIZER_PACKAGES[args.optimizer]
     if module and importlib.util.find_spec(module) is None:
         parser.error(f"--optimizer {args.optimizer} needs {package}: pip install {package} "

@@ -110,7 +110,7 @@ def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> list[P
 
 # The flags that make an adapter what it is: a folder holds the run of one setting of them.
 ADAPTER_FLAGS = ("adapter", "rank", "target_modules", "adapter_init", "delora_lambda", "lora_alpha", "ether_blocks",
-                 "ether_one_sided", "lora_dropout")
+                 "ether_one_sided", "lora_dropout", "train_text_encoder")
 
 
 def claim_output_dir(output_dir: Path, args, is_main: bool) -> tuple[dict, str | None]:
@@ -134,3 +134,15 @@ def claim_output_dir(output_dir: Path, args, is_main: bool) -> tuple[dict, str |
             shutil.rmtree(path)
     return previous, f"--overwrite_output_dir: replaced the earlier run in {output_dir} ({', '.join(changed)}) and " \
                      "deleted its checkpoints"
+
+
+def nonfinite_stop_message(output_dir: Path, what: str, step: int, epoch: int) -> str:
+    """What a run stopped by a NaN/inf ``what`` (e.g. "loss nan") at ``step`` says: where to continue from."""
+    found = list_checkpoints(output_dir)
+    if found:
+        last_step, last = found[-1]
+        advice = (f"the last good checkpoint is {last} (step {last_step}); lower --learning_rate or "
+                  f"--max_grad_norm and continue with --resume_from_checkpoint {last}")
+    else:
+        advice = "no checkpoint was saved yet; lower --learning_rate or --max_grad_norm and start again"
+    return f"non-finite {what} at step {step} (epoch {epoch}): stopped without saving the adapter; {advice}"

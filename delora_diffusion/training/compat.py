@@ -19,9 +19,6 @@ REFUSED = {
                             "text encoder was trained with",
     "tokenizer_name": "would pair the text encoder with another tokenizer than its own; the checkpoint's is used",
     "validation_images": "is for DeepFloyd IF's upscaler (image-conditioned validation); use --validation_prompt",
-    "train_text_encoder": "text-encoder adapters are not available yet: the adapter trains the UNet only "
-                          "(drop the flag; --text_encoder_lr goes with it)",
-    "text_encoder_lr": "goes with --train_text_encoder, which is not available yet",
 }
 PRECISIONS = ("no", "fp32", "fp16", "bf16")
 
@@ -44,10 +41,8 @@ def add_diffusers_args(parser: argparse.ArgumentParser) -> None:
                    help="resampling of training images to --resolution (default: %(default)s)")
     for name in ("class_labels_conditioning", "tokenizer_name", "validation_images"):
         g.add_argument(f"--{name}", nargs="*", help=argparse.SUPPRESS)
-    for name in ("text_encoder_use_attention_mask", "train_text_encoder"):
-        g.add_argument(f"--{name}", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--text_encoder_use_attention_mask", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--tokenizer_max_length", type=int, help=argparse.SUPPRESS)
-    g.add_argument("--text_encoder_lr", type=float, help=argparse.SUPPRESS)
 
 
 def check_diffusers_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -97,13 +97,16 @@ def sampling_pipeline(components: Components, unet: torch.nn.Module | None = Non
     return pipeline
 
 
-@torch.no_grad()
+def encode_batch(tokenizer, text_encoder: torch.nn.Module, prompts: list[str], device, dtype) -> torch.Tensor:
+    """Hidden states (B, tokens, width) of ``prompts`` in ``dtype``, with gradients when the encoder has any
+    (``--train_text_encoder``)."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    return text_encoder(ids)[0].to(dtype)
+
+
 @torch.no_grad()
 def encode_prompts(components: Components, prompts: list[str], device, dtype) -> dict[str, torch.Tensor]:
     """Text-encoder hidden states per distinct prompt: ``{prompt: (tokens, width)}``."""
-    tokenizer, encoder = components.tokenizer, components.text_encoder
     unique = list(dict.fromkeys(prompts))
-    ids = tokenizer(unique, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(device)
-    states = encoder(ids)[0].to(dtype)
-    return dict(zip(unique, states))
+    return dict(zip(unique, encode_batch(components.tokenizer, components.text_encoder, unique, device, dtype)))

@@ -21,9 +21,14 @@ def derive_seed(*parts: int) -> int:
     return int(state) & (2**63 - 1)
 
 
-def batch_generator(seed: int, process_index: int, epoch: int, batch_index: int,
-                    device: torch.device | str = "cpu") -> torch.Generator:
-    """Generator of the noise, timesteps and latent samples of one batch on one process."""
+def seed_batch(seed: int, process_index: int, epoch: int, batch_index: int,
+               device: torch.device | str = "cpu") -> torch.Generator:
+    """Seed one batch on one process: returns the generator of its noise, timesteps and latent samples.
+
+    Also reseeds the global RNG from the same parts: dropout layers (LoRA's ``lora_dropout``) draw their
+    masks from it, and a resumed run reaches a batch after other draws than an uninterrupted one.
+    """
+    torch.manual_seed(derive_seed(seed, 4, process_index, epoch, batch_index))
     return torch.Generator(device=device).manual_seed(derive_seed(seed, 1, process_index, epoch, batch_index))
 
 

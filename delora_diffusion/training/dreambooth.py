@@ -57,6 +57,10 @@ def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
                    help="with --enable_bucket: bucket sides are multiples of this (default: %(default)s)")
     g.add_argument("--alpha_background", type=background_colour, default="white", metavar="COLOUR",
                    help="colour transparent pixels are composited on: a name or #RRGGBB (default: %(default)s)")
+    add_bool_flag(g, "train_text_encoder", "also put the adapter on the text encoder's attention and MLP linears "
+                                           "(prompts are then encoded every step)")
+    g.add_argument("--text_encoder_lr", type=float, metavar="LR",
+                   help="with --train_text_encoder: its adapter's learning rate (default: --learning_rate)")
     add_bool_flag(g, "export_kohya", "also write lora_kohya.safetensors (kohya keys, for ComfyUI / A1111) beside "
                                      "the adapter and in each checkpoint (not DoRA)")
     add_bool_flag(g, "cache_latents",
@@ -94,6 +98,10 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error(f"--keep_tokens must be >= 0, got {args.keep_tokens}")
     if args.keep_tokens and not args.shuffle_caption:
         parser.error("--keep_tokens acts with --shuffle_caption: add it, or drop --keep_tokens")
+    if args.text_encoder_lr is not None and not args.train_text_encoder:
+        parser.error("--text_encoder_lr acts with --train_text_encoder: add it, or drop --text_encoder_lr")
+    if args.text_encoder_lr is not None and args.text_encoder_lr <= 0:
+        parser.error(f"--text_encoder_lr must be > 0, got {args.text_encoder_lr}")
     if args.enable_bucket:
         from ..data.buckets import BucketSpec
 

@@ -17,10 +17,11 @@ from ..data.captions import CaptionPolicy
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..inference.sampling import sample_images
 from .class_images import generate_class_images
-from .components import encode_prompts, sampling_pipeline
+from .components import encode_batch, encode_prompts, sampling_pipeline
 from .determinism import BucketBatchSampler
 from .latents import batch_latents, cache_posteriors
 from .task import RunContext, TrainingTask
+from .text_encoder import TEXT_ENCODER
 
 # --prior_generation_precision (diffusers' names) -> dtype; "no" is full precision, as in diffusers.
 PRECISION_DTYPES = {"no": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -138,6 +139,9 @@ class DreamBoothTask(TrainingTask):
                 dataset.latent_cache.update(zip(keys, cache_posteriors(pixels, components.vae)))
             dataset.release_images()
             run.notes.append(f"latents: {len(crops)} crops encoded once and cached (centre crop, no flip)")
+        if args.train_text_encoder:  # the embeddings change with every step of the text-encoder adapter
+            run.notes.append("text embeddings: encoded every step (--train_text_encoder trains the text encoder)")
+            return
         # Every prompt an item can get, encoded once; shuffled captions are encoded per batch (model_inputs).
         self.prompt_embeds = encode_prompts(components, dataset.fixed_prompts(), run.device, run.weight_dtype)
         if dataset.captions.shuffle:
@@ -149,6 +153,10 @@ class DreamBoothTask(TrainingTask):
     # --- conditioning and loss --------------------------------------------------------------
     def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator):
         latents = batch_latents(batch, run.components.vae, generator)
+        if TEXT_ENCODER in run.trainable:  # the prepared (DDP-wrapped) encoder, so its gradients are synchronised
+            states = encode_batch(run.components.tokenizer, run.trainable[TEXT_ENCODER], batch["prompts"],
+                                  run.device, run.weight_dtype)
+            return latents, {"encoder_hidden_states": states}
         missing = [p for p in batch["prompts"] if p not in self.prompt_embeds]
         fresh = encode_prompts(run.components, missing, run.device, run.weight_dtype) if missing else {}
         states = torch.stack([self.prompt_embeds[p] if p in self.prompt_embeds else fresh[p] for p in batch["prompts"]])
@@ -201,6 +209,9 @@ class DreamBoothTask(TrainingTask):
                                            f"weight {args.prior_loss_weight:g}")
         else:
             facts["prior preservation"] = "off"
+        if args.train_text_encoder:
+            rate = args.learning_rate if args.text_encoder_lr is None else args.text_encoder_lr
+            facts["text encoder"] = f"adapted too (attention and MLP linears), learning rate {rate:g}"
         crop = "centre crop" if args.center_crop else "random crop"
         facts["resolution"] = f"{args.resolution} px, {crop}{', random flips' if args.random_flip else ''}"
         if dataset.buckets is not None:

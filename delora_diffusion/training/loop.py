@@ -30,14 +30,14 @@ from .args import UsageError, adapter_config_from_args
 from .compat import xformers_note
 from .checkpoint import (
     claim_output_dir,
-    list_checkpoints,
+    nonfinite_stop_message,
     read_trainer_state,
     register_adapter_state_hooks,
     resolve_resume,
     save_checkpoint,
 )
 from .components import ensure_base_model, load_components
-from .determinism import EpochShuffleSampler, batch_generator
+from .determinism import EpochShuffleSampler, seed_batch
 from .loss import diffusion_loss
 from .metrics import (
     METRICS_FILE,
@@ -46,6 +46,7 @@ from .metrics import (
     lambda_logs,
     lambda_stats,
     log_images,
+    run_level,
     tracker_config,
     trainable_summary,
     weight_distance_logs,
@@ -54,6 +55,7 @@ from .model_card import write_model_card
 from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
 from .run_adapter import read_run_adapter, write_run_adapter
 from .task import RunContext, TrainingTask
+from .text_encoder import TEXT_ENCODER, attach_text_encoder_adapter
 
 logger = logging.getLogger("delora_diffusion.training")
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
@@ -61,20 +63,8 @@ DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "n
                    "batching")
 
 
-def _run_level(tag: str) -> bool:
-    """Tags kept in ``TrainResult.history``: everything but the per-layer distances and λ."""
-    if tag.startswith("weight_distance/"):
-        return tag == "weight_distance/total"
-    if tag.startswith("lambda/"):
-        return tag in ("lambda/mean", "lambda/min", "lambda/max")
-    return True
-
-
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss or gradient; the message says what to do."""
-
-
-# Exact plain-LoRA exports written beside every adapter file (diffusers' default file name, and kohya's keys).
 
 
 @dataclass
@@ -233,6 +223,9 @@ class _Run:
         set_seed(args.seed)
         self.config = adapter_config_from_args(args)
         self.num_layers = len(attach(unet, self.config))
+        self.adapts_text_encoder = bool(getattr(args, "train_text_encoder", False))
+        if self.adapts_text_encoder:
+            attach_text_encoder_adapter(self.components.text_encoder, self.config, self.weight_dtype, accelerator.device)
         cast_base(unet, self.weight_dtype)  # adapter tensors stay fp32
         unet.to(accelerator.device)
         extra_modules = self.task.trainable_modules()
@@ -246,8 +239,9 @@ class _Run:
     def _build_optimisation(self, extra_modules: dict[str, nn.Module]) -> None:
         """Optimiser, data loader, schedule and step counts, prepared by accelerate; the checkpoint hooks."""
         args, accelerator, unet = self.args, self.accelerator, self.components.unet
+        text_encoder = self.components.text_encoder if self.adapts_text_encoder else None
         optimizer = build_optimizer(args, unet, extra_modules, accelerator.num_processes,
-                                    self.task.trainable_module_options())
+                                    self.task.trainable_module_options(), text_encoder)
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
         batch_sampler = self.task.batch_sampler(args.train_batch_size, args.seed)
         if batch_sampler is None:
@@ -262,10 +256,11 @@ class _Run:
         self.max_train_steps = (args.max_train_steps or
                                 args.num_train_epochs * math.ceil(batches_per_process / args.gradient_accumulation_steps))
         lr_scheduler = build_lr_scheduler(args, optimizer, self.max_train_steps, accelerator.num_processes)
-        prepared = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler, *extra_modules.values())
+        trained = {**extra_modules, **({TEXT_ENCODER: text_encoder} if text_encoder is not None else {})}
+        prepared = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler, *trained.values())
         self.unet, self.optimizer, self.dataloader, self.lr_scheduler = prepared[:4]
-        self.extras = dict(zip(extra_modules, prepared[4:]))
-        self.context.trainable.update(self.extras)
+        self.context.trainable.update(zip(trained, prepared[4:]))
+        self.extras = {name: self.context.trainable[name] for name in extra_modules}
         self.denoiser = self.task.denoiser(self.unet, self.context)
         self.steps_per_epoch = math.ceil(len(self.dataloader) / args.gradient_accumulation_steps)
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
@@ -283,9 +278,12 @@ class _Run:
             self.data_order["batching"] = getattr(batch_sampler, "describe", type(batch_sampler).__name__)
 
     # --- adapter file <-> model ------------------------------------------------------------------
-    def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+    def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module], nn.Module | None]:
+        """(UNet, the task's own modules, the adapted text encoder or None), without accelerate's wrappers."""
         unwrap = self.accelerator.unwrap_model
-        return unwrap(self.unet), {name: unwrap(module) for name, module in self.extras.items()}
+        text_encoder = self.context.trainable.get(TEXT_ENCODER)
+        return (unwrap(self.unet), {name: unwrap(module) for name, module in self.extras.items()},
+                None if text_encoder is None else unwrap(text_encoder))
 
     def write_adapter(self, path: Path) -> dict[str, Path]:
         """The adapter file at ``path`` and the plain-LoRA exports beside it (returned, label -> path)."""
@@ -355,9 +353,9 @@ class _Run:
             skip = self.skip_batches if epoch == self.first_epoch else 0
             batches = accelerator.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
             for offset, batch in enumerate(batches):
-                generator = batch_generator(args.seed, accelerator.process_index, epoch, skip + offset,
-                                            accelerator.device)
-                with accelerator.accumulate(self.unet, *self.extras.values()):
+                generator = seed_batch(args.seed, accelerator.process_index, epoch, skip + offset,
+                                       accelerator.device)
+                with accelerator.accumulate(self.unet, *self.context.trainable.values()):
                     latents, conditioning = self.task.model_inputs(batch, self.context, generator)
                     per_example = diffusion_loss(self.denoiser, self.components.noise_scheduler, latents, conditioning,
                                                  generator, args.snr_gamma, self.weight_dtype,
@@ -405,7 +403,7 @@ class _Run:
         grad_ok = accelerator.mixed_precision == "fp16" or bool(torch.isfinite(grad_norm))
         if not math.isfinite(losses["loss"]) or not grad_ok:
             what = f"loss {losses['loss']}" if not math.isfinite(losses["loss"]) else f"gradient norm {grad_norm}"
-            self.stop_message = self._stop_message(what, self.global_step + 1, epoch)
+            self.stop_message = nonfinite_stop_message(self.output_dir, what, self.global_step + 1, epoch)
             return losses
         self.optimizer.step()
         if self.ema is not None:
@@ -426,7 +424,7 @@ class _Run:
                 logs.update(lambda_logs(model))
             self.metrics_log.append(self.global_step, logs)
         self.accelerator.log(logs, step=self.global_step)
-        self.result.history.append({"step": self.global_step, **{k: v for k, v in logs.items() if _run_level(k)}})
+        self.result.history.append({"step": self.global_step, **{k: v for k, v in logs.items() if run_level(k)}})
 
     def checkpoint(self) -> None:
         if not self.main:
@@ -441,11 +439,13 @@ class _Run:
     def validate(self) -> None:
         if not (self.main and self.task.validation_prompts(self.args)):
             return
-        model = self.accelerator.unwrap_model(self.unet)
-        model.eval()
+        trained = [self.unet, *self.context.trainable.values()]  # no adapter dropout while sampling
+        for module in trained:
+            module.eval()
         with torch.no_grad(), self.accelerator.autocast():
-            rows = self.task.validation_images(self.context, model, self.global_step)
-        model.train()
+            rows = self.task.validation_images(self.context, self.accelerator.unwrap_model(self.unet), self.global_step)
+        for module in trained:
+            module.train()
         if not rows:
             return
         grid = captioned_grid(rows)  # each row under its prompt: a grid read on its own says what it shows
@@ -454,16 +454,6 @@ class _Run:
         self.result.validation_grids.append(path)
         log_images(self.accelerator, rows, self.global_step)
         self.info("validation grid: %s", path)
-
-    def _stop_message(self, what: str, step: int, epoch: int) -> str:
-        found = list_checkpoints(self.output_dir)
-        if found:
-            last_step, last = found[-1]
-            advice = (f"the last good checkpoint is {last} (step {last_step}); lower --learning_rate or "
-                      f"--max_grad_norm and continue with --resume_from_checkpoint {last}")
-        else:
-            advice = "no checkpoint was saved yet; lower --learning_rate or --max_grad_norm and start again"
-        return f"non-finite {what} at step {step} (epoch {epoch}): stopped without saving the adapter; {advice}"
 
     # --- the end --------------------------------------------------------------------------------
     def finish(self) -> TrainResult:

@@ -49,13 +49,17 @@ def weight_distance_logs(unet: nn.Module) -> dict[str, float]:
 
 
 @torch.no_grad()
-def adapter_fingerprint(unet: nn.Module, extra_modules: dict[str, nn.Module] | None = None) -> str:
-    """SHA-256 of every adapter tensor (names and fp32 bytes), then of the tensors of ``extra_modules`` (a task's
-    trained modules, e.g. a hint encoder): equal on processes that hold equal adapters and modules."""
+def adapter_fingerprint(unet: nn.Module, extra_modules: dict[str, nn.Module] | None = None,
+                        text_encoder: nn.Module | None = None) -> str:
+    """SHA-256 of every adapter tensor (names and fp32 bytes; the UNet's, then an adapted text encoder's), then
+    of the tensors of ``extra_modules`` (a task's trained modules, e.g. a hint encoder): equal on processes that
+    hold equal adapters and modules."""
     import hashlib
 
     digest = hashlib.sha256()
-    tensors = [(f"{name}.{key}", tensor) for name, layer in adapter_layers(unet).items()
+    adapted = {"": unet, "text_encoder.": text_encoder if text_encoder is not None else nn.Module()}
+    tensors = [(f"{prefix}{name}.{key}", tensor) for prefix, model in adapted.items()
+               for name, layer in adapter_layers(model).items()
                for key, tensor in sorted(layer.adapter_state_dict().items())]
     tensors += [(f"{name}.{key}", tensor) for name, module in (extra_modules or {}).items()
                 for key, tensor in module.state_dict().items()]
@@ -146,11 +150,25 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def trainable_summary(unet: nn.Module, extras: dict[str, nn.Module], num_layers: int) -> str:
-    """"N trainable parameters in L layers", plus each module a task trains in full (e.g. a hint encoder)."""
+def trainable_summary(unet: nn.Module, extras: dict[str, nn.Module], text_encoder: nn.Module | None,
+                      num_layers: int) -> str:
+    """"N trainable parameters in L layers", plus an adapted text encoder's and each module a task trains in
+    full (e.g. a hint encoder)."""
     adapter = trainable_parameter_count(unet)
-    own = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
-    if not own:
+    counts = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
+    parts = [f", {name} {count:,}" for name, count in counts.items()]
+    if text_encoder is not None:
+        counts["text encoder"] = trainable_parameter_count(text_encoder)
+        parts.insert(0, f", text encoder adapter {counts['text encoder']:,} in {len(adapter_layers(text_encoder))} layers")
+    if not counts:
         return f"{adapter:,} trainable parameters in {num_layers} layers"
-    parts = "".join(f", {name} {count:,}" for name, count in own.items())
-    return f"{adapter + sum(own.values()):,} trainable parameters: adapter {adapter:,} in {num_layers} layers{parts}"
+    return f"{adapter + sum(counts.values()):,} trainable parameters: adapter {adapter:,} in {num_layers} layers{''.join(parts)}"
+
+
+def run_level(tag: str) -> bool:
+    """Tags kept in ``TrainResult.history``: everything but the per-layer distances and λ."""
+    if tag.startswith("weight_distance/"):
+        return tag == "weight_distance/total"
+    if tag.startswith("lambda/"):
+        return tag in ("lambda/mean", "lambda/min", "lambda/max")
+    return True

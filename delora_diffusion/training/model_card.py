@@ -93,7 +93,8 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
         usage = ["from diffusers import StableDiffusionPipeline",
                  "from delora_diffusion.adapters import load_adapter", "",
                  f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
-                 'load_adapter(pipe.unet, "adapter.safetensors")  # method and settings are read from the file']
+                 'load_adapter(pipe.unet, "adapter.safetensors", text_encoder=pipe.text_encoder)  # all settings '
+                 'are in the file']
         example = prompts[0] if prompts else task.example_prompt()
         if example:
             usage.append(f"image = pipe({example!r}).images[0]")
