@@ -30,7 +30,7 @@ def run_method(method: str, model: str, resolution: int, steps: int, rank: int, 
                work: Path) -> dict:
     out = work / f"{method}-{resolution}"
     command = [sys.executable, str(ROOT / "train_dreambooth.py"), "--pretrained_model_name_or_path", model,
-               "--instance_data_dir", str(ROOT / "subjects" / "demo"), "--instance_prompt", "a photo of sks toy",
+               "--instance_data_dir", str(ROOT / "subjects" / "robot"), "--instance_prompt", "a photo of sks toy",
                "--with_prior_preservation", "--class_prompt", "a photo of a toy", "--num_class_images", "5",
                "--class_data_dir", str(work / f"class-{resolution}"), "--class_inference_steps", "5",
                "--resolution", str(resolution), "--center_crop", "--adapter", method, "--rank", str(rank),

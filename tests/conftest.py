@@ -34,6 +34,22 @@ def tiny_sd(tiny_root) -> Path:
     return ensure_tiny("sd", tiny_root)
 
 
+@pytest.fixture(scope="session")
+def tiny_sdxl(tiny_root) -> Path:
+    """Path of a saved tiny SDXL pipeline (two text encoders, text_time conditioning)."""
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return ensure_tiny("sdxl", tiny_root)
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """A test that runs the trainer in-process, with accelerate's process-wide state reset around it."""
+    reset_accelerate()
+    yield
+    reset_accelerate()
+
+
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)

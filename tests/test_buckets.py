@@ -34,13 +34,6 @@ def folder(tmp_path) -> Path:
     return out
 
 
-@pytest.fixture
-def fresh_accelerate():
-    reset_accelerate()
-    yield
-    reset_accelerate()
-
-
 def test_sd15_buckets_are_kohyas_shapes():
     spec = BucketSpec(512, 256, 1024, 64)
     sizes = spec.sizes()

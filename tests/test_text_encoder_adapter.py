@@ -19,13 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a photo of sks toy"
 
 
-@pytest.fixture
-def fresh_accelerate():
-    reset_accelerate()
-    yield
-    reset_accelerate()
-
-
 def _flags(out: Path, tiny_sd: Path, *extra: str) -> list[str]:
     return ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(REPO / "subjects" / "robot"),
             "--instance_prompt", PROMPT, "--resolution", "32", "--center_crop", "--rank", "2",

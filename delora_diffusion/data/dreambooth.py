@@ -72,6 +72,7 @@ class ImageSet:
     captions: list[str | None] = field(default_factory=list)  # per image; None (or empty list): ``prompt``
     caption_source: str = "none"
     interpolation: str = "bilinear"  # --image_interpolation_mode, also of the resize to a bucket
+    original_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) as decoded: SDXL's input
 
     @classmethod
     def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None,
@@ -116,7 +117,7 @@ class ImageSet:
         mode = InterpolationMode[interpolation.upper()]
         images = [TF.resize(d.image, resolution, interpolation=mode, antialias=True) for d in decoded]
         return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes, captions,
-                   source, interpolation)
+                   source, interpolation, [d.image.size for d in decoded])
 
     def prompt_of(self, index: int) -> str:
         """Image ``index``'s caption, or the set's prompt when it has none."""
@@ -135,9 +136,10 @@ class DreamBoothDataset(Dataset):
     """Item i pairs instance image i mod n_instance with class image i mod n_class (DreamBooth's pairing).
 
     An item is ``{"instance": example, "class": example}`` (``"class"`` only with class images), an
-    example being ``{"prompt": str, "pixel_values": (3, H, W) in [-1, 1]}`` or, once latents are
-    cached, ``{"prompt": str, "latent_dist": (2·C, H/f, W/f)}`` (the VAE posterior's mean and log-variance);
-    H = W = R, or with ``buckets`` the size of the bucket nearest the item's instance image.
+    example being ``{"prompt": str, "time_ids": (6,), "pixel_values": (3, H, W) in [-1, 1]}`` or, once
+    latents are cached, with ``"latent_dist": (2·C, H/f, W/f)`` (the VAE posterior's mean and log-variance)
+    instead of pixels; H = W = R, or with ``buckets`` the size of the bucket nearest the item's instance
+    image. ``time_ids`` are SDXL's size conditioning (``time_ids``).
     """
 
     def __init__(self, instance: ImageSet, class_images: ImageSet | None, resolution: int,
@@ -207,6 +209,15 @@ class DreamBoothDataset(Dataset):
             self._resized[key] = TF.resize(image, [covering[1], covering[0]], interpolation=mode, antialias=True)
         return self._resized[key]
 
+    def time_ids(self, role: str, image_index: int, view: View) -> torch.Tensor:
+        """SDXL's size conditioning of one example, in pixels: (original height, original width, crop top, crop
+        left, crop height, crop width), the crop measured in the resized (and, when flipped, flipped) image."""
+        images = self.sets[role]
+        width, height = images.original_sizes[image_index]
+        covered = covering_size(*images.sizes[image_index], (view.width, view.height))
+        left = covered[0] - view.left - view.width if view.flip else view.left
+        return torch.tensor([height, width, view.top, left, view.height, view.width], dtype=torch.float32)
+
     def fixed_view(self, role: str, image_index: int, size: Size | None = None) -> View:
         """The only view of an image at crop ``size`` (default the square resolution) when
         ``fresh_encode_reason()`` is None (centre crop, no flip)."""
@@ -236,11 +247,12 @@ class DreamBoothDataset(Dataset):
         item = {}
         for role, images in self.sets.items():
             image_index = index % len(images)
-            example = {"prompt": self.prompt(role, index)}
+            view = self.view(role, index)
+            example = {"prompt": self.prompt(role, index), "time_ids": self.time_ids(role, image_index, view)}
             if self.latent_cache is not None:
                 example["latent_dist"] = self.latent_cache[role, image_index, self.item_sizes[index]]
             else:
-                example["pixel_values"] = self.pixels(role, image_index, self.view(role, index))
+                example["pixel_values"] = self.pixels(role, image_index, view)
             item[role] = example
         return item
 
@@ -248,7 +260,8 @@ class DreamBoothDataset(Dataset):
 def collate_dreambooth(items: list[dict[str, dict]]) -> dict:
     """Instance examples first, then class examples (as in DreamBooth's joint batch).
 
-    Returns ``{"pixel_values" | "latent_dist": (B, ...), "prompts": [str] * B, "is_prior": (B,) bool}``.
+    Returns ``{"pixel_values" | "latent_dist": (B, ...), "prompts": [str] * B, "time_ids": (B, 6),
+    "is_prior": (B,) bool}``.
     """
     examples = [item[INSTANCE] for item in items] + [item[CLASS] for item in items if CLASS in item]
     is_prior = torch.tensor([False] * len(items) + [True] * (len(examples) - len(items)))
@@ -256,5 +269,6 @@ def collate_dreambooth(items: list[dict[str, dict]]) -> dict:
     return {
         key: torch.stack([e[key] for e in examples]).contiguous(),
         "prompts": [e["prompt"] for e in examples],
+        "time_ids": torch.stack([e["time_ids"] for e in examples]),
         "is_prior": is_prior,
     }

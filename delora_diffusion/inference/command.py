@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .. import layout
 from ..configfile import add_config_arg, parse_args
 from ..fileio import folder_problem, remove_stale_temporaries
-from ..models.families import ModelFamilyError, check_base_model
+from ..models.families import SD, SDXL, ModelFamilyError, check_base_model
 from ..threads import add_thread_arg, apply_threads
 from .defaults import SamplingDefaults
 from .schedulers import SCHEDULERS
@@ -198,13 +198,15 @@ def render(items: list[tuple[Plan, dict]], batch_size: int, sample: Callable, pr
 # --- the command ------------------------------------------------------------------------------------------------
 
 def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
-                check: Callable, run: Callable, report: Callable, user_errors: Callable[[], tuple]) -> int:
+                check: Callable, run: Callable, report: Callable, user_errors: Callable[[], tuple],
+                families: tuple[str, ...] = (SD, SDXL)) -> int:
     """Parse and ``check(parser, args)``, then ``report(args, run(args))``; exit status 2 with one line for
-    bad input (``user_errors()``: the exception classes that mean it, imported only once one is raised)."""
+    bad input (``user_errors()``: the exception classes that mean it, imported only once one is raised) and for
+    a base model of another pipeline class than ``families``."""
     args = parse_args(parser, argv)
     check(parser, args)
-    try:
-        check_base_model(args.pretrained_model_name_or_path, revision=args.revision)  # before anything loads
+    try:  # before anything loads
+        check_base_model(args.pretrained_model_name_or_path, revision=args.revision, families=families)
         result = run(args)
     except Exception as exc:
         if not isinstance(exc, (GenerateError, ModelFamilyError, layout.LayoutError, *user_errors())):

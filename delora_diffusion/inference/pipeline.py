@@ -121,7 +121,8 @@ def load_pipeline(
     unet=None,
     zero_terminal_snr: bool = False,
 ):
-    """A ``StableDiffusionPipeline`` on ``device`` in ``dtype``, with ``scheduler`` and an optional adapter.
+    """A ``StableDiffusionPipeline`` (``StableDiffusionXLPipeline`` for an SDXL base model) on ``device`` in
+    ``dtype``, with ``scheduler`` and an optional adapter.
 
     ``zero_terminal_snr``: see ``schedulers.set_scheduler``.
     ``pretrained_model_name_or_path`` is a diffusers pipeline folder or hub id (``revision``/``variant``
@@ -130,23 +131,27 @@ def load_pipeline(
     which biases image metrics). The pipeline's own per-step progress bar is turned off.
     Raises ``PipelineLoadError`` when the checkpoint cannot be loaded.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from ..models.families import SDXL, pipeline_class
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    name = str(pretrained_model_name_or_path)
+    sdxl = pipeline_class(name, revision) == SDXL
     kwargs = {}
     if unet is not None:
         kwargs["unet"] = unet
-    if not safety_checker:
+    if not safety_checker and not sdxl:  # SDXL pipelines have no safety checker
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    name = str(pretrained_model_name_or_path)
     # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped local folder.
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local and not Path(name).expanduser().exists():
         raise PipelineLoadError(f"base model folder {name} does not exist")
     kwargs[_dtype_keyword()] = torch_dtype
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(name, revision=revision, variant=variant, **kwargs)
+        pipe = (StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline).from_pretrained(
+            name, revision=revision, variant=variant, **kwargs)
     except (OSError, ValueError, TypeError) as exc:
         raise PipelineLoadError(
             f"could not load a Stable Diffusion pipeline from {name!r} (a diffusers pipeline folder with "

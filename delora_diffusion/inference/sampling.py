@@ -76,5 +76,6 @@ def sample_images(
         output_type="pil",
         **pipeline_kwargs,
     )
-    flagged = output.nsfw_content_detected or [False] * len(prompts)
+    # SDXL pipelines have no safety checker, so their output has no such field
+    flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(prompts)
     return Samples(images=list(output.images), nsfw=[bool(x) for x in flagged])

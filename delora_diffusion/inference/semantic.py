@@ -28,6 +28,7 @@ from .. import layout
 from ..data.semantic_files import IMAGE_EXTENSIONS, read_captions
 from ..data.semantic_maps import MAP_EXTENSIONS, center_box, default_palette, fit_map, open_map, read_palette
 from ..fileio import file_sha256
+from ..models.families import SD
 from .command import (
     GenerateError, Plan, add_model_args, add_output_args, add_sampling_args, check_common_args, common_fields,
     new_parser, plan_folder, prepare_output, render, run_command, zero_snr_warning,
@@ -212,4 +213,5 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def semantic_main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """The ``semantic`` subcommand; returns the exit status (2 for a user error, printed without traceback)."""
-    return run_command(prog, semantic_parser(prog), argv, _check_args, run_semantic, _report, _user_errors)
+    return run_command(prog, semantic_parser(prog), argv, _check_args, run_semantic, _report, _user_errors,
+                       families=(SD,))

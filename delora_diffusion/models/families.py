@@ -2,7 +2,8 @@
 
 Read from ``model_index.json`` (a diffusers folder, or a hub id's file: from the cache when offline), so an
 unsupported family stops with one line naming the class found instead of a traceback from deep inside
-diffusers after minutes of loading. SD 1.x and 2.x (epsilon or v-prediction) are ``StableDiffusionPipeline``.
+diffusers after minutes of loading. SD 1.x and 2.x (epsilon or v-prediction) are ``StableDiffusionPipeline``,
+SDXL ``StableDiffusionXLPipeline`` (DreamBooth only: the semantic-map ControlNet is built for SD's UNet).
 No torch here: the commands call it before their heavy imports.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SUPPORTED = {"StableDiffusionPipeline": "Stable Diffusion 1.x / 2.x (epsilon or v-prediction)"}
+SD, SDXL = "StableDiffusionPipeline", "StableDiffusionXLPipeline"
+SUPPORTED = {SD: "Stable Diffusion 1.x / 2.x (epsilon or v-prediction)", SDXL: "SDXL"}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 SINGLE_FILE_SUFFIXES = (".safetensors",)
 
@@ -20,8 +22,8 @@ class ModelFamilyError(ValueError):
     """The base model is of a kind delora-diffusion does not run; the message names what was found."""
 
 
-def _supported() -> str:
-    return ", ".join(f"{name} ({what})" for name, what in SUPPORTED.items())
+def _supported(families: tuple[str, ...]) -> str:
+    return ", ".join(f"{name} ({SUPPORTED[name]})" for name in families)
 
 
 def pipeline_class(name_or_path: str, revision: str | None = None) -> str | None:
@@ -46,9 +48,9 @@ def pipeline_class(name_or_path: str, revision: str | None = None) -> str | None
 
 
 def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_path",
-                     revision: str | None = None) -> str | None:
+                     revision: str | None = None, families: tuple[str, ...] = tuple(SUPPORTED)) -> str | None:
     """Stop early (``ModelFamilyError``) for a base model delora-diffusion cannot run: a pickle, a single
-    checkpoint file, or a pipeline class other than the supported ones. Returns the class found (or None)."""
+    checkpoint file, or a pipeline class other than ``families``. Returns the class found (or None)."""
     path = Path(str(name_or_path)).expanduser()
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
@@ -59,6 +61,7 @@ def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_
         raise ModelFamilyError(f"{flag} {name_or_path}: a single-file checkpoint; give a diffusers pipeline folder "
                                "or hub id (once: StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR))")
     found = pipeline_class(str(name_or_path), revision)
-    if found is not None and found not in SUPPORTED:
-        raise ModelFamilyError(f"{flag} {name_or_path} is a {found}; delora-diffusion runs {_supported()}")
+    if found is not None and found not in families:
+        what = "this command" if found in SUPPORTED else "delora-diffusion"
+        raise ModelFamilyError(f"{flag} {name_or_path} is a {found}; {what} runs {_supported(families)}")
     return found

@@ -37,10 +37,58 @@ def build_tiny_sd2(out: Path) -> None:
     _build_tiny_pipeline(out, sd2=True)
 
 
+def build_tiny_sdxl(out: Path) -> None:
+    """A StableDiffusionXLPipeline in SDXL's shape: two CLIP text encoders (the second with a projection
+    giving the pooled embedding), a UNet with ``text_time`` added conditioning (pooled embedding + six size
+    and crop numbers), linear projections, an Euler scheduler."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(TINY_SEED)
+    time_width = 8  # per size/crop number; SDXL uses 256
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SD_RESOLUTION // 2, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=2 * TEXT_WIDTH,
+        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
+        transformer_layers_per_block=(1, 2), addition_embed_type="text_time", addition_time_embed_dim=time_width,
+        projection_class_embeddings_input_dim=TEXT_WIDTH + 6 * time_width,
+    )
+    with tempfile.TemporaryDirectory() as vocab_dir:
+        vocab_file, merges_file = write_clip_vocab(Path(vocab_dir))
+        tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
+        tokenizer_2 = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
+    text_encoder = CLIPTextModel(_text_config(len(tokenizer.get_vocab()), "quick_gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(len(tokenizer.get_vocab()), "gelu"))
+    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    # force_upcast: SDXL's VAE overflows in fp16, and its config says so (the trainer keeps it fp32)
+    StableDiffusionXLPipeline(vae=_tiny_vae(), text_encoder=text_encoder,
+                              text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+                              unet=unet, scheduler=scheduler).save_pretrained(out)
+
+
+def _text_config(vocab_size: int, activation: str):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_WIDTH,
+                          bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_act=activation)
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), latent_channels=4,
+                         norm_num_groups=8, sample_size=TINY_SD_RESOLUTION)
+
+
 def _build_tiny_pipeline(out: Path, sd2: bool) -> None:
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(TINY_SEED)
     unet = UNet2DConditionModel(
@@ -56,34 +104,11 @@ def _build_tiny_pipeline(out: Path, sd2: bool) -> None:
         use_linear_projection=sd2,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=TINY_SD_RESOLUTION,
-    )
+    vae = _tiny_vae()
     with tempfile.TemporaryDirectory() as vocab_dir:
         vocab_file, merges_file = write_clip_vocab(Path(vocab_dir))
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer.get_vocab()),
-            hidden_size=TEXT_WIDTH,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=TEXT_WIDTH,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_act="gelu" if sd2 else "quick_gelu",
-        )
-    )
+    text_encoder = CLIPTextModel(_text_config(len(tokenizer.get_vocab()), "gelu" if sd2 else "quick_gelu"))
     scheduler = DDPMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
         clip_sample=False, steps_offset=1, prediction_type="v_prediction" if sd2 else "epsilon",
@@ -100,7 +125,8 @@ def _build_tiny_pipeline(out: Path, sd2: bool) -> None:
 # and the semantic-map evaluation models (an ADE20K SegFormer, an exported FID feature extractor).
 # Named as "module:function" and imported when built, so listing them (delora-make-tiny --help) loads no torch.
 TINY_BUILDERS: dict[str, str] = {
-    "sd": "tiny:build_tiny_sd", "sd2": "tiny:build_tiny_sd2", "dino": "tiny_backbones:build_tiny_dino", "clip": "tiny_backbones:build_tiny_clip",
+    "sd": "tiny:build_tiny_sd", "sd2": "tiny:build_tiny_sd2", "sdxl": "tiny:build_tiny_sdxl",
+    "dino": "tiny_backbones:build_tiny_dino", "clip": "tiny_backbones:build_tiny_clip",
     "dino_timm": "tiny_backbones:build_tiny_dino_timm", "clip_openclip": "tiny_backbones:build_tiny_clip_openclip",
     "segformer": "tiny_semantic:build_tiny_segformer", "fid_features": "tiny_semantic:build_tiny_fid_features",
 }

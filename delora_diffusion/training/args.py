@@ -44,6 +44,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    help="diffusers pipeline folder or hub id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 "
                         "(outputs/tiny/sd is built on first use)")
     g.add_argument("--revision", help="hub revision of the base model")
+    g.add_argument("--pretrained_vae_model_name_or_path", metavar="PATH_OR_ID",
+                   help="a VAE replacing the base model's, e.g. madebyollin/sdxl-vae-fp16-fix (SDXL's own VAE "
+                        "overflows in fp16, so without one it stays fp32 under --mixed_precision)")
     g.add_argument("--variant", help="weight variant of the base model files, e.g. fp16")
 
 

@@ -14,10 +14,11 @@ import torch
 
 from ..data.buckets import BucketSpec
 from ..data.captions import CaptionPolicy
+from ..models.families import SD, SDXL
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..inference.sampling import sample_images
 from .class_images import generate_class_images
-from .components import encode_batch, encode_prompts, sampling_pipeline
+from .components import encode_prompts, encode_text, sampling_pipeline, stack_text, unet_conditioning
 from .determinism import BucketBatchSampler
 from .latents import batch_latents, cache_posteriors
 from .task import RunContext, TrainingTask
@@ -34,10 +35,11 @@ def validation_seeds(args: argparse.Namespace) -> list[int]:
 
 class DreamBoothTask(TrainingTask):
     name = "dreambooth"
+    families = (SD, SDXL)
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.prompt_embeds: dict[str, torch.Tensor] = {}
+        self.prompt_embeds: dict[str, dict[str, torch.Tensor]] = {}  # prompt -> its encode_prompts entry
         self.dataset: DreamBoothDataset | None = None
         self.instance: ImageSet | None = None
 
@@ -153,14 +155,14 @@ class DreamBoothTask(TrainingTask):
     # --- conditioning and loss --------------------------------------------------------------
     def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator):
         latents = batch_latents(batch, run.components.vae, generator)
+        prompts = batch["prompts"]
         if TEXT_ENCODER in run.trainable:  # the prepared (DDP-wrapped) encoder, so its gradients are synchronised
-            states = encode_batch(run.components.tokenizer, run.trainable[TEXT_ENCODER], batch["prompts"],
-                                  run.device, run.weight_dtype)
-            return latents, {"encoder_hidden_states": states}
-        missing = [p for p in batch["prompts"] if p not in self.prompt_embeds]
-        fresh = encode_prompts(run.components, missing, run.device, run.weight_dtype) if missing else {}
-        states = torch.stack([self.prompt_embeds[p] if p in self.prompt_embeds else fresh[p] for p in batch["prompts"]])
-        return latents, {"encoder_hidden_states": states}
+            text = encode_text(run.components, prompts, run.device, run.weight_dtype, [run.trainable[TEXT_ENCODER]])
+        else:
+            missing = [p for p in prompts if p not in self.prompt_embeds]
+            fresh = encode_prompts(run.components, missing, run.device, run.weight_dtype) if missing else {}
+            text = stack_text({**self.prompt_embeds, **fresh}, prompts)
+        return latents, unet_conditioning(text, batch["time_ids"].to(run.device))
 
     def reduce_loss(self, per_example: torch.Tensor, batch: dict):
         prior = batch["is_prior"]

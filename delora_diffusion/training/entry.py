@@ -31,7 +31,7 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
     try:  # before any work: an SDXL or Flux folder would otherwise fail deep inside the first step
-        check_base_model(args.pretrained_model_name_or_path, revision=args.revision)
+        check_base_model(args.pretrained_model_name_or_path, revision=args.revision, families=task.families)
     except ModelFamilyError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -192,18 +192,27 @@ class _Run:
         with accelerator.main_process_first():
             ensure_base_model(args.pretrained_model_name_or_path)
         components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant,
-                                     zero_terminal_snr=args.zero_terminal_snr)
+                                     zero_terminal_snr=args.zero_terminal_snr,
+                                     vae_path=args.pretrained_vae_model_name_or_path)
+        if components.is_sdxl and getattr(args, "train_text_encoder", False):
+            raise UsageError("--train_text_encoder: text-encoder adapters are for SD 1.x/2.x so far; SDXL trains "
+                             "its UNet adapter with both text encoders frozen (drop the flag)")
         prediction = components.noise_scheduler.config.prediction_type
         if args.zero_terminal_snr and prediction != "v_prediction":
             raise UsageError(f"--zero_terminal_snr needs a v-prediction model (an ε target says nothing at SNR 0); "
                              f"{args.pretrained_model_name_or_path} predicts {prediction}")
-        for module in (components.vae, components.text_encoder, components.unet):
+        for module in (components.vae, *components.text_encoders(), components.unet):
             module.requires_grad_(False)
             module.eval()
-        for module in (components.vae, components.text_encoder):
+        for module in (components.vae, *components.text_encoders()):
             module.to(accelerator.device)
             if self.weight_dtype != torch.float32:
                 module.to(dtype=self.weight_dtype)
+        if components.is_sdxl and not args.pretrained_vae_model_name_or_path and self.weight_dtype != torch.float32:
+            components.vae.to(dtype=torch.float32)  # as diffusers' SDXL trainer: its VAE overflows in fp16
+            self.result.notes.append("SDXL's VAE stays fp32 under mixed precision (it overflows in fp16); "
+                                     "--pretrained_vae_model_name_or_path madebyollin/sdxl-vae-fp16-fix runs it in "
+                                     f"{self.accelerator.mixed_precision}")
         if getattr(args, "enable_xformers_memory_efficient_attention", False):
             note = xformers_note(args)
             if note:

@@ -36,8 +36,7 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: d
         raise ValueError(f"unsupported prediction_type {config.prediction_type!r} in the model's scheduler")
     if input_dtype is not None:
         noisy = noisy.to(input_dtype)
-        conditioning = {key: value.to(input_dtype) if torch.is_tensor(value) and value.is_floating_point() else value
-                        for key, value in conditioning.items()}
+        conditioning = _cast(conditioning, input_dtype)
     prediction = unet(noisy, timesteps, **conditioning, return_dict=False)[0]
     per_example = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if snr_gamma is not None:
@@ -45,3 +44,10 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: d
         denominator = snr + 1 if config.prediction_type == "v_prediction" else snr
         per_example = per_example * torch.clamp(snr, max=snr_gamma) / denominator
     return per_example
+
+
+def _cast(value, dtype: torch.dtype):
+    """Floating tensors in ``value`` (nested dicts too: SDXL's ``added_cond_kwargs``) cast to ``dtype``."""
+    if isinstance(value, dict):
+        return {key: _cast(item, dtype) for key, item in value.items()}
+    return value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value

@@ -90,9 +90,9 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
                   "Rows: " + "; ".join(f"“{p}”" for p in prompts) + f" ({args.num_validation_images} seeds each).", ""]
     usage = task.usage_lines(base)
     if usage is None:
-        usage = ["from diffusers import StableDiffusionPipeline",
+        usage = ["from diffusers import DiffusionPipeline",
                  "from delora_diffusion.adapters import load_adapter", "",
-                 f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
+                 f'pipe = DiffusionPipeline.from_pretrained("{base}")  # SD 1.x/2.x or SDXL, as the folder says',
                  'load_adapter(pipe.unet, "adapter.safetensors", text_encoder=pipe.text_encoder)  # all settings '
                  'are in the file']
         example = prompts[0] if prompts else task.example_prompt()
@@ -101,8 +101,8 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     lines += ["## Use", "", "```python", *usage, "```", ""]
     if result.exports:
         lines += ["Without this package, the same update as a plain LoRA (exact, not an approximation) in "
-                  "stock diffusers:", "", "```python", "from diffusers import StableDiffusionPipeline", "",
-                  f'pipe = StableDiffusionPipeline.from_pretrained("{base}")',
+                  "stock diffusers:", "", "```python", "from diffusers import DiffusionPipeline", "",
+                  f'pipe = DiffusionPipeline.from_pretrained("{base}")',
                   'pipe.load_lora_weights(".")  # this folder\'s pytorch_lora_weights.safetensors', "```", ""]
         if "kohya LoRA" in result.exports:
             lines += ["`lora_kohya.safetensors` holds it with kohya's keys, for ComfyUI and AUTOMATIC1111.", ""]

@@ -22,7 +22,7 @@ from ..inference.controlled import control_pipeline, sample_semantic
 from ..inference.defaults import SEMANTIC
 from ..inference.schedulers import set_scheduler
 from ..models.control import MODULE_NAMES, ControlledUNet, build_control, control_metadata
-from .components import encode_prompts, sampling_pipeline
+from .components import encode_prompts, sampling_pipeline, stack_text, unet_conditioning
 from .determinism import derive_seed
 from .latents import batch_latents, cache_posteriors
 from .task import RunContext, TrainingTask
@@ -112,9 +112,8 @@ class SemanticTask(TrainingTask):
             # Empty prompts teach the unconditional branch that classifier-free guidance samples with.
             drop = torch.rand(len(prompts), generator=generator, device=generator.device)
             prompts = ["" if d < self.args.proportion_empty_prompts else p for p, d in zip(prompts, drop.tolist())]
-        embeds = encode_prompts(run.components, prompts, run.device, run.weight_dtype)
-        states = torch.stack([embeds[p] for p in prompts])
-        return latents, {"encoder_hidden_states": states, "control_image": batch["control_image"]}
+        text = stack_text(encode_prompts(run.components, prompts, run.device, run.weight_dtype), prompts)
+        return latents, {**unet_conditioning(text), "control_image": batch["control_image"]}
 
     def denoiser(self, unet, run: RunContext):
         return ControlledUNet(unet, self.kind, run.trainable[self.module_name])

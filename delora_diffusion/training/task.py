@@ -51,6 +51,7 @@ class TrainingTask:
     """Subclass and implement ``build_dataset``, ``collate`` and ``model_inputs``."""
 
     name = "adapter"
+    families: tuple[str, ...] = ("StableDiffusionPipeline",)  # pipeline classes it trains (models.families)
 
     def check_inputs(self, args: argparse.Namespace) -> None:
         """Read and check the user's data before any model is loaded, so bad input fails fast."""

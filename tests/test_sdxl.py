@@ -1,0 +1,175 @@
+"""SDXL end to end on a tiny SDXL-shaped pipeline: both text encoders and the pooled embedding, size and crop
+conditioning, prior preservation, validation, exact resume, generate.py, exports that stock
+StableDiffusionXLPipeline loads with equal outputs, the VAE kept fp32, and what SDXL does not run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from delora_diffusion.adapters import load_adapter, read_adapter
+from delora_diffusion.data.dreambooth import DreamBoothDataset, ImageSet
+from delora_diffusion.inference.generate import main as generate_main
+from delora_diffusion.training.components import encode_prompts, load_components, stack_text, unet_conditioning
+from delora_diffusion.training.dreambooth import main as train_main
+from delora_diffusion.training.semantic import main as semantic_main
+from train_helpers import reset_accelerate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _flags(out: Path, base: Path, *extra: str) -> list[str]:
+    return ["--pretrained_model_name_or_path", str(base), "--instance_data_dir", str(REPO / "subjects" / "robot"),
+            "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--center_crop", "--rank", "2",
+            "--report_to", "none", "--validation_steps", "0", "--num_validation_images", "1",
+            "--validation_inference_steps", "2", "--output_dir", str(out), *extra]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    stored = read_adapter(path)
+    return {f"{layer}.{k}": v for layer, tensors in stored.layers.items() for k, v in tensors.items()}
+
+
+def test_conditioning_joins_both_encoders_and_the_pooled_embedding(tiny_sdxl):
+    components = load_components(str(tiny_sdxl))
+    assert components.is_sdxl
+    embeds = encode_prompts(components, ["a photo of sks toy", "a toy"], "cpu", torch.float32)
+    text = stack_text(embeds, ["a toy", "a photo of sks toy", "a toy"])
+    width = components.text_encoder.config.hidden_size + components.text_encoder_2.config.hidden_size
+    assert text["encoder_hidden_states"].shape == (3, 77, width)
+    assert text["text_embeds"].shape == (3, components.text_encoder_2.config.projection_dim)
+    latent = torch.randn(3, 4, 8, 8)
+    with torch.no_grad():
+        out = components.unet(latent, 10, **unet_conditioning(text, torch.tensor([[32.0, 32, 0, 0, 32, 32]] * 3))).sample
+        other = components.unet(latent, 10, **unet_conditioning(text, torch.tensor([[64.0, 96, 16, 0, 32, 32]] * 3)))
+    assert out.shape == (3, 4, 8, 8)
+    assert (out - other.sample).abs().max() > 1e-4  # the size and crop numbers reach the UNet
+
+
+def test_time_ids_hold_original_size_and_crop(tmp_path):
+    folder = tmp_path / "subject"
+    folder.mkdir()
+    Image.new("RGB", (120, 60), "red").save(folder / "wide.png")
+    instance = ImageSet.load(folder, "a photo of sks toy", 32, "instance_data_dir")
+    dataset = DreamBoothDataset(instance, None, 32, center_crop=True, random_flip=False, seed=0)
+    # 120x60 resized to 64x32, the centre 32x32 crop starts 16 px from the left
+    assert dataset[0]["instance"]["time_ids"].tolist() == [60, 120, 0, 16, 32, 32]
+    flipped = DreamBoothDataset(instance, None, 32, center_crop=False, random_flip=True, seed=0)
+    for index in range(8):
+        flipped.set_epoch(index)
+        view = flipped.view("instance", 0)
+        left = 64 - view.left - 32 if view.flip else view.left  # the crop seen in the flipped image
+        assert flipped[0]["instance"]["time_ids"].tolist() == [60, 120, view.top, left, 32, 32]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_sdxl, tmp_path_factory) -> Path:
+    """DeLoRA on the tiny SDXL: prior preservation with generated class images, validation, both exports."""
+    reset_accelerate()
+    out = tmp_path_factory.mktemp("sdxl") / "run"
+    assert train_main(_flags(out, tiny_sdxl, "--max_train_steps", "4", "--with_prior_preservation",
+                             "--class_prompt", "a photo of toy", "--num_class_images", "2", "--class_inference_steps",
+                             "2", "--validation_prompt", "a sks toy in the snow", "--export_kohya")) == 0
+    reset_accelerate()
+    return out
+
+
+def test_sdxl_dreambooth_trains_with_prior_preservation_and_validates(trained, tiny_sdxl):
+    assert len(list((trained / "class_images").glob("class-*.png"))) == 2
+    assert (trained / "validation" / "step-000004.png").is_file()
+    stored = read_adapter(trained / "adapter.safetensors")
+    assert stored.config.method == "delora" and any(".attn2.to_k" in name for name in stored.layers)
+    unet = load_components(str(tiny_sdxl)).unet
+    before = {n: p.clone() for n, p in unet.named_parameters()}
+    load_adapter(unet, trained / "adapter.safetensors")
+    assert all(torch.equal(before[n], p) for n, p in unet.named_parameters() if n in before)  # base kept frozen
+
+
+@pytest.mark.parametrize("weight_name", ["pytorch_lora_weights.safetensors", "lora_kohya.safetensors"])
+def test_sdxl_exports_load_in_stock_diffusers_with_equal_outputs(trained, tiny_sdxl, weight_name):
+    from diffusers import StableDiffusionXLPipeline
+
+    def unet_output(unet):
+        generator = torch.Generator().manual_seed(0)
+        latent, states = torch.randn(1, 4, 8, 8, generator=generator), torch.randn(1, 77, 64, generator=generator)
+        added = {"text_embeds": torch.randn(1, 32, generator=generator),
+                 "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}
+        with torch.no_grad():
+            return unet(latent, 500, states, added_cond_kwargs=added).sample
+
+    ours = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl).unet
+    base = unet_output(ours)
+    load_adapter(ours, trained / "adapter.safetensors")
+    stock = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl)
+    stock.load_lora_weights(trained, weight_name=weight_name)
+    assert (unet_output(ours) - base).abs().max() > 1e-3
+    assert torch.allclose(unet_output(stock.unet), unet_output(ours), atol=2e-5)
+
+
+def test_the_model_cards_stock_diffusers_snippet_runs(trained, monkeypatch):
+    card = (trained / "README.md").read_text()
+    snippet = card.split("stock diffusers:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(trained)  # the snippet loads "." (this folder)
+    scope: dict = {}
+    exec(snippet, scope)
+    assert type(scope["pipe"]).__name__ == "StableDiffusionXLPipeline"
+    assert scope["pipe"].get_list_adapters()["unet"]  # the LoRA is on its UNet
+
+
+def test_generate_renders_the_prompt_set_with_an_sdxl_adapter(trained, tiny_sdxl, tmp_path):
+    out = tmp_path / "samples"
+    assert generate_main(["--pretrained_model_name_or_path", str(tiny_sdxl), "--adapter",
+                          str(trained / "adapter.safetensors"), "--subject", "robot", "--class_noun", "toy",
+                          "--height", "32", "--width", "32", "--num_images_per_prompt", "1", "--num_inference_steps",
+                          "2", "--output_dir", str(out), "--no_progress"]) == 0
+    assert len(list((out / "robot").rglob("*.png"))) == 25 + 1  # the 25 prompts and the contact sheet
+
+
+def test_sdxl_runs_resume_exactly(tiny_sdxl, tmp_path, fresh_accelerate):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    options = ["--adapter", "lora", "--random_flip"]  # fresh encodes: the flipped crops' time ids change too
+    assert train_main(_flags(whole, tiny_sdxl, *options, "--max_train_steps", "6")) == 0
+    reset_accelerate()
+    assert train_main(_flags(split, tiny_sdxl, *options, "--max_train_steps", "3", "--checkpointing_steps", "3")) == 0
+    reset_accelerate()
+    assert train_main(_flags(split, tiny_sdxl, *options, "--max_train_steps", "6",
+                             "--resume_from_checkpoint", "latest")) == 0
+    a, b = _tensors(whole / "adapter.safetensors"), _tensors(split / "adapter.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sdxl_vae_stays_fp32_under_mixed_precision_unless_replaced(tiny_sdxl, tmp_path, caplog, fresh_accelerate):
+    with caplog.at_level("INFO", logger="delora_diffusion.training"):
+        assert train_main(_flags(tmp_path / "bf16", tiny_sdxl, "--max_train_steps", "1",
+                                 "--mixed_precision", "bf16")) == 0
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "SDXL's VAE stays fp32 under mixed precision" in said
+    caplog.clear()
+    reset_accelerate()
+    with caplog.at_level("INFO", logger="delora_diffusion.training"):
+        assert train_main(_flags(tmp_path / "own_vae", tiny_sdxl, "--max_train_steps", "1", "--mixed_precision",
+                                 "bf16", "--pretrained_vae_model_name_or_path", str(tiny_sdxl / "vae"))) == 0
+    assert "SDXL's VAE stays fp32" not in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_what_sdxl_does_not_run_stops_with_one_line(tiny_sdxl, tmp_path, capsys, fresh_accelerate):
+    assert train_main(_flags(tmp_path / "te", tiny_sdxl, "--train_text_encoder", "--max_train_steps", "1")) == 2
+    assert "--train_text_encoder: text-encoder adapters are for SD 1.x/2.x so far" in capsys.readouterr().err
+    code = semantic_main(["--pretrained_model_name_or_path", str(tiny_sdxl), "--data_dir", str(tmp_path),
+                          "--output_dir", str(tmp_path / "semantic")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is a StableDiffusionXLPipeline; this command runs StableDiffusionPipeline" in err
+
+
+@pytest.mark.parametrize("method", ["delora", "lora"])
+def test_sdxl_recipes_parse(method):
+    from delora_diffusion.training.dreambooth import build_args
+
+    args, _ = build_args(["--config", str(REPO / "configs" / f"dreambooth_sdxl_{method}.yaml"), "--instance_data_dir",
+                          "d", "--instance_prompt", "a photo of sks dog", "--class_prompt", "a photo of dog"])
+    assert (args.adapter, args.resolution, args.max_train_steps) == (method, 1024, 500)
+    assert args.pretrained_model_name_or_path == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert args.pretrained_vae_model_name_or_path == "madebyollin/sdxl-vae-fp16-fix"
