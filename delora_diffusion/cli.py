@@ -30,7 +30,10 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", required=True, help="adapter.safetensors written by delora-diffusion")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="output .safetensors file")
-    parser.add_argument("--base_model", help="base pipeline path or hub id (default: the one stored in the adapter)")
+    parser.add_argument("--base_model", help="base pipeline path, hub id or single-file checkpoint (default: the one "
+                                             "stored in the adapter)")
+    parser.add_argument("--single_file_config", metavar="PATH_OR_ID",
+                        help="with a single-file base model: a diffusers folder or hub id whose configs describe it")
     parser.add_argument("--scale", type=float, default=1.0, help="bake this strength into the exported update")
     args = parser.parse_args(argv)
     if Path(args.out).is_dir():  # checked first: the error would otherwise name an internal temporary file
@@ -43,6 +46,7 @@ def export_main(argv: list[str] | None = None) -> int:
     from .adapters.io import base_model_of
     from .models.families import check_base_model
     from .models.loading import load_text_encoder, load_unet
+    from .models.single_file import resolve_base_model
 
     try:
         adapter = read_adapter(args.adapter)
@@ -50,8 +54,9 @@ def export_main(argv: list[str] | None = None) -> int:
         if not base:
             parser.error(f"{args.adapter} records no base model; pass --base_model")
         check_base_model(base, "--base_model" if args.base_model else "the adapter's base model")
-        unet = load_unet(base)
-        text_encoder = load_text_encoder(base) if adapter.targets_of("text_encoder") else None
+        source = resolve_base_model(base, args.single_file_config)
+        unet = load_unet(source)
+        text_encoder = load_text_encoder(source) if adapter.targets_of("text_encoder") else None
         load_adapter(unet, args.adapter, model_name=base, text_encoder=text_encoder)
         for model in (unet, text_encoder):
             if model is not None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# converted single-file checkpoints and built-in configs go here, never into the user's ~/.cache
+os.environ["DELORA_DIFFUSION_CACHE"] = tempfile.mkdtemp(prefix="delora-diffusion-cache-")
 
 from pathlib import Path  # noqa: E402
 

@@ -128,8 +128,9 @@ def test_other_families_stop_before_any_work_naming_the_class(class_name, tmp_pa
     assert f"is a {class_name}" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("name,says", [("model.ckpt", "pickled checkpoint"), ("model.safetensors", "single-file")])
-def test_pickles_and_single_files_are_refused_with_a_reason(name, says, tmp_path):
+@pytest.mark.parametrize("name,says", [("model.ckpt", "pickled checkpoint"),
+                                       ("model.safetensors", "is not a readable safetensors file")])
+def test_pickles_and_broken_single_files_are_refused_with_a_reason(name, says, tmp_path):
     path = tmp_path / name
     path.write_bytes(b"\0" * 16)
     with pytest.raises(ModelFamilyError, match=says):

@@ -94,8 +94,11 @@ def test_sdxl_exports_load_in_stock_diffusers_with_equal_outputs(trained, tiny_s
 
     def unet_output(unet):
         generator = torch.Generator().manual_seed(0)
-        latent, states = torch.randn(1, 4, 8, 8, generator=generator), torch.randn(1, 77, 64, generator=generator)
-        added = {"text_embeds": torch.randn(1, 32, generator=generator),
+        config = unet.config
+        latent = torch.randn(1, 4, 8, 8, generator=generator)
+        states = torch.randn(1, 77, config.cross_attention_dim, generator=generator)
+        pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        added = {"text_embeds": torch.randn(1, pooled, generator=generator),
                  "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}
         with torch.no_grad():
             return unet(latent, 500, states, added_cond_kwargs=added).sample
@@ -173,3 +176,10 @@ def test_sdxl_recipes_parse(method):
     assert (args.adapter, args.resolution, args.max_train_steps) == (method, 1024, 500)
     assert args.pretrained_model_name_or_path == "stabilityai/stable-diffusion-xl-base-1.0"
     assert args.pretrained_vae_model_name_or_path == "madebyollin/sdxl-vae-fp16-fix"
+
+
+@pytest.mark.parametrize("method", ["dora", "ether", "etherplus"])
+def test_every_method_trains_on_sdxl(method, tiny_sdxl, tmp_path, fresh_accelerate):
+    out = tmp_path / method
+    assert train_main(_flags(out, tiny_sdxl, "--adapter", method, "--max_train_steps", "2")) == 0
+    assert read_adapter(out / "adapter.safetensors").config.method == method

@@ -47,6 +47,8 @@ def add_model_args(parser: argparse.ArgumentParser, base_help: str, adapter_help
     model.add_argument("--pretrained_model_name_or_path", required=True, metavar="PATH_OR_ID", help=base_help)
     model.add_argument("--revision", help="hub revision of the base model")
     model.add_argument("--variant", help="weight variant of the base model (e.g. fp16)")
+    model.add_argument("--single_file_config", metavar="PATH_OR_ID",
+                       help="with a single-file .safetensors base model: a diffusers folder or hub id whose configs describe it (default: the built-in SD 1.x, 2.x (768 px, v-prediction) and SDXL configs)")
     repeat = {"action": "append"} if several else {}
     model.add_argument("--adapter", required=adapter_required, metavar="FILE", help=adapter_help, **repeat)
     model.add_argument("--scale", type=float, default=None if several else 1.0, metavar="S", **repeat,

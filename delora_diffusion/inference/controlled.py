@@ -76,14 +76,14 @@ def _control_entry(path: str) -> dict:
 def load_semantic_pipeline(pretrained_model_name_or_path: str, adapter: str, *, scale: float = 1.0,
                            merge: bool = False, dtype="auto", device="auto", scheduler: str = SEMANTIC.scheduler,
                            safety_checker: bool = True, revision: str | None = None, variant: str | None = None,
-                           zero_terminal_snr: bool = False):
+                           zero_terminal_snr: bool = False, single_file_config: str | None = None):
     """(pipeline, kind, control module, LoadedAdapter): the base pipeline with the adapter on its UNet and
     the file's control module on the same device (the ControlNet in the pipeline's dtype, the hint encoder
     in float32), ready for ``sample_semantic``."""
     _control_entry(adapter)
     pipe = load_pipeline(pretrained_model_name_or_path, revision=revision, variant=variant, dtype=dtype,
                          device=device, scheduler=scheduler, safety_checker=safety_checker,
-                         zero_terminal_snr=zero_terminal_snr)
+                         zero_terminal_snr=zero_terminal_snr, single_file_config=single_file_config)
     loaded = apply_adapter(pipe, adapter, scale=scale, merge=merge, base_model=str(pretrained_model_name_or_path))
     kind, control = load_control(loaded.file)
     dtype = pipe.unet.dtype if kind == "controlnet" else torch.float32

@@ -235,7 +235,7 @@ def run_dreambooth(args) -> list[tuple[Plan, int, int, float]]:
     except ValueError as exc:
         raise GenerateError(f"--device/--dtype: {exc}") from exc
     pipe = load_pipeline(args.pretrained_model_name_or_path, revision=args.revision, variant=args.variant,
-                         dtype=dtype, device=device, scheduler=args.scheduler,
+                         single_file_config=args.single_file_config, dtype=dtype, device=device, scheduler=args.scheduler,
                          safety_checker=not args.disable_safety_checker, zero_terminal_snr=args.zero_terminal_snr)
     fuse_plain_loras(pipe, adapters.plain)  # once: they are the same for every subject
     default_h, default_w = default_size(pipe)

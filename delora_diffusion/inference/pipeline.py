@@ -111,6 +111,7 @@ def load_pipeline(
     *,
     revision: str | None = None,
     variant: str | None = None,
+    single_file_config: str | None = None,
     dtype: str | torch.dtype | None = "auto",
     device: str | torch.device | None = "auto",
     adapter: str | os.PathLike | None = None,
@@ -126,7 +127,8 @@ def load_pipeline(
 
     ``zero_terminal_snr``: see ``schedulers.set_scheduler``.
     ``pretrained_model_name_or_path`` is a diffusers pipeline folder or hub id (``revision``/``variant``
-    as in ``from_pretrained``). ``unet`` replaces the checkpoint's UNet (e.g. the one being trained; it is
+    as in ``from_pretrained``) or a single-file checkpoint (converted once: ``models.single_file``, with
+    ``single_file_config``). ``unet`` replaces the checkpoint's UNet (e.g. the one being trained; it is
     used as given, not cast). ``safety_checker=False`` drops the checker (it blacks out flagged images,
     which biases image metrics). The pipeline's own per-step progress bar is turned off.
     Raises ``PipelineLoadError`` when the checkpoint cannot be loaded.
@@ -134,6 +136,7 @@ def load_pipeline(
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from ..models.families import SDXL, pipeline_class
+    from ..models.single_file import resolve_base_model
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -148,10 +151,11 @@ def load_pipeline(
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local and not Path(name).expanduser().exists():
         raise PipelineLoadError(f"base model folder {name} does not exist")
+    source = resolve_base_model(name, single_file_config)
     kwargs[_dtype_keyword()] = torch_dtype
     try:
         pipe = (StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline).from_pretrained(
-            name, revision=revision, variant=variant, **kwargs)
+            source, revision=revision, variant=variant, **kwargs)
     except (OSError, ValueError, TypeError) as exc:
         raise PipelineLoadError(
             f"could not load a Stable Diffusion pipeline from {name!r} (a diffusers pipeline folder with "

@@ -148,7 +148,8 @@ def run_semantic(args) -> tuple[list[tuple[Plan, MapJob, int]], float]:
     pipe, kind, control, loaded = load_semantic_pipeline(
         args.pretrained_model_name_or_path, args.adapter, scale=args.scale, merge=args.merge, dtype=dtype,
         device=device, scheduler=args.scheduler, safety_checker=not args.disable_safety_checker,
-        revision=args.revision, variant=args.variant, zero_terminal_snr=args.zero_terminal_snr)
+        revision=args.revision, variant=args.variant, zero_terminal_snr=args.zero_terminal_snr,
+        single_file_config=args.single_file_config)
     zero_snr_warning(args, loaded.file.metadata, args.adapter)
     default_h, default_w = default_size(pipe)
     height, width = args.height or default_h, args.width or default_w

@@ -47,20 +47,23 @@ def build_tiny_sdxl(out: Path) -> None:
 
     torch.manual_seed(TINY_SEED)
     time_width = 8  # per size/crop number; SDXL uses 256
+    # The second encoder is wider than the first, as in SDXL (768 and 1280): single-file loading tells
+    # the two apart by their widths.
+    width_2 = TEXT_WIDTH + 16
     unet = UNet2DConditionModel(
         sample_size=TINY_SD_RESOLUTION // 2, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=2 * TEXT_WIDTH,
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH + width_2,
         attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
         transformer_layers_per_block=(1, 2), addition_embed_type="text_time", addition_time_embed_dim=time_width,
-        projection_class_embeddings_input_dim=TEXT_WIDTH + 6 * time_width,
+        projection_class_embeddings_input_dim=width_2 + 6 * time_width,
     )
     with tempfile.TemporaryDirectory() as vocab_dir:
         vocab_file, merges_file = write_clip_vocab(Path(vocab_dir))
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
         tokenizer_2 = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
     text_encoder = CLIPTextModel(_text_config(len(tokenizer.get_vocab()), "quick_gelu"))
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(len(tokenizer.get_vocab()), "gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(len(tokenizer.get_vocab()), "gelu", width_2))
     scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
     # force_upcast: SDXL's VAE overflows in fp16, and its config says so (the trainer keeps it fp32)
@@ -69,11 +72,11 @@ def build_tiny_sdxl(out: Path) -> None:
                               unet=unet, scheduler=scheduler).save_pretrained(out)
 
 
-def _text_config(vocab_size: int, activation: str):
+def _text_config(vocab_size: int, activation: str, width: int = TEXT_WIDTH):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=77, projection_dim=TEXT_WIDTH,
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=77, projection_dim=width,
                           bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_act=activation)
 
 

@@ -41,9 +41,11 @@ def add_bool_flag(group, name: str, help: str, default: bool | None = False) -> 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("base model")
     g.add_argument("--pretrained_model_name_or_path", metavar="PATH_OR_ID",
-                   help="diffusers pipeline folder or hub id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5 "
-                        "(outputs/tiny/sd is built on first use)")
+                   help="diffusers pipeline folder, hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or "
+                        "single-file .safetensors checkpoint (outputs/tiny/sd is built on first use)")
     g.add_argument("--revision", help="hub revision of the base model")
+    g.add_argument("--single_file_config", metavar="PATH_OR_ID",
+                   help="with a single-file .safetensors base model: a diffusers folder or hub id whose configs describe it (default: the built-in SD 1.x, 2.x (768 px, v-prediction) and SDXL configs)")
     g.add_argument("--pretrained_vae_model_name_or_path", metavar="PATH_OR_ID",
                    help="a VAE replacing the base model's, e.g. madebyollin/sdxl-vae-fp16-fix (SDXL's own VAE "
                         "overflows in fp16, so without one it stays fp32 under --mixed_precision)")

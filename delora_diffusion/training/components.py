@@ -54,15 +54,18 @@ def ensure_base_model(name_or_path: str) -> str:
 
 
 def load_components(name_or_path: str, revision: str | None = None, variant: str | None = None,
-                    zero_terminal_snr: bool = False, vae_path: str | None = None) -> Components:
+                    zero_terminal_snr: bool = False, vae_path: str | None = None,
+                    single_file_config: str | None = None) -> Components:
     """Load the pipeline's components; ``OSError`` naming the checkpoint if one is missing. ``zero_terminal_snr``
     rescales the training schedule's betas so the last step has SNR 0 (Lin et al., 2024; v-prediction only:
     an ε target says nothing at SNR 0). ``vae_path``: a VAE folder or hub id replacing the checkpoint's
-    (``--pretrained_vae_model_name_or_path``, e.g. an SDXL VAE fixed for fp16)."""
+    (``--pretrained_vae_model_name_or_path``, e.g. an SDXL VAE fixed for fp16). A single-file checkpoint is
+    converted once (``models.single_file``, with ``single_file_config``) and loaded from its folder."""
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from ..models.families import SDXL, pipeline_class
+    from ..models.single_file import resolve_base_model
 
     def load(what, fn):
         try:
@@ -75,6 +78,7 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_local and not Path(name_or_path).expanduser().exists():
         raise OSError(f"base model folder {name_or_path} does not exist")
+    given, name_or_path = name_or_path, resolve_base_model(name_or_path, single_file_config)
     kw = dict(revision=revision)
     second = {}
     if pipeline_class(name_or_path, revision) == SDXL:
@@ -92,7 +96,7 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
     else:
         vae = load("VAE", lambda: AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", variant=variant, **kw))
     return Components(
-        base_model=name_or_path,
+        base_model=given,
         tokenizer=load("tokenizer", lambda: CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer", **kw)),
         text_encoder=load("text encoder", lambda: CLIPTextModel.from_pretrained(
             name_or_path, subfolder="text_encoder", variant=variant, **kw)),

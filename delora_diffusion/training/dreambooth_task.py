@@ -109,6 +109,7 @@ class DreamBoothTask(TrainingTask):
 
             dtype = PRECISION_DTYPES[args.prior_generation_precision]
             pipeline, half = load_pipeline(args.pretrained_model_name_or_path, revision=args.revision,
+                                           single_file_config=args.single_file_config,
                                            variant=args.variant, dtype=dtype, device=run.device,
                                            safety_checker=False), False
         else:

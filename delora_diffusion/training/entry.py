@@ -17,7 +17,8 @@ from .task import TrainingTask
 LABEL_WIDTH = 16  # of the summary's "  label  path" lines: the longest label ("EMA adapter", "diffusers LoRA") + 2
 
 # Errors that mean bad input (flags, files, data): a one-line message, exit 2, no traceback.
-USER_ERRORS = (CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError, OSError)
+USER_ERRORS = (CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError, OSError,
+               ModelFamilyError)
 
 
 def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: TrainingTask,

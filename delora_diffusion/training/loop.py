@@ -193,7 +193,8 @@ class _Run:
             ensure_base_model(args.pretrained_model_name_or_path)
         components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant,
                                      zero_terminal_snr=args.zero_terminal_snr,
-                                     vae_path=args.pretrained_vae_model_name_or_path)
+                                     vae_path=args.pretrained_vae_model_name_or_path,
+                                     single_file_config=args.single_file_config)
         if components.is_sdxl and getattr(args, "train_text_encoder", False):
             raise UsageError("--train_text_encoder: text-encoder adapters are for SD 1.x/2.x so far; SDXL trains "
                              "its UNet adapter with both text encoders frozen (drop the flag)")

@@ -56,6 +56,23 @@ def _optimizer(args: argparse.Namespace) -> str:
             f"weight decay {args.adam_weight_decay:g}")
 
 
+def _pipeline_class(base: str) -> str:
+    """What loads ``base``: the pipeline class of a single file (``from_single_file`` is per class), else
+    ``DiffusionPipeline``, which reads the class from the folder."""
+    from ..models.families import SD, is_single_file, pipeline_class
+
+    return (pipeline_class(base) or SD) if is_single_file(base) else "DiffusionPipeline"
+
+
+def _import_line(base: str) -> str:
+    return f"from diffusers import {_pipeline_class(base)}"
+
+
+def _load_line(base: str) -> str:
+    method = "from_single_file" if _pipeline_class(base) != "DiffusionPipeline" else "from_pretrained"
+    return f'pipe = {_pipeline_class(base)}.{method}("{base}")'
+
+
 def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, command: list[str] | None) -> Path:
     """Write ``output_dir/README.md`` atomically and return its path."""
     base = args.pretrained_model_name_or_path
@@ -90,9 +107,7 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
                   "Rows: " + "; ".join(f"“{p}”" for p in prompts) + f" ({args.num_validation_images} seeds each).", ""]
     usage = task.usage_lines(base)
     if usage is None:
-        usage = ["from diffusers import DiffusionPipeline",
-                 "from delora_diffusion.adapters import load_adapter", "",
-                 f'pipe = DiffusionPipeline.from_pretrained("{base}")  # SD 1.x/2.x or SDXL, as the folder says',
+        usage = [_import_line(base), "from delora_diffusion.adapters import load_adapter", "", _load_line(base),
                  'load_adapter(pipe.unet, "adapter.safetensors", text_encoder=pipe.text_encoder)  # all settings '
                  'are in the file']
         example = prompts[0] if prompts else task.example_prompt()
@@ -101,8 +116,7 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     lines += ["## Use", "", "```python", *usage, "```", ""]
     if result.exports:
         lines += ["Without this package, the same update as a plain LoRA (exact, not an approximation) in "
-                  "stock diffusers:", "", "```python", "from diffusers import DiffusionPipeline", "",
-                  f'pipe = DiffusionPipeline.from_pretrained("{base}")',
+                  "stock diffusers:", "", "```python", _import_line(base), "", _load_line(base),
                   'pipe.load_lora_weights(".")  # this folder\'s pytorch_lora_weights.safetensors', "```", ""]
         if "kohya LoRA" in result.exports:
             lines += ["`lora_kohya.safetensors` holds it with kohya's keys, for ComfyUI and AUTOMATIC1111.", ""]
