@@ -56,12 +56,12 @@ def export_main(argv: list[str] | None = None) -> int:
         check_base_model(base, "--base_model" if args.base_model else "the adapter's base model")
         source = resolve_base_model(base, args.single_file_config)
         unet = load_unet(source)
-        text_encoder = load_text_encoder(source) if adapter.targets_of("text_encoder") else None
-        load_adapter(unet, args.adapter, model_name=base, text_encoder=text_encoder)
-        for model in (unet, text_encoder):
-            if model is not None:
-                set_scale(model, args.scale)
-        out = export_lora(unet, args.out, args.format, text_encoder)
+        encoders = {name: load_text_encoder(source, name) for name in ("text_encoder", "text_encoder_2")
+                    if adapter.targets_of(name)}
+        load_adapter(unet, args.adapter, model_name=base, **encoders)
+        for model in (unet, *encoders.values()):
+            set_scale(model, args.scale)
+        out = export_lora(unet, args.out, args.format, encoders)
     except (AdapterFileError, OSError, ValueError) as exc:
         print(f"delora-export: error: {exc}", file=sys.stderr)
         return 2

@@ -112,6 +112,19 @@ def test_sdxl_exports_load_in_stock_diffusers_with_equal_outputs(trained, tiny_s
     assert torch.allclose(unet_output(stock.unet), unet_output(ours), atol=2e-5)
 
 
+def test_delora_export_writes_what_the_trainer_wrote(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    from delora_diffusion.cli import export_main
+
+    out = tmp_path / "kohya.safetensors"
+    assert export_main(["--adapter", str(trained / "adapter.safetensors"), "--format", "kohya", "--out", str(out)]) == 0
+    exported, written = load_file(out), load_file(trained / "lora_kohya.safetensors")
+    assert exported.keys() == written.keys() and all(torch.equal(exported[k], written[k]) for k in exported)
+    # diffusers' module paths with underscores: a name ComfyUI maps for SDXL (unet_to_diffusers)
+    assert any(k.startswith("lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.") for k in exported)
+
+
 def test_the_model_cards_stock_diffusers_snippet_runs(trained, monkeypatch):
     card = (trained / "README.md").read_text()
     snippet = card.split("stock diffusers:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
@@ -120,6 +133,11 @@ def test_the_model_cards_stock_diffusers_snippet_runs(trained, monkeypatch):
     exec(snippet, scope)
     assert type(scope["pipe"]).__name__ == "StableDiffusionXLPipeline"
     assert scope["pipe"].get_list_adapters()["unet"]  # the LoRA is on its UNet
+    use = card.split("## Use", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec("\n".join(line for line in use.splitlines() if not line.startswith("image =")), scope)
+    assert type(scope["pipe"]).__name__ == "StableDiffusionXLPipeline"
+    assert any(type(m).__name__ == "DeLoRALinear" for m in scope["pipe"].unet.modules())
 
 
 def test_generate_renders_the_prompt_set_with_an_sdxl_adapter(trained, tiny_sdxl, tmp_path):
@@ -158,13 +176,47 @@ def test_sdxl_vae_stays_fp32_under_mixed_precision_unless_replaced(tiny_sdxl, tm
     assert "SDXL's VAE stays fp32" not in " ".join(r.getMessage() for r in caplog.records)
 
 
-def test_what_sdxl_does_not_run_stops_with_one_line(tiny_sdxl, tmp_path, capsys, fresh_accelerate):
-    assert train_main(_flags(tmp_path / "te", tiny_sdxl, "--train_text_encoder", "--max_train_steps", "1")) == 2
-    assert "--train_text_encoder: text-encoder adapters are for SD 1.x/2.x so far" in capsys.readouterr().err
+def test_the_semantic_trainer_stops_on_sdxl_with_one_line(tiny_sdxl, tmp_path, capsys):
     code = semantic_main(["--pretrained_model_name_or_path", str(tiny_sdxl), "--data_dir", str(tmp_path),
                           "--output_dir", str(tmp_path / "semantic")])
     err = capsys.readouterr().err
     assert code == 2 and "is a StableDiffusionXLPipeline; this command runs StableDiffusionPipeline" in err
+
+
+def _encoder_outputs(pipe) -> list[torch.Tensor]:
+    """Both text encoders' outputs the UNet is conditioned on: penultimate hidden states, pooled projection."""
+    outputs = []
+    for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+        ids = tokenizer(["a photo of sks toy"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        with torch.no_grad():
+            output = encoder(ids, output_hidden_states=True)
+        outputs += [output.hidden_states[-2], output[0]]
+    return outputs
+
+
+def test_sdxl_text_encoder_adapters_train_and_export(tiny_sdxl, tmp_path, fresh_accelerate):
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+
+    from delora_diffusion.inference import apply_adapter
+
+    out = tmp_path / "run"
+    assert train_main(_flags(out, tiny_sdxl, "--adapter", "lora", "--train_text_encoder", "--text_encoder_lr", "1e-2",
+                             "--learning_rate", "1e-2", "--max_train_steps", "3", "--export_kohya")) == 0
+    stored = read_adapter(out / "adapter.safetensors")
+    assert len(stored.targets_of("text_encoder")) == len(stored.targets_of("text_encoder_2")) == 12
+    kohya = set(load_file(out / "lora_kohya.safetensors"))
+    assert any(k.startswith("lora_te1_text_model_encoder_layers_0_") for k in kohya)
+    assert any(k.startswith("lora_te2_text_model_encoder_layers_1_mlp_fc2") for k in kohya)
+    base = _encoder_outputs(StableDiffusionXLPipeline.from_pretrained(tiny_sdxl))
+    ours = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl)
+    apply_adapter(ours, out / "adapter.safetensors")
+    trained = _encoder_outputs(ours)
+    assert all((a - b).abs().max() > 1e-4 for a, b in zip(trained, base))  # both encoders learned
+    for weight_name in ("pytorch_lora_weights.safetensors", "lora_kohya.safetensors"):
+        stock = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl)
+        stock.load_lora_weights(out, weight_name=weight_name)
+        assert all(torch.allclose(a, b, atol=2e-5) for a, b in zip(_encoder_outputs(stock), trained)), weight_name
 
 
 @pytest.mark.parametrize("method", ["delora", "lora"])

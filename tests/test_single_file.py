@@ -37,9 +37,18 @@ def _weights(folder: Path, component: str) -> dict[str, torch.Tensor]:
     return load_file(folder / component / name)
 
 
-@pytest.mark.parametrize("which", ["sd", "sdxl"])
-def test_single_files_convert_once_to_the_same_weights(which, tiny_sd, tiny_sdxl, sd_file, sdxl_file, capsys):
-    folder, file = (tiny_sd, sd_file) if which == "sd" else (tiny_sdxl, sdxl_file)
+@pytest.fixture(scope="module")
+def sd2_file(tiny_root, tmp_path_factory) -> Path:
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return write_single_file(ensure_tiny("sd2", tiny_root), tmp_path_factory.mktemp("files") / "tiny-sd2.safetensors")
+
+
+@pytest.mark.parametrize("which", ["sd", "sd2", "sdxl"])
+def test_single_files_convert_once_to_the_same_weights(which, tiny_sd, tiny_sdxl, tiny_root, sd_file, sd2_file,
+                                                        sdxl_file, capsys):
+    folder, file = {"sd": (tiny_sd, sd_file), "sd2": (tiny_root / "sd2", sd2_file), "sdxl": (tiny_sdxl, sdxl_file)}[which]
+    # (the tiny SD 2.x has a CLIP text encoder, so its file reads as SD 1.x: the configs decide the rest)
     assert single_file_kind(file) == (("StableDiffusionXLPipeline", "sdxl") if which == "sdxl"
                                       else ("StableDiffusionPipeline", "sd1"))
     converted = Path(resolve_base_model(str(file), str(folder)))
@@ -50,6 +59,8 @@ def test_single_files_convert_once_to_the_same_weights(which, tiny_sd, tiny_sdxl
         assert ours.keys() == original.keys() and all(torch.equal(ours[k], original[k]) for k in ours)
     assert resolve_base_model(str(file), str(folder)) == str(converted)  # the second time: no conversion
     assert "converting" not in capsys.readouterr().out
+    scheduler = json.loads((converted / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler.get("prediction_type", "epsilon") == ("v_prediction" if which == "sd2" else "epsilon")
 
 
 def test_train_generate_and_export_from_a_single_file(sd_file, tiny_sd, tmp_path, fresh_accelerate):

@@ -4,11 +4,12 @@ Every method's update is low rank (DeLoRA residual 2r, zero_b r, ETHER n, ETHER+
 its ``lora_factors`` B (out×k), A (k×in) with W' − W = B A are written as LoRA down/up weights with
 scale 1, in closed form (no SVD, no approximation):
 
-- ``diffusers``: PEFT keys ``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (``text_encoder.<module>``
-  for a text-encoder adapter) for ``pipe.load_lora_weights(file)``; DoRA adds ``lora_magnitude_vector``
-  (PEFT's own DoRA format).
+- ``diffusers``: PEFT keys ``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (``text_encoder.<module>``,
+  ``text_encoder_2.<module>`` for text-encoder adapters) for ``pipe.load_lora_weights(file)``; DoRA adds
+  ``lora_magnitude_vector`` (PEFT's own DoRA format).
 - ``kohya``: ``lora_unet_<module with _>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (= k), the text
-  encoder's under ``lora_te_``: what kohya's sd-scripts writes and ComfyUI / A1111 load.
+  encoder's under ``lora_te_`` (SDXL's two: ``lora_te1_``, ``lora_te2_``): what kohya's sd-scripts writes and
+  ComfyUI / A1111 load.
 """
 
 from __future__ import annotations
@@ -25,18 +26,20 @@ from .peft_methods import PeftLoRALinear
 from .registry import adapter_layers
 
 
-KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
+KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"}
 
 
 @torch.no_grad()
-def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "unet") -> dict[str, torch.Tensor]:
+def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "unet",
+                    kohya_prefix: str | None = None) -> dict[str, torch.Tensor]:
     """LoRA tensors reproducing the current update (at the current scale) of every adapted layer of ``model``,
-    the ``prefix`` component ("unet" or "text_encoder")."""
+    the ``prefix`` component ("unet", "text_encoder" or "text_encoder_2"; ``kohya_prefix`` overrides its kohya
+    prefix)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out: dict[str, torch.Tensor] = {}
     for name, layer in adapter_layers(model).items():
-        name = text_encoder_layer_name(name) if prefix == "text_encoder" else name
+        name = name if prefix == "unet" else text_encoder_layer_name(name)
         if isinstance(layer, PeftLoRALinear) and layer.use_dora:
             if fmt != "diffusers":
                 raise ValueError(
@@ -55,7 +58,7 @@ def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "une
             out[f"{prefix}.{name}.lora_A.weight"] = A.contiguous()
             out[f"{prefix}.{name}.lora_B.weight"] = B.contiguous()
         else:
-            key = KOHYA_PREFIXES[prefix] + name.replace(".", "_")
+            key = (kohya_prefix or KOHYA_PREFIXES[prefix]) + name.replace(".", "_")
             out[f"{key}.lora_down.weight"] = A.contiguous()
             out[f"{key}.lora_up.weight"] = B.contiguous()
             out[f"{key}.alpha"] = torch.tensor(float(A.shape[0]))  # alpha = rank: scale 1
@@ -63,11 +66,14 @@ def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "une
 
 
 def export_lora(model: nn.Module, out_path: str | os.PathLike, fmt: str = "diffusers",
-                text_encoder: nn.Module | None = None) -> Path:
-    """Write ``lora_state_dict`` of ``model`` (the UNet) and of an adapted ``text_encoder`` to ``out_path``
-    (safetensors, atomically)."""
+                text_encoders: dict[str, nn.Module] | None = None) -> Path:
+    """Write ``lora_state_dict`` of ``model`` (the UNet) and of the adapted ``text_encoders`` (pipeline name ->
+    model) to ``out_path`` (safetensors, atomically)."""
     tensors = lora_state_dict(model, fmt)
-    if text_encoder is not None and adapter_layers(text_encoder):
-        tensors.update(lora_state_dict(text_encoder, fmt, "text_encoder"))
+    adapted = {name: encoder for name, encoder in (text_encoders or {}).items() if adapter_layers(encoder)}
+    for name, encoder in adapted.items():
+        # kohya numbers the encoders when there are two (SDXL: lora_te1_, lora_te2_)
+        numbered = f"lora_te{name[-1] if name[-1].isdigit() else 1}_" if len(adapted) > 1 else None
+        tensors.update(lora_state_dict(encoder, fmt, name, numbered))
     atomic_save_safetensors(tensors, out_path, {"format": "pt", "exported_by": "delora-diffusion"})
     return Path(out_path)

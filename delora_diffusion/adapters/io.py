@@ -1,7 +1,8 @@
 """The self-describing adapter file: one ``adapter.safetensors`` that needs no other flag to load.
 
 Tensors are stored as ``<module name>.<tensor name>`` (fp32), the UNet's layers under their own names and
-a text encoder's (``--train_text_encoder``) under ``text_encoder.<module name>``. The header metadata holds
+the text encoders' (``--train_text_encoder``) under ``text_encoder.<module name>`` (and SDXL's second under
+``text_encoder_2.``). The header metadata holds
 one JSON entry under the key ``delora_diffusion``: method, config, target list, per-layer shapes, base
 model, package version, plus optional extra tensors (e.g. a hint encoder) under ``extra.<name>``.
 """
@@ -27,7 +28,7 @@ from .registry import adapter_config, adapter_layers, attach, detach
 METADATA_KEY = "delora_diffusion"
 FORMAT_VERSION = 1
 EXTRA_PREFIX = "extra."
-TEXT_ENCODER_PREFIX = "text_encoder."  # no UNet has a top-level module of that name
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")  # the pipelines' names; no UNet has top-level modules so named
 # CLIP's layers are named "text_model.encoder.layers.N..." in checkpoints, diffusers, kohya and ComfyUI;
 # transformers 5 dropped the "text_model." level in memory. Files use the checkpoint names.
 CLIP_ROOT = "text_model."
@@ -45,12 +46,17 @@ def text_encoder_module_name(text_encoder: nn.Module, layer_name: str) -> str:
     return layer_name
 
 
-def adapted_layers(model: nn.Module, text_encoder: nn.Module | None = None) -> dict[str, AdapterLayer]:
-    """The adapted layers of a UNet and of an optional text encoder, by the names they have in files."""
+def component_of(layer_name: str) -> str:
+    """Which model a layer name of a file belongs to: "unet", "text_encoder" or "text_encoder_2"."""
+    return next((name for name in TEXT_ENCODERS if layer_name.startswith(name + ".")), "unet")
+
+
+def adapted_layers(model: nn.Module, text_encoders: dict[str, nn.Module] | None = None) -> dict[str, AdapterLayer]:
+    """The adapted layers of a UNet and of the ``text_encoders`` (pipeline name -> model), by their names in files."""
     layers = dict(adapter_layers(model))
-    if text_encoder is not None:
-        layers.update({TEXT_ENCODER_PREFIX + text_encoder_layer_name(name): layer
-                       for name, layer in adapter_layers(text_encoder).items()})
+    for component, encoder in (text_encoders or {}).items():
+        layers.update({f"{component}.{text_encoder_layer_name(name)}": layer
+                       for name, layer in adapter_layers(encoder).items()})
     return layers
 
 
@@ -73,12 +79,10 @@ class AdapterFile:
         return self.metadata["shapes"]
 
     def targets_of(self, component: str) -> dict[str, str]:
-        """The layers adapted in ``component`` ("unet" or "text_encoder"): their name in that model (the text
-        encoder's as in checkpoints, see ``text_encoder_module_name``) -> their name in the file."""
-        names = self.metadata["targets"]
-        if component == "text_encoder":
-            return {n[len(TEXT_ENCODER_PREFIX):]: n for n in names if n.startswith(TEXT_ENCODER_PREFIX)}
-        return {n: n for n in names if not n.startswith(TEXT_ENCODER_PREFIX)}
+        """The layers adapted in ``component`` ("unet", "text_encoder" or "text_encoder_2"): their name in that
+        model (a text encoder's as in checkpoints, see ``text_encoder_module_name``) -> their name in the file."""
+        skip = 0 if component == "unet" else len(component) + 1
+        return {n[skip:]: n for n in self.metadata["targets"] if component_of(n) == component}
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
@@ -102,16 +106,17 @@ def save_adapter(
     base_model: str | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
     extra_metadata: dict | None = None,
-    text_encoder: nn.Module | None = None,
+    text_encoders: dict[str, nn.Module] | None = None,
 ) -> Path:
-    """Save the adapters of ``model`` (and of ``text_encoder``, and optional extra tensors) to one safetensors file.
+    """Save the adapters of ``model`` (and of the ``text_encoders``, pipeline name -> model, and optional extra
+    tensors) to one safetensors file.
 
     ``base_model`` is recorded as given and, when it names something on this disk, also as an absolute
     path, so the file still finds its base model from another folder (``base_model_of``).
     """
     if not adapter_layers(model):
         raise ValueError("model has no adapter layers to save")
-    layers = adapted_layers(model, text_encoder)
+    layers = adapted_layers(model, text_encoders)
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers.items():
         for key, value in layer.adapter_state_dict().items():
@@ -215,7 +220,7 @@ def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = 
     from), when known."""
     here = f"this {type(model).__name__}" + (f" (of {model_name!r})" if model_name else "")
     for name, stored in adapter.targets_of(component).items():
-        name = text_encoder_module_name(model, name) if component == "text_encoder" else name
+        name = name if component == "unet" else text_encoder_module_name(model, name)
         try:
             module = model.get_submodule(name)
         except AttributeError:
@@ -239,22 +244,23 @@ def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = 
 
 
 def load_adapter(model: nn.Module, path: str | os.PathLike, model_name: str | None = None,
-                 text_encoder: nn.Module | None = None) -> AdapterFile:
+                 text_encoder: nn.Module | None = None, text_encoder_2: nn.Module | None = None) -> AdapterFile:
     """Attach the adapter stored in ``path`` to ``model`` (a UNet) and, when the file holds text-encoder layers,
-    to ``text_encoder``; load its tensors; returns the parsed file. ``model_name`` (what ``model`` was loaded
-    from) is named in a mismatch error."""
+    to ``text_encoder`` (and SDXL's ``text_encoder_2``); load its tensors; returns the parsed file.
+    ``model_name`` (what ``model`` was loaded from) is named in a mismatch error."""
     adapter = read_adapter(path)
     models = {"unet": model}
-    if adapter.targets_of("text_encoder"):
-        if text_encoder is None:
-            raise AdapterFileError(f"{path} also adapts the text encoder (trained with --train_text_encoder): "
-                                   "load it with the pipeline's text encoder too")
-        models["text_encoder"] = text_encoder
+    for component, encoder in zip(TEXT_ENCODERS, (text_encoder, text_encoder_2)):
+        if adapter.targets_of(component):
+            if encoder is None:
+                raise AdapterFileError(f"{path} also adapts the pipeline's {component} (trained with "
+                                       f"--train_text_encoder): pass {component}=pipe.{component} too")
+            models[component] = encoder
     for component, module in models.items():
         check_fits(module, adapter, model_name, component)
     try:
         for component, module in models.items():
-            targets = {text_encoder_module_name(module, name) if component == "text_encoder" else name: stored
+            targets = {name if component == "unet" else text_encoder_module_name(module, name): stored
                        for name, stored in adapter.targets_of(component).items()}
             layers = attach(module, adapter.config, layer_names=list(targets))
             for name, layer in layers.items():

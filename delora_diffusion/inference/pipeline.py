@@ -77,7 +77,7 @@ def _dtype_keyword() -> str:
 def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool = False,
                   base_model: str | None = None) -> LoadedAdapter:
     """Load the adapter file onto ``pipe.unet`` and, when it holds text-encoder layers, ``pipe.text_encoder``
-    (replacing any adapter already there).
+    (and SDXL's ``pipe.text_encoder_2``), replacing any adapter already there.
 
     ``scale`` s ≥ 0 makes every adapted layer act as W + s·(W' − W); ``merge`` folds the update into the
     weights (faster sampling, same images up to rounding). ``base_model`` is only compared with the one
@@ -85,13 +85,14 @@ def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool
     Raises ``AdapterFileError`` naming the file when it is missing, not ours, or does not fit the UNet.
     """
     remove_adapter(pipe)
-    loaded = load_adapter(pipe.unet, path, model_name=base_model, text_encoder=pipe.text_encoder)
+    loaded = load_adapter(pipe.unet, path, model_name=base_model, text_encoder=pipe.text_encoder,
+                          text_encoder_2=getattr(pipe, "text_encoder_2", None))
     recorded = loaded.metadata.get("base_model")
     known = {str(recorded), str(loaded.metadata.get("base_model_resolved"))}
     given = {str(base_model), str(Path(base_model).resolve()) if base_model and Path(base_model).exists() else None}
     if base_model and recorded and not known & given:
         logger.warning("note: adapter %s was trained on %r, generating with %r", path, recorded, base_model)
-    for model in (pipe.unet, pipe.text_encoder):  # a model without adapter layers is left as it is
+    for model in _adaptable(pipe):  # a model without adapter layers is left as it is
         if scale != 1.0:
             set_scale(model, scale)
         if merge:
@@ -101,9 +102,13 @@ def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool
 
 
 def remove_adapter(pipe) -> None:
-    """Give ``pipe.unet`` and ``pipe.text_encoder`` their base weights back (unmerging first when merged)."""
-    for model in (pipe.unet, pipe.text_encoder):
+    """Give ``pipe.unet`` and the text encoders their base weights back (unmerging first when merged)."""
+    for model in _adaptable(pipe):
         detach(model)
+
+
+def _adaptable(pipe) -> list:
+    return [m for m in (pipe.unet, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
 
 
 def load_pipeline(

@@ -20,12 +20,15 @@ def load_unet(name_or_path: str, revision: str | None = None, variant: str | Non
         ) from exc
 
 
-def load_text_encoder(name_or_path: str, revision: str | None = None, variant: str | None = None):
-    """The CLIP text encoder of a Stable Diffusion pipeline (``<path>/text_encoder``)."""
-    from transformers import CLIPTextModel
+def load_text_encoder(name_or_path: str, subfolder: str = "text_encoder", revision: str | None = None,
+                      variant: str | None = None):
+    """A CLIP text encoder of a Stable Diffusion pipeline (``<path>/text_encoder``; SDXL's second, with its
+    projection, in ``text_encoder_2``)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    model_class = CLIPTextModelWithProjection if subfolder == "text_encoder_2" else CLIPTextModel
     try:
-        return CLIPTextModel.from_pretrained(name_or_path, subfolder="text_encoder", revision=revision, variant=variant)
+        return model_class.from_pretrained(name_or_path, subfolder=subfolder, revision=revision, variant=variant)
     except (OSError, ValueError) as exc:
-        raise OSError(f"could not load the text encoder of {name_or_path!r} (expected a diffusers pipeline folder "
-                      f"or hub id with a text_encoder/ subfolder): {exc}") from exc
+        raise OSError(f"could not load the {subfolder} of {name_or_path!r} (expected a diffusers pipeline folder "
+                      f"or hub id with a {subfolder}/ subfolder): {exc}") from exc

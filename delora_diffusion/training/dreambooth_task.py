@@ -22,7 +22,7 @@ from .components import encode_prompts, encode_text, sampling_pipeline, stack_te
 from .determinism import BucketBatchSampler
 from .latents import batch_latents, cache_posteriors
 from .task import RunContext, TrainingTask
-from .text_encoder import TEXT_ENCODER
+from ..adapters.io import TEXT_ENCODERS
 
 # --prior_generation_precision (diffusers' names) -> dtype; "no" is full precision, as in diffusers.
 PRECISION_DTYPES = {"no": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -157,8 +157,9 @@ class DreamBoothTask(TrainingTask):
     def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator):
         latents = batch_latents(batch, run.components.vae, generator)
         prompts = batch["prompts"]
-        if TEXT_ENCODER in run.trainable:  # the prepared (DDP-wrapped) encoder, so its gradients are synchronised
-            text = encode_text(run.components, prompts, run.device, run.weight_dtype, [run.trainable[TEXT_ENCODER]])
+        trained = [run.trainable[name] for name in TEXT_ENCODERS if name in run.trainable]
+        if trained:  # the prepared (DDP-wrapped) encoders, so their gradients are synchronised
+            text = encode_text(run.components, prompts, run.device, run.weight_dtype, trained)
         else:
             missing = [p for p in prompts if p not in self.prompt_embeds]
             fresh = encode_prompts(run.components, missing, run.device, run.weight_dtype) if missing else {}

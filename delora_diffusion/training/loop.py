@@ -55,7 +55,7 @@ from .model_card import write_model_card
 from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
 from .run_adapter import read_run_adapter, write_run_adapter
 from .task import RunContext, TrainingTask
-from .text_encoder import TEXT_ENCODER, attach_text_encoder_adapter
+from .text_encoder import attach_text_encoder_adapters
 
 logger = logging.getLogger("delora_diffusion.training")
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
@@ -195,9 +195,6 @@ class _Run:
                                      zero_terminal_snr=args.zero_terminal_snr,
                                      vae_path=args.pretrained_vae_model_name_or_path,
                                      single_file_config=args.single_file_config)
-        if components.is_sdxl and getattr(args, "train_text_encoder", False):
-            raise UsageError("--train_text_encoder: text-encoder adapters are for SD 1.x/2.x so far; SDXL trains "
-                             "its UNet adapter with both text encoders frozen (drop the flag)")
         prediction = components.noise_scheduler.config.prediction_type
         if args.zero_terminal_snr and prediction != "v_prediction":
             raise UsageError(f"--zero_terminal_snr needs a v-prediction model (an ε target says nothing at SNR 0); "
@@ -233,9 +230,10 @@ class _Run:
         set_seed(args.seed)
         self.config = adapter_config_from_args(args)
         self.num_layers = len(attach(unet, self.config))
-        self.adapts_text_encoder = bool(getattr(args, "train_text_encoder", False))
-        if self.adapts_text_encoder:
-            attach_text_encoder_adapter(self.components.text_encoder, self.config, self.weight_dtype, accelerator.device)
+        self.text_encoders = {}  # pipeline name -> adapted text encoder (--train_text_encoder)
+        if getattr(args, "train_text_encoder", False):
+            self.text_encoders = attach_text_encoder_adapters(self.components, self.config, self.weight_dtype,
+                                                              accelerator.device)
         cast_base(unet, self.weight_dtype)  # adapter tensors stay fp32
         unet.to(accelerator.device)
         extra_modules = self.task.trainable_modules()
@@ -249,9 +247,8 @@ class _Run:
     def _build_optimisation(self, extra_modules: dict[str, nn.Module]) -> None:
         """Optimiser, data loader, schedule and step counts, prepared by accelerate; the checkpoint hooks."""
         args, accelerator, unet = self.args, self.accelerator, self.components.unet
-        text_encoder = self.components.text_encoder if self.adapts_text_encoder else None
         optimizer = build_optimizer(args, unet, extra_modules, accelerator.num_processes,
-                                    self.task.trainable_module_options(), text_encoder)
+                                    self.task.trainable_module_options(), self.text_encoders)
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
         batch_sampler = self.task.batch_sampler(args.train_batch_size, args.seed)
         if batch_sampler is None:
@@ -266,7 +263,7 @@ class _Run:
         self.max_train_steps = (args.max_train_steps or
                                 args.num_train_epochs * math.ceil(batches_per_process / args.gradient_accumulation_steps))
         lr_scheduler = build_lr_scheduler(args, optimizer, self.max_train_steps, accelerator.num_processes)
-        trained = {**extra_modules, **({TEXT_ENCODER: text_encoder} if text_encoder is not None else {})}
+        trained = {**extra_modules, **self.text_encoders}
         prepared = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler, *trained.values())
         self.unet, self.optimizer, self.dataloader, self.lr_scheduler = prepared[:4]
         self.context.trainable.update(zip(trained, prepared[4:]))
@@ -288,12 +285,11 @@ class _Run:
             self.data_order["batching"] = getattr(batch_sampler, "describe", type(batch_sampler).__name__)
 
     # --- adapter file <-> model ------------------------------------------------------------------
-    def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module], nn.Module | None]:
-        """(UNet, the task's own modules, the adapted text encoder or None), without accelerate's wrappers."""
+    def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module], dict[str, nn.Module]]:
+        """(UNet, the task's own modules, the adapted text encoders), without accelerate's wrappers."""
         unwrap = self.accelerator.unwrap_model
-        text_encoder = self.context.trainable.get(TEXT_ENCODER)
         return (unwrap(self.unet), {name: unwrap(module) for name, module in self.extras.items()},
-                None if text_encoder is None else unwrap(text_encoder))
+                {name: unwrap(self.context.trainable[name]) for name in self.text_encoders})
 
     def write_adapter(self, path: Path) -> dict[str, Path]:
         """The adapter file at ``path`` and the plain-LoRA exports beside it (returned, label -> path)."""

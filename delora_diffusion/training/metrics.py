@@ -50,14 +50,14 @@ def weight_distance_logs(unet: nn.Module) -> dict[str, float]:
 
 @torch.no_grad()
 def adapter_fingerprint(unet: nn.Module, extra_modules: dict[str, nn.Module] | None = None,
-                        text_encoder: nn.Module | None = None) -> str:
-    """SHA-256 of every adapter tensor (names and fp32 bytes; the UNet's, then an adapted text encoder's), then
+                        text_encoders: dict[str, nn.Module] | None = None) -> str:
+    """SHA-256 of every adapter tensor (names and fp32 bytes; the UNet's, then the adapted text encoders'), then
     of the tensors of ``extra_modules`` (a task's trained modules, e.g. a hint encoder): equal on processes that
     hold equal adapters and modules."""
     import hashlib
 
     digest = hashlib.sha256()
-    adapted = {"": unet, "text_encoder.": text_encoder if text_encoder is not None else nn.Module()}
+    adapted = {"": unet, **{f"{name}.": encoder for name, encoder in (text_encoders or {}).items()}}
     tensors = [(f"{prefix}{name}.{key}", tensor) for prefix, model in adapted.items()
                for name, layer in adapter_layers(model).items()
                for key, tensor in sorted(layer.adapter_state_dict().items())]
@@ -150,16 +150,17 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def trainable_summary(unet: nn.Module, extras: dict[str, nn.Module], text_encoder: nn.Module | None,
+def trainable_summary(unet: nn.Module, extras: dict[str, nn.Module], text_encoders: dict[str, nn.Module],
                       num_layers: int) -> str:
-    """"N trainable parameters in L layers", plus an adapted text encoder's and each module a task trains in
+    """"N trainable parameters in L layers", plus the adapted text encoders' and each module a task trains in
     full (e.g. a hint encoder)."""
     adapter = trainable_parameter_count(unet)
     counts = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
     parts = [f", {name} {count:,}" for name, count in counts.items()]
-    if text_encoder is not None:
-        counts["text encoder"] = trainable_parameter_count(text_encoder)
-        parts.insert(0, f", text encoder adapter {counts['text encoder']:,} in {len(adapter_layers(text_encoder))} layers")
+    for name, encoder in reversed(text_encoders.items()):
+        counts[name] = trainable_parameter_count(encoder)
+        label = name.replace("_", " ")
+        parts.insert(0, f", {label} adapter {counts[name]:,} in {len(adapter_layers(encoder))} layers")
     if not counts:
         return f"{adapter:,} trainable parameters in {num_layers} layers"
     return f"{adapter + sum(counts.values()):,} trainable parameters: adapter {adapter:,} in {num_layers} layers{''.join(parts)}"

@@ -107,9 +107,8 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
                   "Rows: " + "; ".join(f"“{p}”" for p in prompts) + f" ({args.num_validation_images} seeds each).", ""]
     usage = task.usage_lines(base)
     if usage is None:
-        usage = [_import_line(base), "from delora_diffusion.adapters import load_adapter", "", _load_line(base),
-                 'load_adapter(pipe.unet, "adapter.safetensors", text_encoder=pipe.text_encoder)  # all settings '
-                 'are in the file']
+        usage = [_import_line(base), "from delora_diffusion.inference import apply_adapter", "", _load_line(base),
+                 'apply_adapter(pipe, "adapter.safetensors")  # UNet and any text encoder; settings are in the file']
         example = prompts[0] if prompts else task.example_prompt()
         if example:
             usage.append(f"image = pipe({example!r}).images[0]")

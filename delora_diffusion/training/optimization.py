@@ -12,10 +12,10 @@ from ..adapters import param_groups
 
 def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: dict[str, nn.Module],
                     num_processes: int, module_options: dict[str, dict] | None = None,
-                    text_encoder: nn.Module | None = None) -> torch.optim.Optimizer:
+                    text_encoders: dict[str, nn.Module] | None = None) -> torch.optim.Optimizer:
     """Groups ``adapter`` (``--learning_rate``, ``--adam_weight_decay``), ``lambda`` (DeLoRA: its own
-    rate and decay), with an adapted ``text_encoder`` ``text_encoder`` (``--text_encoder_lr``, default the
-    adapter's) and ``text_encoder_lambda`` (λ's rate), and one per extra module (its ``module_options``
+    rate and decay), per adapted text encoder (``text_encoders``: pipeline name -> model) a group of that name
+    (``--text_encoder_lr``, default the adapter's) and ``<name>_lambda`` (λ's rate), and one per extra module (its ``module_options``
     ``lr``/``weight_decay``, else the adapter's); ``--scale_lr`` scales every rate by accumulation × batch ×
     processes. ``--optimizer``: AdamW, bitsandbytes' 8-bit AdamW, Prodigy or Lion, over the same groups."""
     factor = args.gradient_accumulation_steps * args.train_batch_size * num_processes if args.scale_lr else 1
@@ -23,12 +23,12 @@ def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: di
     lambda_lr = None if args.lambda_learning_rate is None else args.lambda_learning_rate * factor
     groups = param_groups(unet, lr=learning_rate, weight_decay=args.adam_weight_decay, lambda_lr=lambda_lr,
                           lambda_weight_decay=args.lambda_weight_decay)
-    if text_encoder is not None:
+    for name, encoder in (text_encoders or {}).items():
         rate = learning_rate if args.text_encoder_lr is None else args.text_encoder_lr * factor
-        for group in param_groups(text_encoder, lr=rate, weight_decay=args.adam_weight_decay,
+        for group in param_groups(encoder, lr=rate, weight_decay=args.adam_weight_decay,
                                   lambda_lr=lambda_lr if lambda_lr is not None else learning_rate,
                                   lambda_weight_decay=args.lambda_weight_decay):
-            groups.append({**group, "name": "text_encoder" + ("_lambda" if group["name"] == "lambda" else "")})
+            groups.append({**group, "name": name + ("_lambda" if group["name"] == "lambda" else "")})
     for name, module in extra_modules.items():
         options = (module_options or {}).get(name, {})
         lr = options["lr"] * factor if options.get("lr") is not None else learning_rate
