@@ -59,6 +59,9 @@ def resolve_base_model(name_or_path: str, config: str | None = None, log=print) 
     shutil.rmtree(tmp, ignore_errors=True)
     pipeline.save_pretrained(tmp)
     (tmp / COMPLETE_MARKER).write_text(f"converted from {path}\n")
-    shutil.rmtree(target, ignore_errors=True)
+    if (target / COMPLETE_MARKER).exists():  # another process finished first (and may be reading it): keep its
+        shutil.rmtree(tmp, ignore_errors=True)
+        return str(target)
+    shutil.rmtree(target, ignore_errors=True)  # an interrupted conversion's remains
     os.replace(tmp, target)
     return str(target)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from ..adapters import attach, cast_base
 from ..fileio import remove_stale_temporaries, save_png_atomic, write_json_atomic
 from ..inference.contact_sheet import captioned_grid
+from ..models.single_file import resolve_base_model
 from ..threads import apply_threads
 from .args import UsageError, adapter_config_from_args
 from .compat import xformers_note
@@ -189,8 +190,9 @@ class _Run:
     def _load_model(self) -> None:
         """The frozen pipeline components; VAE and text encoder on the device in the mixed-precision dtype."""
         args, accelerator = self.args, self.accelerator
-        with accelerator.main_process_first():
+        with accelerator.main_process_first():  # a missing tiny model is built, a single file converted, once
             ensure_base_model(args.pretrained_model_name_or_path)
+            resolve_base_model(args.pretrained_model_name_or_path, args.single_file_config, log=self.info)
         components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant,
                                      zero_terminal_snr=args.zero_terminal_snr,
                                      vae_path=args.pretrained_vae_model_name_or_path,
