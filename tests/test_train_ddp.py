@@ -63,3 +63,34 @@ def test_two_processes_end_with_identical_adapters_and_only_rank_0_writes(tmp_pa
     assert sorted(p.name for p in classes.iterdir()) == ["class-00000.png", "class-00001.png", "class-00002.png"]
     assert [p.name for p in (out / "validation").iterdir()] == ["step-000003.png"]
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+
+
+def test_two_processes_with_buckets_and_text_encoder_adapters_stay_in_sync(tmp_path, tiny_sd):
+    """Batches of uneven size (aspect-ratio buckets) sharded over two ranks, text-encoder adapters wrapped by
+    DDP and LoRA dropout: both ranks end with the same adapter, text encoder included."""
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "subject"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for k, (w, h) in enumerate([(96, 48), (48, 96), (64, 64), (100, 40), (90, 45)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(data / f"{k}.png")
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), str(REPO / "train_dreambooth.py"),
+        "--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(data),
+        "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--enable_bucket", "--min_bucket_reso", "16",
+        "--max_bucket_reso", "64", "--bucket_reso_steps", "8", "--random_flip", "--train_text_encoder",
+        "--adapter", "lora", "--lora_dropout", "0.1", "--rank", "2", "--train_batch_size", "2",
+        "--max_train_steps", "4", "--report_to", "none", "--validation_steps", "0", "--output_dir", str(out),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    found = dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))
+    assert set(found) == {"0", "1"} and found["0"] == found["1"], found
