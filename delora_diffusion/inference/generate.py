@@ -63,7 +63,7 @@ def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
                "Image k of every prompt uses seed --seed + k. Re-running skips images already generated "
                "with the same settings.",
     )
-    add_model_args(parser, base_help="base pipeline: diffusers folder or hub id "
+    add_model_args(parser, base_help="base pipeline: diffusers folder, hub id or single-file .safetensors "
                                      "(e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)",
                    adapter_help="an adapter: adapter.safetensors from delora-diffusion (method and settings read "
                                 "from the file; may contain {subject}), or a plain LoRA file with diffusers or kohya "

@@ -101,8 +101,8 @@ def semantic_parser(prog: str = PROG) -> argparse.ArgumentParser:
                "Sample k of every map uses seed --seed + k. Re-running skips images already generated with the "
                "same settings.",
     )
-    model = add_model_args(parser, base_help="base pipeline: diffusers folder or hub id (the one the adapter was "
-                                             "trained on)",
+    model = add_model_args(parser, base_help="base pipeline: diffusers folder, hub id or single file (the one "
+                                             "the adapter was trained on)",
                            adapter_help="adapter.safetensors from train_semantic.py (holds the control module too)",
                            adapter_required=True)
     model.add_argument("--control_scale", type=float, default=1.0,
