@@ -27,11 +27,13 @@ OPEN_CLIP_BIGG = {**CLIP_L, "hidden_size": 1280, "intermediate_size": 5120, "num
 SD21_UNET_CONFIG = {**SD15_UNET_CONFIG, "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
                     "use_linear_projection": True, "sample_size": 96}
 
-# version -> (pipeline class, {component: (library, class, config)}, scheduler (class, extra settings))
+# version -> (pipeline class, {component: its diffusers config, or (transformers class, config) for a text
+# encoder}, (scheduler class, settings beyond the shared betas))
 PIPELINES = {
     "sd1": ("StableDiffusionPipeline",
             {"unet": SD15_UNET_CONFIG, "vae": SD15_VAE_CONFIG, "text_encoder": ("CLIPTextModel", CLIP_L)},
-            ("PNDMScheduler", {"skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False})),
+            ("PNDMScheduler", {"skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False,
+                               "clip_sample": False})),
     "sd2": ("StableDiffusionPipeline",
             {"unet": SD21_UNET_CONFIG, "vae": {**SD15_VAE_CONFIG, "sample_size": 768},
              "text_encoder": ("CLIPTextModel", OPEN_CLIP_H)},
