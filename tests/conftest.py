@@ -38,6 +38,14 @@ def tiny_sd(tiny_root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd2(tiny_root) -> Path:
+    """Path of a saved tiny SD 2.x-shaped pipeline (v-prediction)."""
+    from delora_diffusion.models.tiny import ensure_tiny
+
+    return ensure_tiny("sd2", tiny_root)
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl(tiny_root) -> Path:
     """Path of a saved tiny SDXL pipeline (two text encoders, text_time conditioning)."""
     from delora_diffusion.models.tiny import ensure_tiny

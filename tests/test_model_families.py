@@ -14,25 +14,12 @@ from delora_diffusion.adapters import load_adapter, read_adapter
 from delora_diffusion.inference.generate import main as generate_main
 from delora_diffusion.inference.schedulers import SCHEDULERS
 from delora_diffusion.models.families import ModelFamilyError, check_base_model
-from delora_diffusion.models.tiny import ensure_tiny
 from delora_diffusion.training.components import load_components
 from delora_diffusion.training.dreambooth import main as train_main
 from delora_diffusion.training.loss import diffusion_loss
 from train_helpers import reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_sd2(tiny_root) -> Path:
-    return ensure_tiny("sd2", tiny_root)
-
-
-@pytest.fixture
-def fresh_accelerate():
-    reset_accelerate()
-    yield
-    reset_accelerate()
 
 
 def _train_flags(out: Path, base: Path, *extra: str) -> list[str]:

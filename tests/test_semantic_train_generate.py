@@ -22,7 +22,7 @@ from delora_diffusion.training.determinism import derive_seed
 from delora_diffusion.training.loop import train
 from delora_diffusion.training.semantic import build_args, main as train_main
 from delora_diffusion.training.semantic_task import SemanticTask
-from train_helpers import grid_cell, reset_accelerate
+from train_helpers import grid_cell, launch_two_processes, reset_accelerate
 
 RESOLUTION = 32
 
@@ -67,13 +67,14 @@ def trained(tmp_path_factory, tiny_sd, scenes):
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: TRAINING_LOG.append(record.getMessage())
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not .level =: it also clears the logger's cached enabled levels
     try:
         result, task = run(flags(out, tiny_sd, scenes, validation_maps=[validation_map], num_validation_images=2,
                                  validation_inference_steps=2, validation_steps=0))
     finally:
         logger.removeHandler(handler)
-        logger.level = level
+        logger.setLevel(level)
     return result, task, out, validation_map
 
 
@@ -226,32 +227,15 @@ def test_generate_semantic_user_errors(tiny_sd, scenes, tmp_path, capsys):
 def test_two_processes_keep_adapter_and_hint_encoder_in_sync(tiny_sd, scenes, tmp_path):
     """Real 2-process DDP (gloo, CPU): the fingerprint covers the adapter and the hint encoder, so equal
     fingerprints mean the hint encoder's gradients were averaged too; rank 0 alone writes the file."""
-    import os
-    import re
-    import socket
-    import subprocess
-    import sys
-
     from delora_diffusion.adapters import load_adapter
     from delora_diffusion.training.metrics import adapter_fingerprint
 
-    repo = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(port), str(repo / "train_semantic.py"), "--pretrained_model_name_or_path", str(tiny_sd),
-               "--data_dir", str(scenes), "--resolution", str(RESOLUTION), "--rank", "2", "--train_batch_size", "1",
-               "--max_train_steps", "3", "--checkpointing_steps", "0", "--report_to", "none", "--random_flip",
-               "--output_dir", str(out)]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    found = dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))
+    code, log, found = launch_two_processes("train_semantic.py", [
+        "--pretrained_model_name_or_path", str(tiny_sd), "--data_dir", str(scenes), "--resolution", str(RESOLUTION),
+        "--rank", "2", "--train_batch_size", "1", "--max_train_steps", "3", "--checkpointing_steps", "0",
+        "--report_to", "none", "--random_flip", "--output_dir", str(out)], tmp_path)
+    assert code == 0, log[-4000:]
     assert set(found) == {"0", "1"} and found["0"] == found["1"], found
     assert log.count("Done: 3 steps of delora + hint") == 1
     unet = load_unet(str(tiny_sd))

@@ -38,16 +38,14 @@ def _weights(folder: Path, component: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def sd2_file(tiny_root, tmp_path_factory) -> Path:
-    from delora_diffusion.models.tiny import ensure_tiny
-
-    return write_single_file(ensure_tiny("sd2", tiny_root), tmp_path_factory.mktemp("files") / "tiny-sd2.safetensors")
+def sd2_file(tiny_sd2, tmp_path_factory) -> Path:
+    return write_single_file(tiny_sd2, tmp_path_factory.mktemp("files") / "tiny-sd2.safetensors")
 
 
 @pytest.mark.parametrize("which", ["sd", "sd2", "sdxl"])
-def test_single_files_convert_once_to_the_same_weights(which, tiny_sd, tiny_sdxl, tiny_root, sd_file, sd2_file,
+def test_single_files_convert_once_to_the_same_weights(which, tiny_sd, tiny_sd2, tiny_sdxl, sd_file, sd2_file,
                                                         sdxl_file, capsys):
-    folder, file = {"sd": (tiny_sd, sd_file), "sd2": (tiny_root / "sd2", sd2_file), "sdxl": (tiny_sdxl, sdxl_file)}[which]
+    folder, file = {"sd": (tiny_sd, sd_file), "sd2": (tiny_sd2, sd2_file), "sdxl": (tiny_sdxl, sdxl_file)}[which]
     # (the tiny SD 2.x has a CLIP text encoder, so its file reads as SD 1.x: the configs decide the rest)
     assert single_file_kind(file) == (("StableDiffusionXLPipeline", "sdxl") if which == "sdxl"
                                       else ("StableDiffusionPipeline", "sd1"))

@@ -2,47 +2,30 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from delora_diffusion.adapters import load_adapter
 from delora_diffusion.models.loading import load_unet
 from delora_diffusion.training.metrics import adapter_fingerprint
+from train_helpers import launch_two_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:  # other test runs on the machine may hold accelerate's default port
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_end_with_identical_adapters_and_only_rank_0_writes(tmp_path, tiny_sd):
     out, classes = tmp_path / "out", tmp_path / "class_images"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), str(REPO / "train_dreambooth.py"),
+    code, log, found = launch_two_processes("train_dreambooth.py", [
         "--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(REPO / "subjects" / "robot"),
         "--instance_prompt", "a photo of sks toy", "--with_prior_preservation", "--class_prompt", "a photo of a toy",
         "--class_data_dir", str(classes), "--num_class_images", "3", "--class_inference_steps", "2",
         "--resolution", "32", "--center_crop", "--rank", "2", "--train_batch_size", "1", "--max_train_steps", "3",
         "--checkpointing_steps", "2", "--validation_prompt", "a sks toy", "--num_validation_images", "1",
         "--validation_inference_steps", "2", "--output_dir", str(out),
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    ], tmp_path)
+    assert code == 0, log[-4000:]
 
     # Both ranks trained: two fingerprints, equal, and equal to the file rank 0 wrote.
-    found = dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))
     assert set(found) == {"0", "1"} and found["0"] == found["1"], found
     unet = load_unet(str(tiny_sd))
     load_adapter(unet, out / "adapter.safetensors")
@@ -77,20 +60,12 @@ def test_two_processes_with_buckets_and_text_encoder_adapters_stay_in_sync(tmp_p
     for k, (w, h) in enumerate([(96, 48), (48, 96), (64, 64), (100, 40), (90, 45)]):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(data / f"{k}.png")
     out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), str(REPO / "train_dreambooth.py"),
+    code, log, found = launch_two_processes("train_dreambooth.py", [
         "--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(data),
         "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--enable_bucket", "--min_bucket_reso", "16",
         "--max_bucket_reso", "64", "--bucket_reso_steps", "8", "--random_flip", "--train_text_encoder",
         "--adapter", "lora", "--lora_dropout", "0.1", "--rank", "2", "--train_batch_size", "2",
         "--max_train_steps", "4", "--report_to", "none", "--validation_steps", "0", "--output_dir", str(out),
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    found = dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))
+    ], tmp_path)
+    assert code == 0, log[-4000:]
     assert set(found) == {"0", "1"} and found["0"] == found["1"], found

@@ -1,4 +1,4 @@
-"""Helpers for tests that run the trainer in-process."""
+"""Helpers for tests that run the trainer in-process or as two DDP processes."""
 
 from __future__ import annotations
 
@@ -24,3 +24,27 @@ def grid_cell(grid_path, row: int, column: int, size: int):
     caption = grid.crop((0, top, grid.width, top + band))
     cell = grid.crop((column * side, top + band, (column + 1) * side, top + band + side))
     return cell.resize((size, size), Image.Resampling.NEAREST), caption.getextrema() != ((255, 255),) * 3
+
+
+def launch_two_processes(script, flags: list[str], cwd) -> tuple[int, str, dict[str, str]]:
+    """``script`` (a trainer at the repository root) with ``flags`` as two DDP processes (gloo, CPU) through
+    ``accelerate launch``: (exit code, the combined log, each rank's logged adapter fingerprint)."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:  # other test runs on the machine may hold accelerate's default port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), str(repo / script), *flags]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    return proc.returncode, log, dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))

@@ -27,6 +27,7 @@ from .registry import adapter_layers
 
 
 KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"}
+KOHYA_SDXL_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}  # kohya numbers two encoders
 
 
 @torch.no_grad()
@@ -72,8 +73,6 @@ def export_lora(model: nn.Module, out_path: str | os.PathLike, fmt: str = "diffu
     tensors = lora_state_dict(model, fmt)
     adapted = {name: encoder for name, encoder in (text_encoders or {}).items() if adapter_layers(encoder)}
     for name, encoder in adapted.items():
-        # kohya numbers the encoders when there are two (SDXL: lora_te1_, lora_te2_)
-        numbered = f"lora_te{name[-1] if name[-1].isdigit() else 1}_" if len(adapted) > 1 else None
-        tensors.update(lora_state_dict(encoder, fmt, name, numbered))
+        tensors.update(lora_state_dict(encoder, fmt, name, KOHYA_SDXL_TEXT_PREFIXES[name] if len(adapted) > 1 else None))
     atomic_save_safetensors(tensors, out_path, {"format": "pt", "exported_by": "delora-diffusion"})
     return Path(out_path)

@@ -26,15 +26,20 @@ SD15_UNET_CONFIG = {
 }
 
 
-def sd15_unet(empty: bool = False):
-    """An SD 1.5-shaped ``UNet2DConditionModel``; ``empty=True`` puts its weights on the meta device."""
+def build_unet(config: dict, empty: bool = False):
+    """A ``UNet2DConditionModel`` of ``config`` with random weights; ``empty=True`` puts them on the meta device."""
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
 
     if empty:
         with init_empty_weights():
-            return UNet2DConditionModel(**SD15_UNET_CONFIG)
-    return UNet2DConditionModel(**SD15_UNET_CONFIG)
+            return UNet2DConditionModel(**config)
+    return UNet2DConditionModel(**config)
+
+
+def sd15_unet(empty: bool = False):
+    """An SD 1.5-shaped ``UNet2DConditionModel``; ``empty=True`` puts its weights on the meta device."""
+    return build_unet(SD15_UNET_CONFIG, empty)
 
 SD15_VAE_CONFIG = {
     "in_channels": 3,

@@ -3,25 +3,19 @@ device, no checkpoint downloaded."""
 
 from __future__ import annotations
 
+from .sd15 import SD15_UNET_CONFIG, build_unet
+
+# What SDXL's UNet changes from SD 1.5's: three levels (no attention at the top one), 1/2/10 transformer
+# layers, per-level head widths, linear projections, two text encoders' width, the text_time conditioning.
 SDXL_UNET_CONFIG = {
-    "act_fn": "silu",
+    **SD15_UNET_CONFIG,
     "addition_embed_type": "text_time",
     "addition_embed_type_num_heads": 64,
     "addition_time_embed_dim": 256,
     "attention_head_dim": [5, 10, 20],
     "block_out_channels": [320, 640, 1280],
-    "center_input_sample": False,
     "cross_attention_dim": 2048,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
     "projection_class_embeddings_input_dim": 2816,
     "sample_size": 128,
     "transformer_layers_per_block": [1, 2, 10],
@@ -32,8 +26,4 @@ SDXL_UNET_CONFIG = {
 
 def sdxl_unet():
     """An SDXL-shaped ``UNet2DConditionModel`` with its weights on the meta device."""
-    from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
-
-    with init_empty_weights():
-        return UNet2DConditionModel(**SDXL_UNET_CONFIG)
+    return build_unet(SDXL_UNET_CONFIG, empty=True)

@@ -9,6 +9,7 @@ Nothing random then has to be saved in a checkpoint, on any number of processes.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import torch
@@ -68,6 +69,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batch_size = None  # batches vary in length: accelerate then shards whole batches
         self.per_batch = batch_size
         self.sampler = EpochShuffleSampler(len(item_buckets), seed)
+        self.length = sum(math.ceil(n / batch_size) for n in Counter(item_buckets).values())
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -81,7 +83,4 @@ class BucketBatchSampler(Sampler[list[int]]):
         return iter([batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()])
 
     def __len__(self) -> int:
-        counts: dict = {}
-        for bucket in self.item_buckets:
-            counts[bucket] = counts.get(bucket, 0) + 1
-        return sum(math.ceil(n / self.per_batch) for n in counts.values())
+        return self.length

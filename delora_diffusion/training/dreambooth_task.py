@@ -162,8 +162,10 @@ class DreamBoothTask(TrainingTask):
             text = encode_text(run.components, prompts, run.device, run.weight_dtype, trained)
         else:
             missing = [p for p in prompts if p not in self.prompt_embeds]
-            fresh = encode_prompts(run.components, missing, run.device, run.weight_dtype) if missing else {}
-            text = stack_text({**self.prompt_embeds, **fresh}, prompts)
+            embeds = self.prompt_embeds  # shuffled captions are new every step: encoded here, not kept
+            if missing:
+                embeds = {**embeds, **encode_prompts(run.components, missing, run.device, run.weight_dtype)}
+            text = stack_text(embeds, prompts)
         return latents, unet_conditioning(text, batch["time_ids"].to(run.device))
 
     def reduce_loss(self, per_example: torch.Tensor, batch: dict):

@@ -155,12 +155,11 @@ def trainable_summary(unet: nn.Module, extras: dict[str, nn.Module], text_encode
     """"N trainable parameters in L layers", plus the adapted text encoders' and each module a task trains in
     full (e.g. a hint encoder)."""
     adapter = trainable_parameter_count(unet)
-    counts = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
-    parts = [f", {name} {count:,}" for name, count in counts.items()]
-    for name, encoder in reversed(text_encoders.items()):
-        counts[name] = trainable_parameter_count(encoder)
-        label = name.replace("_", " ")
-        parts.insert(0, f", {label} adapter {counts[name]:,} in {len(adapter_layers(encoder))} layers")
+    encoders = {name: trainable_parameter_count(encoder) for name, encoder in text_encoders.items()}
+    own = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
+    parts = [f", {name.replace('_', ' ')} adapter {count:,} in {len(adapter_layers(text_encoders[name]))} layers"
+             for name, count in encoders.items()] + [f", {name} {count:,}" for name, count in own.items()]
+    counts = {**encoders, **own}
     if not counts:
         return f"{adapter:,} trainable parameters in {num_layers} layers"
     return f"{adapter + sum(counts.values()):,} trainable parameters: adapter {adapter:,} in {num_layers} layers{''.join(parts)}"
