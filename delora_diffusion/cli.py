@@ -44,7 +44,7 @@ def export_main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out}: its folder {Path(args.out).parent} {problem}")
     from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
     from .adapters.io import base_model_of
-    from .models.families import check_base_model
+    from .models.families import check_base_model, check_other_models
     from .models.loading import load_text_encoder, load_unet
     from .models.single_file import resolve_base_model
 
@@ -54,6 +54,7 @@ def export_main(argv: list[str] | None = None) -> int:
         if not base:
             parser.error(f"{args.adapter} records no base model; pass --base_model")
         check_base_model(base, "--base_model" if args.base_model else "the adapter's base model")
+        check_other_models(args)
         source = resolve_base_model(base, args.single_file_config)
         unet = load_unet(source)
         encoders = {name: load_text_encoder(source, name) for name in ("text_encoder", "text_encoder_2")
@@ -63,7 +64,10 @@ def export_main(argv: list[str] | None = None) -> int:
             set_scale(model, args.scale)
         out = export_lora(unet, args.out, args.format, encoders)
     except (AdapterFileError, OSError, ValueError) as exc:
-        print(f"delora-export: error: {exc}", file=sys.stderr)
+        # A file from an older version records the base model only as typed, relative to where training ran.
+        hint = "" if args.base_model or isinstance(exc, AdapterFileError) else \
+            f" (the base model is the one {args.adapter} records; name it with --base_model)"
+        print(f"delora-export: error: {exc}{hint}", file=sys.stderr)
         return 2
     print(f"wrote {args.format} LoRA ({adapter.config.method}, {len(adapter.layers)} layers) to {out}")
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -10,6 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # converted single-file checkpoints and built-in configs go here, never into the user's ~/.cache
 os.environ["DELORA_DIFFUSION_CACHE"] = tempfile.mkdtemp(prefix="delora-diffusion-cache-")
+atexit.register(shutil.rmtree, os.environ["DELORA_DIFFUSION_CACHE"], ignore_errors=True)
 
 from pathlib import Path  # noqa: E402
 

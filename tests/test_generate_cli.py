@@ -259,6 +259,7 @@ def test_prompt_flag_renders_the_given_prompts_into_one_folder(tiny_sd, adapter_
     assert [r["prompt"] for r in records] == ["a photo of a red cup", "a sks cup on the moon"]
     assert [r["class_prompt"] for r in records] == ["a photo of a red cup", "a cup on the moon"]
     assert all((out / "prompts" / r["file"]).is_file() for r in records)
+    assert Image.open(out / "prompts" / "contact_sheet.png").size == (2 * 192, 192 + 42)  # two prompts, two columns
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -4,6 +4,7 @@ resume, generation, export loaded by stock diffusers), and the families we do no
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from delora_diffusion.adapters import load_adapter, read_adapter
 from delora_diffusion.inference.generate import main as generate_main
 from delora_diffusion.inference.schedulers import SCHEDULERS
-from delora_diffusion.models.families import ModelFamilyError, check_base_model
+from delora_diffusion.models.families import SDXL, ModelUnavailableError, ModelFamilyError, check_base_model
 from delora_diffusion.training.components import load_components
 from delora_diffusion.training.dreambooth import main as train_main
 from delora_diffusion.training.loss import diffusion_loss
@@ -124,9 +125,49 @@ def test_pickles_and_broken_single_files_are_refused_with_a_reason(name, says, t
         check_base_model(str(path))
 
 
-def test_supported_folders_and_unknown_hub_ids_pass(tiny_sd, tiny_sd2):
+def test_supported_folders_and_cached_hub_ids_pass(tiny_sd, tiny_sd2, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     assert check_base_model(str(tiny_sd)) == check_base_model(str(tiny_sd2)) == "StableDiffusionPipeline"
-    assert check_base_model("nobody/not-cached-here") is None  # offline: the loader will say what is missing
+    # A hub id in the (offline) Hugging Face cache, laid out as hf_hub_download leaves it.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--owner--cached-sdxl"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "model_index.json").write_text(json.dumps({"_class_name": SDXL}))
+    assert check_base_model("owner/cached-sdxl") == SDXL
+    (repo / "snapshots" / ("0" * 40) / "model_index.json").unlink()  # a bare UNet repository: the loader decides
+    assert check_base_model("owner/cached-sdxl") is None
+
+
+@pytest.mark.parametrize("name,says", [
+    ("nobody/not-cached-here", "nobody/not-cached-here: no such folder here, and not in the Hugging Face cache"),
+    ("outputs/typo/sd", "outputs/typo/sd: no such file or folder here, and not a hub id (owner/name)"),
+])
+def test_a_base_model_that_cannot_be_had_stops_every_command_before_any_work(name, says, tmp_path, capsys):
+    with pytest.raises(ModelUnavailableError, match=re.escape(f"--pretrained_model_name_or_path {says}")):
+        check_base_model(name)
+    assert train_main(_train_flags(tmp_path / "out", name, "--max_train_steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert generate_main(["--pretrained_model_name_or_path", name, "--prompt", "x", "--output_dir",
+                          str(tmp_path / "images")]) == 2
+    err = capsys.readouterr().err
+    assert says in err
+    if "/" in name and not name.startswith("outputs"):  # the hub case says why and what to do
+        assert "while the hub is off (HF_HUB_OFFLINE=1)" in err and f"`hf download {name}`" in err
+
+
+def test_a_vae_or_config_that_cannot_be_had_stops_before_any_work(tiny_sd, tmp_path, capsys):
+    flags = _train_flags(tmp_path / "out", tiny_sd, "--pretrained_vae_model_name_or_path", "nobody/vae-fix")
+    assert train_main(flags) == 2
+    err = capsys.readouterr().err
+    assert "--pretrained_vae_model_name_or_path nobody/vae-fix: no such folder here" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert generate_main(["--pretrained_model_name_or_path", str(tiny_sd), "--single_file_config", "x/y..z",
+                          "--prompt", "x", "--output_dir", str(tmp_path / "images")]) == 2
+    assert "--single_file_config x/y..z: no such file or folder here, and not a hub id" in capsys.readouterr().err
 
 
 def test_adapter_on_another_base_model_names_both(tiny_sd, tiny_sd2, tmp_path, fresh_accelerate, capsys):

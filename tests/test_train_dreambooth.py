@@ -7,6 +7,7 @@ import math
 import os
 import random
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,21 @@ def test_export_kohya_writes_the_comfyui_file_and_dora_is_refused_before_trainin
     assert stop.value.code == 2
     assert "--export_kohya: DoRA has no kohya form" in capsys.readouterr().err
     assert not (tmp_path / "dora").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("accelerate_launched", [False, True])
+def test_the_model_card_gives_the_command_as_it_was_launched(tmp_path, tiny_sd, monkeypatch, fresh_accelerate,
+                                                             accelerate_launched):
+    if accelerate_launched:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` leaves for its processes
+    else:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    argv = flags(tmp_path / "out", tiny_sd, max_train_steps=1, validation_steps=0)
+    assert main(argv) == 0
+    command = ["accelerate", "launch"] if accelerate_launched else ["python"]
+    command += ["train_dreambooth.py", *argv]
+    assert f"\n{shlex.join(command)}\n" in (tmp_path / "out" / "README.md").read_text()
+    assert json.loads((tmp_path / "out" / "training_args.json").read_text())["command"] == command
 
 
 def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_sd, class_dir, fresh_accelerate):

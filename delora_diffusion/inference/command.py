@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .. import layout
 from ..configfile import add_config_arg, parse_args
 from ..fileio import folder_problem, remove_stale_temporaries
-from ..models.families import SD, SDXL, ModelFamilyError, check_base_model
+from ..models.families import SD, SDXL, ModelFamilyError, check_base_model, check_other_models
 from ..threads import add_thread_arg, apply_threads
 from .defaults import SamplingDefaults
 from .schedulers import SCHEDULERS
@@ -209,6 +209,7 @@ def run_command(prog: str, parser: argparse.ArgumentParser, argv: list[str] | No
     check(parser, args)
     try:  # before anything loads
         check_base_model(args.pretrained_model_name_or_path, revision=args.revision, families=families)
+        check_other_models(args)
         result = run(args)
     except Exception as exc:
         if not isinstance(exc, (GenerateError, ModelFamilyError, layout.LayoutError, *user_errors())):

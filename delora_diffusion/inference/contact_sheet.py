@@ -30,13 +30,16 @@ def contact_sheet(folder: Path, records: list[dict]) -> Path | None:
     font = ImageFont.load_default()
     line_height = LINE_HEIGHT
     caption_height = TEXT_LINES * line_height + 6
-    rows = -(-len(first) // COLUMNS)
-    sheet = Image.new("RGB", (COLUMNS * CELL, rows * (CELL + caption_height)), "white")
+    columns = min(COLUMNS, len(first))
+    rows = -(-len(first) // columns)
+    sheet = Image.new("RGB", (columns * CELL, rows * (CELL + caption_height)), "white")
     draw = ImageDraw.Draw(sheet)
     for k, record in enumerate(first.values()):
-        x, y = (k % COLUMNS) * CELL, (k // COLUMNS) * (CELL + caption_height)
+        x, y = (k % columns) * CELL, (k // columns) * (CELL + caption_height)
         with Image.open(folder / record["file"]) as image:
-            sheet.paste(image.convert("RGB").resize((CELL, CELL), Image.Resampling.NEAREST), (x, y))
+            # Enlarged pixels stay sharp blocks; reduced images (512 px and up) are filtered, not aliased.
+            resample = Image.Resampling.NEAREST if max(image.size) <= CELL else Image.Resampling.LANCZOS
+            sheet.paste(image.convert("RGB").resize((CELL, CELL), resample), (x, y))
         lines = textwrap.wrap(f"{record['prompt_index']:02d} {record['prompt']}", width=CELL // 6)[:TEXT_LINES]
         for n, line in enumerate(lines):
             draw.text((x + 3, y + CELL + 3 + n * line_height), line, fill="black", font=font)

@@ -27,6 +27,10 @@ class ModelFamilyError(ValueError):
     """The base model is of a kind delora-diffusion does not run; the message names what was found."""
 
 
+class ModelUnavailableError(ModelFamilyError):
+    """A model named by a flag is neither on this disk nor to be had from the hub; the message says why."""
+
+
 def _supported(families: tuple[str, ...]) -> str:
     return ", ".join(f"{name} ({SUPPORTED[name]})" for name in families)
 
@@ -55,10 +59,45 @@ def single_file_kind(path: str | Path) -> tuple[str, str]:
                            f"{_supported(tuple(SUPPORTED))}")
 
 
+def _hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """A hub model's ``filename`` (from the cache when offline), None when the repository has no such file
+    (a bare UNet has no ``model_index.json``) or the hub answers with another error (the loader reports it);
+    ``ModelUnavailableError`` when the model cannot be had at all: a name that is neither a local path nor a
+    hub id, no such repository, no such revision, or offline (or no network) with nothing of it cached."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except HFValidationError as exc:
+        raise ModelUnavailableError(f"{repo_id}: no such file or folder here, and not a hub id (owner/name)") from exc
+    except RevisionNotFoundError as exc:
+        raise ModelUnavailableError(f"{repo_id}: the hub repository has no revision {revision!r}") from exc
+    except RepositoryNotFoundError as exc:  # gated and private repositories answer so without a token
+        raise ModelUnavailableError(
+            f"{repo_id}: no such file or folder here, and no hub repository of that name (if it is private or gated, "
+            "accept its terms on the hub and log in with `hf auth login`)") from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        cached = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+        if cached.is_dir():  # something of it is cached (a bare UNet repository has no model_index.json)
+            return None
+        why = "the hub is off (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
+        raise ModelUnavailableError(
+            f"{repo_id}: no such folder here, and not in the Hugging Face cache ({constants.HF_HUB_CACHE}) while "
+            f"{why}: download it once with `hf download {repo_id}`, or give a local folder") from exc
+    except EntryNotFoundError:
+        return None
+    except Exception:  # the hub's other answers (a server error, a timeout): the loader says what is missing
+        return None
+
+
 def pipeline_class(name_or_path: str, revision: str | None = None) -> str | None:
     """The ``_class_name`` of the base model's ``model_index.json`` (of a single file: the class it converts to);
-    None when it cannot be read (a bare UNet folder, a hub id not cached offline: the loader then says what
-    is missing)."""
+    None when there is none to read (a bare UNet folder or repository: the loader then says what is missing);
+    ``ModelUnavailableError`` for a hub id that cannot be had (``_hub_file``)."""
     path = Path(name_or_path).expanduser()
     if is_single_file(name_or_path):
         return single_file_kind(path)[0]
@@ -67,11 +106,8 @@ def pipeline_class(name_or_path: str, revision: str | None = None) -> str | None
     elif path.exists():
         return None
     else:
-        try:
-            from huggingface_hub import hf_hub_download
-
-            index = Path(hf_hub_download(str(name_or_path), "model_index.json", revision=revision))
-        except Exception:  # offline and not cached, no such repository, no network: the loader reports it
+        index = _hub_file(str(name_or_path), "model_index.json", revision)
+        if index is None:
             return None
     try:
         return json.loads(index.read_text(encoding="utf-8")).get("_class_name")
@@ -89,8 +125,28 @@ def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_
         raise ModelFamilyError(f"{flag} {name_or_path}: a pickled checkpoint can run arbitrary code when it is "
                                "loaded; delora-diffusion reads safetensors only (convert it to a diffusers folder "
                                "with diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py)")
-    found = pipeline_class(str(name_or_path), revision)
+    try:
+        found = pipeline_class(str(name_or_path), revision)
+    except ModelUnavailableError as exc:
+        raise ModelUnavailableError(f"{flag} {exc}") from exc
     if found is not None and found not in families:
         what = "this command" if found in SUPPORTED else "delora-diffusion"
         raise ModelFamilyError(f"{flag} {name_or_path} is a {found}; {what} runs {_supported(families)}")
     return found
+
+
+# The flags besides the base model that name a folder or hub id, and the file each must hold.
+OTHER_MODEL_FLAGS = (("single_file_config", "model_index.json"), ("pretrained_vae_model_name_or_path", "config.json"))
+
+
+def check_other_models(args) -> None:
+    """Stop early (``ModelUnavailableError`` naming the flag) when a model other than the base (a VAE, a config
+    folder) is neither on this disk nor to be had from the hub: offline, it would fail only once loaded."""
+    for name, filename in OTHER_MODEL_FLAGS:
+        value = getattr(args, name, None)
+        if not value or Path(str(value)).expanduser().exists():
+            continue
+        try:
+            _hub_file(str(value), filename)
+        except ModelUnavailableError as exc:
+            raise ModelUnavailableError(f"--{name} {exc}") from exc

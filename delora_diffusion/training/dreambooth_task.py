@@ -141,7 +141,8 @@ class DreamBoothTask(TrainingTask):
                 pixels = [dataset.pixels(role, i, dataset.fixed_view(role, i, size)) for role, i, _ in keys]
                 dataset.latent_cache.update(zip(keys, cache_posteriors(pixels, components.vae)))
             dataset.release_images()
-            run.notes.append(f"latents: {len(crops)} crops encoded once and cached (centre crop, no flip)")
+            view = "centre crop" if args.center_crop else "each crop is the whole resized image"
+            run.notes.append(f"latents: {len(crops)} crops encoded once and cached ({view}, no flip)")
         if args.train_text_encoder:  # the embeddings change with every step of the text-encoder adapter
             run.notes.append("text embeddings: encoded every step (--train_text_encoder trains the text encoder)")
             return

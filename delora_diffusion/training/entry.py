@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from ..adapters import AdapterConfigError, AdapterFileError
 from ..configfile import ConfigFileError
-from ..models.families import ModelFamilyError, check_base_model
+from ..models.families import ModelFamilyError, check_base_model, check_other_models
 from .args import UsageError
 from .checkpoint import CheckpointError
 from .hub import HubError, check_hub, push_outputs, redact_token
@@ -19,6 +20,12 @@ LABEL_WIDTH = 16  # of the summary's "  label  path" lines: the longest label ("
 # Errors that mean bad input (flags, files, data): a one-line message, exit 2, no traceback.
 USER_ERRORS = (CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError, OSError,
                ModelFamilyError)
+
+
+def launcher() -> list[str]:
+    """How this process was started, as a command prefix: ``accelerate launch`` leaves its settings in the
+    environment of the processes it starts; anything else is taken for ``python``."""
+    return ["accelerate", "launch"] if "ACCELERATE_MIXED_PRECISION" in os.environ else ["python"]
 
 
 def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: TrainingTask,
@@ -33,6 +40,7 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint messages
     try:  # before any work: an SDXL or Flux folder would otherwise fail deep inside the first step
         check_base_model(args.pretrained_model_name_or_path, revision=args.revision, families=task.families)
+        check_other_models(args)
     except ModelFamilyError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -45,7 +53,7 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
             return 2
         argv, args.hub_token = redact_token(argv, args.hub_token), None  # nothing the run writes holds it
     try:
-        result = train(args, task, command=[prog, *argv], notes=[f"default {f}" for f in filled])
+        result = train(args, task, command=[*launcher(), prog, *argv], notes=[f"default {f}" for f in filled])
     except (*data_errors, *USER_ERRORS) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -98,7 +98,8 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
         ("mixed precision", f"{result.mixed_precision} (adapter weights fp32)"),
         ("seed", str(args.seed)),
     ]
-    trainer = f"`{Path(command[0]).name}`" if command else f"the {task.name} trainer"
+    script = next((word for word in command or [] if word.endswith(".py")), None)
+    trainer = f"`{Path(script).name}`" if script else f"the {task.name} trainer"
     lines = [f"# {task.name} adapter: {_method_summary(args)}", "",
              f"Trained with delora-diffusion's {trainer} on `{base}`.", ""]
     if result.validation_grids:
@@ -124,7 +125,7 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     if result.seconds_per_step:
         lines.append(f"| time | {result.seconds_per_step:.3f} s per step, {result.loop_seconds:.0f} s from loading the model to the adapter |")
     if command:
-        lines += ["", "Command:", "", "```bash", "accelerate launch " + shlex.join(command), "```"]
+        lines += ["", "Command:", "", "```bash", shlex.join(command), "```"]
     if result.notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in result.notes]
     lines += ["", "All settings: `training_args.json`. Learning curves: "
