@@ -142,11 +142,11 @@ def test_supported_folders_and_cached_hub_ids_pass(tiny_sd, tiny_sd2, tmp_path, 
 
 
 @pytest.mark.parametrize("name,says", [
-    ("nobody/not-cached-here", "nobody/not-cached-here: no such folder here, and not in the Hugging Face cache"),
-    ("outputs/typo/sd", "outputs/typo/sd: no such file or folder here, and not a hub id (owner/name)"),
+    ("nobody/not-cached-here", " nobody/not-cached-here: no such folder here, and not in the Hugging Face cache"),
+    ("outputs/typo/sd", ": base model folder outputs/typo/sd does not exist"),
 ])
 def test_a_base_model_that_cannot_be_had_stops_every_command_before_any_work(name, says, tmp_path, capsys):
-    with pytest.raises(ModelUnavailableError, match=re.escape(f"--pretrained_model_name_or_path {says}")):
+    with pytest.raises(ModelUnavailableError, match=re.escape(f"--pretrained_model_name_or_path{says}")):
         check_base_model(name)
     assert train_main(_train_flags(tmp_path / "out", name, "--max_train_steps", "1")) == 2
     err = capsys.readouterr().err
@@ -168,6 +168,9 @@ def test_a_vae_or_config_that_cannot_be_had_stops_before_any_work(tiny_sd, tmp_p
     assert generate_main(["--pretrained_model_name_or_path", str(tiny_sd), "--single_file_config", "x/y..z",
                           "--prompt", "x", "--output_dir", str(tmp_path / "images")]) == 2
     assert "--single_file_config x/y..z: no such file or folder here, and not a hub id" in capsys.readouterr().err
+    assert train_main(_train_flags(tmp_path / "out", tiny_sd, "--pretrained_vae_model_name_or_path",
+                                   str(tmp_path / "vae"))) == 2
+    assert f"--pretrained_vae_model_name_or_path: folder {tmp_path / 'vae'} does not exist" in capsys.readouterr().err
 
 
 def test_adapter_on_another_base_model_names_both(tiny_sd, tiny_sd2, tmp_path, fresh_accelerate, capsys):

@@ -140,7 +140,7 @@ def load_pipeline(
     """
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from ..models.families import SDXL, pipeline_class
+    from ..models.families import SDXL, looks_local, pipeline_class
     from ..models.single_file import resolve_base_model
 
     torch_device = resolve_device(device)
@@ -152,9 +152,7 @@ def load_pipeline(
         kwargs["unet"] = unet
     if not safety_checker and not sdxl:  # SDXL pipelines have no safety checker
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped local folder.
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_local and not Path(name).expanduser().exists():
+    if looks_local(name) and not Path(name).expanduser().exists():
         raise PipelineLoadError(f"base model folder {name} does not exist")
     source = resolve_base_model(name, single_file_config)
     kwargs[_dtype_keyword()] = torch_dtype

@@ -35,6 +35,12 @@ def _supported(families: tuple[str, ...]) -> str:
     return ", ".join(f"{name} ({SUPPORTED[name]})" for name in families)
 
 
+def looks_local(name_or_path: str) -> bool:
+    """Whether a name can only be a local path: a hub id is "name" or "owner/name"."""
+    name = str(name_or_path)
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
 def is_single_file(name_or_path: str) -> bool:
     path = Path(str(name_or_path)).expanduser()
     return path.suffix.lower() == SINGLE_FILE_SUFFIX and path.is_file()
@@ -103,7 +109,7 @@ def pipeline_class(name_or_path: str, revision: str | None = None) -> str | None
         return single_file_kind(path)[0]
     if path.is_dir():
         index = path / "model_index.json"
-    elif path.exists():
+    elif path.exists() or looks_local(name_or_path):  # a missing local folder: the loader names it
         return None
     else:
         index = _hub_file(str(name_or_path), "model_index.json", revision)
@@ -120,6 +126,8 @@ def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_
     """Stop early (``ModelFamilyError``) for a base model delora-diffusion cannot run: a pickle, or a pipeline
     class (of a folder, hub id or single file) other than ``families``. Returns the class found (or None)."""
     path = Path(str(name_or_path)).expanduser()
+    if looks_local(name_or_path) and not path.exists():
+        raise ModelUnavailableError(f"{flag}: base model folder {name_or_path} does not exist")
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise ModelFamilyError(f"{flag} {name_or_path}: a pickled checkpoint can run arbitrary code when it is "
@@ -146,6 +154,8 @@ def check_other_models(args) -> None:
         value = getattr(args, name, None)
         if not value or Path(str(value)).expanduser().exists():
             continue
+        if looks_local(value):
+            raise ModelUnavailableError(f"--{name}: folder {value} does not exist")
         try:
             _hub_file(str(value), filename)
         except ModelUnavailableError as exc:

@@ -64,7 +64,7 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from ..models.families import SDXL, pipeline_class
+    from ..models.families import SDXL, looks_local, pipeline_class
     from ..models.single_file import resolve_base_model
 
     def load(what, fn):
@@ -74,9 +74,7 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
             raise OSError(f"could not load the {what} of {name_or_path!r} (expected a diffusers Stable Diffusion "
                           f"pipeline folder or hub id): {exc}") from exc
 
-    # A hub id is "name" or "owner/name"; anything else that does not exist is a mistyped local folder.
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if looks_local and not Path(name_or_path).expanduser().exists():
+    if looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise OSError(f"base model folder {name_or_path} does not exist")
     given, name_or_path = name_or_path, resolve_base_model(name_or_path, single_file_config)
     kw = dict(revision=revision)
