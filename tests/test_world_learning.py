@@ -1,6 +1,6 @@
 """Learning, measured: DeLoRA on the toy model teaches the subject without redrawing other classes.
 
-The demo recipe (``configs/demo.yaml``) for 300 steps, scored by the shipped judges. The same check
+The demo recipe (``configs/demo.yaml``) cut to 300 of its 500 steps, scored by the shipped judges. The same check
 fails with learning broken: with the adapter's learning rate at 1e-12 the scores equal the base model's
 (retrieval 0, DINO +0.00); with the identifier dropped from the instance prompt the other classes'
 pictures drift (CLIP similarity to the base model's 0.65). ``tests/world_helpers.py`` reproduces them.
