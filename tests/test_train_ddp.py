@@ -69,3 +69,23 @@ def test_two_processes_with_buckets_and_text_encoder_adapters_stay_in_sync(tmp_p
     ], tmp_path)
     assert code == 0, log[-4000:]
     assert set(found) == {"0", "1"} and found["0"] == found["1"], found
+
+
+def test_a_failure_of_the_main_process_in_work_the_others_wait_for_stops_every_process(tmp_path):
+    """The main process converts a single file while the other waits; the conversion fails: both processes stop
+    with an error saying why (with accelerate's own main_process_first the other waited at a barrier until the
+    launcher killed it, without a word)."""
+    import torch
+    from safetensors.torch import save_file
+
+    broken = tmp_path / "broken.safetensors"  # an SD 1.x file by its tensor names, but nothing converts from it
+    save_file({"model.diffusion_model.x": torch.zeros(1), "cond_stage_model.transformer.y": torch.zeros(1)},
+              str(broken))
+    code, log, _ = launch_two_processes("train_dreambooth.py", [
+        "--pretrained_model_name_or_path", str(broken), "--instance_data_dir", str(REPO / "subjects" / "robot"),
+        "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--max_train_steps", "1",
+        "--output_dir", str(tmp_path / "out"),
+    ], tmp_path, timeout=240)
+    assert code != 0
+    assert f"{broken} could not be converted" in log  # the main process's own error
+    assert "error: the main process stopped (ModelFamilyError:" in log, log[-3000:]  # the other's

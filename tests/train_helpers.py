@@ -26,7 +26,7 @@ def grid_cell(grid_path, row: int, column: int, size: int):
     return cell.resize((size, size), Image.Resampling.NEAREST), caption.getextrema() != ((255, 255),) * 3
 
 
-def launch_two_processes(script, flags: list[str], cwd) -> tuple[int, str, dict[str, str]]:
+def launch_two_processes(script, flags: list[str], cwd, timeout: float = 600) -> tuple[int, str, dict[str, str]]:
     """``script`` (a trainer at the repository root) with ``flags`` as two DDP processes (gloo, CPU) through
     ``accelerate launch``: (exit code, the combined log, each rank's logged adapter fingerprint)."""
     import os
@@ -45,6 +45,6 @@ def launch_two_processes(script, flags: list[str], cwd) -> tuple[int, str, dict[
                "--main_process_port", str(port), str(repo / script), *flags]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
     return proc.returncode, log, dict(re.findall(r"process (\d): adapter fingerprint ([0-9a-f]{64})", log))

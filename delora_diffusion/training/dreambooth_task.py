@@ -21,6 +21,7 @@ from .class_images import generate_class_images
 from .components import encode_prompts, encode_text, sampling_pipeline, stack_text, unet_conditioning
 from .determinism import BucketBatchSampler
 from .latents import batch_latents, cache_posteriors
+from .ranks import main_process_first
 from .task import RunContext, TrainingTask
 from ..adapters.io import TEXT_ENCODERS
 
@@ -64,7 +65,7 @@ class DreamBoothTask(TrainingTask):
             self.check_inputs(args)
         instance, class_images = self.instance, None
         if args.with_prior_preservation:
-            with run.accelerator.main_process_first():
+            with main_process_first(run.accelerator):
                 if run.is_main_process:
                     self._fill_class_images(run)
             class_images = ImageSet.load(args.class_data_dir, args.class_prompt, args.resolution, "class_data_dir",

@@ -13,13 +13,14 @@ from .args import UsageError
 from .checkpoint import CheckpointError
 from .hub import HubError, check_hub, push_outputs, redact_token
 from .loop import NonFiniteLossError, TrainResult, train
+from .ranks import MainProcessError
 from .task import TrainingTask
 
 LABEL_WIDTH = 16  # of the summary's "  label  path" lines: the longest label ("EMA adapter", "diffusers LoRA") + 2
 
 # Errors that mean bad input (flags, files, data): a one-line message, exit 2, no traceback.
 USER_ERRORS = (CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError, OSError,
-               ModelFamilyError)
+               ModelFamilyError, MainProcessError)
 
 
 def launcher() -> list[str]:

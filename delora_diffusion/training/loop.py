@@ -54,6 +54,7 @@ from .metrics import (
 )
 from .model_card import write_model_card
 from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
+from .ranks import main_process_first
 from .run_adapter import read_run_adapter, write_run_adapter
 from .task import RunContext, TrainingTask
 from .text_encoder import attach_text_encoder_adapters
@@ -190,7 +191,7 @@ class _Run:
     def _load_model(self) -> None:
         """The frozen pipeline components; VAE and text encoder on the device in the mixed-precision dtype."""
         args, accelerator = self.args, self.accelerator
-        with accelerator.main_process_first():  # a missing tiny model is built, a single file converted, once
+        with main_process_first(accelerator):  # a missing tiny model is built, a single file converted, once
             ensure_base_model(args.pretrained_model_name_or_path)
             resolve_base_model(args.pretrained_model_name_or_path, args.single_file_config, log=self.info)
         components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant,

@@ -64,7 +64,7 @@ class TrainingTask:
         """The training set (called once on every process, before the adapter is attached).
 
         Work that writes files (e.g. generating class images) must run on the main process only,
-        with the other processes waiting (``run.accelerator.main_process_first()``).
+        with the other processes waiting (``ranks.main_process_first(run.accelerator)``).
         """
         raise NotImplementedError
 
