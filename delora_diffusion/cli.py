@@ -25,6 +25,7 @@ def export_main(argv: list[str] | None = None) -> int:
     """delora-export: write any adapter as an exact plain-LoRA file (diffusers/PEFT or kohya keys)."""
     from .adapters.formats import FORMATS
     from .fileio import folder_problem
+    from .models.families import SINGLE_FILE_CONFIG_HELP
 
     parser = argparse.ArgumentParser(prog="delora-export", description=export_main.__doc__, allow_abbrev=False)
     parser.add_argument("--adapter", required=True, help="adapter.safetensors written by delora-diffusion")
@@ -33,7 +34,7 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base_model", help="base pipeline path, hub id or single-file checkpoint (default: the one "
                                              "stored in the adapter)")
     parser.add_argument("--single_file_config", metavar="PATH_OR_ID",
-                        help="with a single-file base model: a diffusers folder or hub id whose configs describe it")
+                        help=SINGLE_FILE_CONFIG_HELP)
     parser.add_argument("--scale", type=float, default=1.0, help="bake this strength into the exported update")
     args = parser.parse_args(argv)
     if Path(args.out).is_dir():  # checked first: the error would otherwise name an internal temporary file
@@ -43,7 +44,7 @@ def export_main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(f"--out {args.out}: its folder {Path(args.out).parent} {problem}")
     from .adapters import AdapterFileError, export_lora, load_adapter, read_adapter, set_scale
-    from .adapters.io import base_model_of
+    from .adapters.io import TEXT_ENCODERS, base_model_of
     from .models.families import check_base_model, check_other_models
     from .models.loading import load_text_encoder, load_unet
     from .models.single_file import resolve_base_model
@@ -57,7 +58,7 @@ def export_main(argv: list[str] | None = None) -> int:
         check_other_models(args)
         source = resolve_base_model(base, args.single_file_config)
         unet = load_unet(source)
-        encoders = {name: load_text_encoder(source, name) for name in ("text_encoder", "text_encoder_2")
+        encoders = {name: load_text_encoder(source, name) for name in TEXT_ENCODERS
                     if adapter.targets_of(name)}
         load_adapter(unet, args.adapter, model_name=base, **encoders)
         for model in (unet, *encoders.values()):

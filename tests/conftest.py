@@ -32,28 +32,24 @@ def tiny_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny")
 
 
-@pytest.fixture(scope="session")
-def tiny_sd(tiny_root) -> Path:
-    """Path of a saved tiny Stable Diffusion pipeline (loadable with from_pretrained)."""
-    from delora_diffusion.models.tiny import ensure_tiny
+def _tiny_fixture(kind: str, what: str):
+    """A session fixture: the path of the saved tiny ``kind`` model (``delora-make-tiny``'s builders)."""
+    @pytest.fixture(scope="session", name=f"tiny_{kind}")
+    def fixture(tiny_root) -> Path:
+        from delora_diffusion.models.tiny import ensure_tiny
 
-    return ensure_tiny("sd", tiny_root)
+        return ensure_tiny(kind, tiny_root)
 
-
-@pytest.fixture(scope="session")
-def tiny_sd2(tiny_root) -> Path:
-    """Path of a saved tiny SD 2.x-shaped pipeline (v-prediction)."""
-    from delora_diffusion.models.tiny import ensure_tiny
-
-    return ensure_tiny("sd2", tiny_root)
+    fixture.__doc__ = f"Path of a saved tiny {what}."
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def tiny_sdxl(tiny_root) -> Path:
-    """Path of a saved tiny SDXL pipeline (two text encoders, text_time conditioning)."""
-    from delora_diffusion.models.tiny import ensure_tiny
-
-    return ensure_tiny("sdxl", tiny_root)
+tiny_sd = _tiny_fixture("sd", "Stable Diffusion pipeline (loadable with from_pretrained)")
+tiny_sd2 = _tiny_fixture("sd2", "SD 2.x-shaped pipeline (v-prediction)")
+tiny_sdxl = _tiny_fixture("sdxl", "SDXL pipeline (two text encoders, text_time conditioning)")
+tiny_dino = _tiny_fixture("dino", "DINO ViT (transformers ViTModel + image processor)")
+tiny_clip = _tiny_fixture("clip", "CLIP (transformers CLIPModel + processor with a character-level tokenizer)")
+tiny_segformer = _tiny_fixture("segformer", "SegFormer with the 150 ADE20K labels (transformers model + processor)")
 
 
 @pytest.fixture
@@ -76,30 +72,6 @@ def dreambooth_dataset() -> Path:
     if not (SHARED_DREAMBOOTH / "prompts_and_classes.txt").is_file():
         pytest.skip(f"DreamBooth dataset not found at {SHARED_DREAMBOOTH}")
     return SHARED_DREAMBOOTH
-
-
-@pytest.fixture(scope="session")
-def tiny_dino(tiny_root) -> Path:
-    """Path of a saved tiny DINO ViT (transformers ViTModel + image processor)."""
-    from delora_diffusion.models.tiny import ensure_tiny
-
-    return ensure_tiny("dino", tiny_root)
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tiny_root) -> Path:
-    """Path of a saved tiny CLIP (transformers CLIPModel + processor with a character-level tokenizer)."""
-    from delora_diffusion.models.tiny import ensure_tiny
-
-    return ensure_tiny("clip", tiny_root)
-
-
-@pytest.fixture(scope="session")
-def tiny_segformer(tiny_root) -> Path:
-    """Path of a saved tiny SegFormer with the 150 ADE20K labels (transformers model + image processor)."""
-    from delora_diffusion.models.tiny import ensure_tiny
-
-    return ensure_tiny("segformer", tiny_root)
 
 
 @pytest.fixture(scope="session")

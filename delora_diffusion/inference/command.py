@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 from .. import layout
 from ..configfile import add_config_arg, parse_args
 from ..fileio import folder_problem, remove_stale_temporaries
-from ..models.families import SD, SDXL, ModelFamilyError, check_base_model, check_other_models
+from ..models.families import (
+    SD, SDXL, SINGLE_FILE_CONFIG_HELP, ModelFamilyError, check_base_model, check_other_models,
+)
 from ..threads import add_thread_arg, apply_threads
 from .defaults import SamplingDefaults
 from .schedulers import SCHEDULERS
@@ -48,7 +50,7 @@ def add_model_args(parser: argparse.ArgumentParser, base_help: str, adapter_help
     model.add_argument("--revision", help="hub revision of the base model")
     model.add_argument("--variant", help="weight variant of the base model (e.g. fp16)")
     model.add_argument("--single_file_config", metavar="PATH_OR_ID",
-                       help="with a single-file .safetensors base model: a diffusers folder or hub id whose configs describe it (default: the built-in SD 1.x, 2.x (768 px, v-prediction) and SDXL configs)")
+                       help=SINGLE_FILE_CONFIG_HELP)
     repeat = {"action": "append"} if several else {}
     model.add_argument("--adapter", required=adapter_required, metavar="FILE", help=adapter_help, **repeat)
     model.add_argument("--scale", type=float, default=None if several else 1.0, metavar="S", **repeat,

@@ -143,6 +143,8 @@ def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_
     return found
 
 
+SINGLE_FILE_CONFIG_HELP = ("with a single-file .safetensors base model: a diffusers folder or hub id whose configs "
+                           "describe it (default: the built-in SD 1.x, 2.x (768 px, v-prediction) and SDXL configs)")
 # The flags besides the base model that name a folder or hub id, and the file each must hold.
 OTHER_MODEL_FLAGS = (("single_file_config", "model_index.json"), ("pretrained_vae_model_name_or_path", "config.json"))
 

@@ -15,6 +15,7 @@ import importlib.util
 from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
 from ..fileio import folder_problem
 from ..inference.defaults import DREAMBOOTH
+from ..models.families import SINGLE_FILE_CONFIG_HELP
 from .hub import add_hub_args
 from ..threads import add_thread_arg
 
@@ -45,7 +46,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         "single-file .safetensors checkpoint (outputs/tiny/sd is built on first use)")
     g.add_argument("--revision", help="hub revision of the base model")
     g.add_argument("--single_file_config", metavar="PATH_OR_ID",
-                   help="with a single-file .safetensors base model: a diffusers folder or hub id whose configs describe it (default: the built-in SD 1.x, 2.x (768 px, v-prediction) and SDXL configs)")
+                   help=SINGLE_FILE_CONFIG_HELP)
     g.add_argument("--pretrained_vae_model_name_or_path", metavar="PATH_OR_ID",
                    help="a VAE replacing the base model's, e.g. madebyollin/sdxl-vae-fp16-fix (SDXL's own VAE "
                         "overflows in fp16, so without one it stays fp32 under --mixed_precision)")

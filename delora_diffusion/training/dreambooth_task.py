@@ -12,18 +12,18 @@ from collections import Counter
 
 import torch
 
+from ..adapters.io import TEXT_ENCODERS
 from ..data.buckets import BucketSpec
 from ..data.captions import CaptionPolicy
-from ..models.families import SD, SDXL
 from ..data.dreambooth import CLASS, DreamBoothDataset, ImageDataError, ImageSet, collate_dreambooth
 from ..inference.sampling import sample_images
+from ..models.families import SD, SDXL
 from .class_images import generate_class_images
 from .components import encode_prompts, encode_text, sampling_pipeline, stack_text, unet_conditioning
 from .determinism import BucketBatchSampler
 from .latents import batch_latents, cache_posteriors
 from .ranks import main_process_first
 from .task import RunContext, TrainingTask
-from ..adapters.io import TEXT_ENCODERS
 
 # --prior_generation_precision (diffusers' names) -> dtype; "no" is full precision, as in diffusers.
 PRECISION_DTYPES = {"no": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

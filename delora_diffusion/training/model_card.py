@@ -56,21 +56,17 @@ def _optimizer(args: argparse.Namespace) -> str:
             f"weight decay {args.adam_weight_decay:g}")
 
 
-def _pipeline_class(base: str) -> str:
-    """What loads ``base``: the pipeline class of a single file (``from_single_file`` is per class), else
-    ``DiffusionPipeline``, which reads the class from the folder."""
+def _loading_lines(base: str) -> tuple[str, str]:
+    """(import line, loading line) of the usage snippets: a single file loads through its pipeline class
+    (``from_single_file`` is per class), a folder or hub id through ``DiffusionPipeline``, which reads the
+    class from it."""
     from ..models.families import SD, is_single_file, pipeline_class
 
-    return (pipeline_class(base) or SD) if is_single_file(base) else "DiffusionPipeline"
-
-
-def _import_line(base: str) -> str:
-    return f"from diffusers import {_pipeline_class(base)}"
-
-
-def _load_line(base: str) -> str:
-    method = "from_single_file" if _pipeline_class(base) != "DiffusionPipeline" else "from_pretrained"
-    return f'pipe = {_pipeline_class(base)}.{method}("{base}")'
+    if is_single_file(base):
+        name, method = pipeline_class(base) or SD, "from_single_file"
+    else:
+        name, method = "DiffusionPipeline", "from_pretrained"
+    return f"from diffusers import {name}", f'pipe = {name}.{method}("{base}")'
 
 
 def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, command: list[str] | None) -> Path:
@@ -106,9 +102,10 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
         grid = result.validation_grids[-1]
         lines += [f"![validation grid, step {result.global_step}]({grid.relative_to(output_dir).as_posix()})", "",
                   "Rows: " + "; ".join(f"“{p}”" for p in prompts) + f" ({args.num_validation_images} seeds each).", ""]
+    import_line, load_line = _loading_lines(base)
     usage = task.usage_lines(base)
     if usage is None:
-        usage = [_import_line(base), "from delora_diffusion.inference import apply_adapter", "", _load_line(base),
+        usage = [import_line, "from delora_diffusion.inference import apply_adapter", "", load_line,
                  'apply_adapter(pipe, "adapter.safetensors")  # UNet and any text encoder; settings are in the file']
         example = prompts[0] if prompts else task.example_prompt()
         if example:
@@ -116,7 +113,7 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, task, result, c
     lines += ["## Use", "", "```python", *usage, "```", ""]
     if result.exports:
         lines += ["Without this package, the same update as a plain LoRA (exact, not an approximation) in "
-                  "stock diffusers:", "", "```python", _import_line(base), "", _load_line(base),
+                  "stock diffusers:", "", "```python", import_line, "", load_line,
                   'pipe.load_lora_weights(".")  # this folder\'s pytorch_lora_weights.safetensors', "```", ""]
         if "kohya LoRA" in result.exports:
             lines += ["`lora_kohya.safetensors` holds it with kohya's keys, for ComfyUI and AUTOMATIC1111.", ""]

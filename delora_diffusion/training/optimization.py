@@ -1,4 +1,5 @@
-"""The optimizer (AdamW, 8-bit AdamW, Prodigy or Lion) over the adapter's parameter groups, and the learning-rate schedule."""
+"""The optimizer (AdamW, 8-bit AdamW, Prodigy or Lion) over the adapter's parameter groups, and the
+learning-rate schedule."""
 
 from __future__ import annotations
 
