@@ -9,10 +9,11 @@ import pytest
 
 from delora_diffusion.data.prompts import OBJECT_PROMPTS, fill
 from delora_diffusion.world.dataset import pretraining_scene, render_scenes
-from delora_diffusion.world.objects import CLASS_NOUNS, PROPERTIES, sample_instance
+from delora_diffusion.world.objects import CLASS_NOUNS, PATTERNS, PROPERTIES, sample_instance
 from delora_diffusion.world.render import Pose, Scene, caption, parse_prompt, render
 from delora_diffusion.world.scenes import CONTEXTS
-from delora_diffusion.world.subjects import DEMO_SUBJECT, HELD_OUT_COMBINATIONS
+from delora_diffusion.world.subjects import DEMO_SUBJECT, HELD_OUT_COMBINATIONS, SUBJECTS
+from delora_diffusion.world.views import sibling
 from delora_diffusion.world.vocabulary import IDENTIFIERS, build_tokenizer, caption_words
 
 
@@ -22,7 +23,9 @@ def test_a_scene_renders_the_same_pixels_every_time_and_differs_with_its_seed():
     first, mask = render(scene)
     again, mask_again = render(scene)
     assert first.size == (64, 64) and mask.mode == "L"
-    assert np.array_equal(np.asarray(first), np.asarray(again)) and np.array_equal(np.asarray(mask), np.asarray(mask_again))
+    assert np.array_equal(np.asarray(first), np.asarray(again)) and np.array_equal(
+        np.asarray(mask), np.asarray(mask_again)
+    )
     other, _ = render(Scene(instance, "snow", None, scene.pose, seed=12))
     assert not np.array_equal(np.asarray(first), np.asarray(other))
 
@@ -55,7 +58,7 @@ def test_contexts_and_properties_change_the_picture_and_the_mask_follows_the_obj
         if context.cover:  # floating: part of the object is under the surface
             assert visible < 0.9 * area
     names = list(pixels)
-    distances = [np.abs(pixels[a] - pixels[b]).mean() for i, a in enumerate(names) for b in names[i + 1:]]
+    distances = [np.abs(pixels[a] - pixels[b]).mean() for i, a in enumerate(names) for b in names[i + 1 :]]
     assert min(distances) > 10  # every pair of the 20 contexts differs clearly (mean |Δ| in 0..255)
     for prop in PROPERTIES:
         image, mask = render(Scene(instance, "studio", prop, pose))
@@ -79,9 +82,51 @@ def test_pretraining_never_draws_a_held_out_subject_and_labels_match_the_scenes(
 
 
 def test_every_caption_word_and_identifier_is_one_token_and_other_text_still_tokenizes(tmp_path):
-    tokenizer = build_tokenizer(tmp_path, max_length=20)
+    tokenizer = build_tokenizer(tmp_path, max_length=24)
     for word in caption_words() + list(IDENTIFIERS):
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
     ids = tokenizer("a sks stuffed animal on top of green grass with sunflowers around it").input_ids
     assert len(ids) == 15 and tokenizer.convert_ids_to_tokens(ids[2]) == "sks</w>"
     assert len(tokenizer("a dog wearing a hat", add_special_tokens=False).input_ids) > 5  # characters, no failure
+    longest = max((pretraining_scene(0, k).detailed_caption() for k in range(2000)), key=len)
+    assert len(tokenizer(longest).input_ids) <= 21, longest  # the alt-text captions fit, "sks" included
+
+
+def test_patterns_are_drawn_large_enough_to_survive_and_every_pattern_differs():
+    from dataclasses import replace
+
+    pose = Pose(0.5, 0.6, False, 0.0)
+    base = replace(SUBJECTS["teapot"], main="white", accent="red")
+    pictures = {
+        p: np.asarray(render(Scene(replace(base, pattern=p), "studio", None, pose))[0]).astype(float) for p in PATTERNS
+    }
+    mask = np.asarray(render(Scene(base, "studio", None, pose))[1]).astype(bool)
+    for pattern in PATTERNS[1:]:
+        assert np.abs(pictures[pattern] - pictures["plain"])[mask].mean() > 15, pattern
+    # down the body's middle column, white and red bands alternate (green channel high, then low), each band
+    # at least 2 px tall at 64 px
+    rows = np.flatnonzero(mask.any(axis=1))
+    column = pictures["stripes"][rows, int(np.median(np.flatnonzero(mask.any(axis=0)))), 1] < 128
+    bands = np.diff(np.flatnonzero(np.diff(column.astype(int))))
+    assert len(bands) >= 3 and np.median(bands) >= 2, bands
+
+
+def test_alt_text_captions_describe_the_instance_and_templates_stay_for_properties():
+    instance = SUBJECTS["teapot"]
+    assert instance.description() == "a striped white teapot with red parts"
+    assert DEMO_SUBJECT.description() == "an orange toy with teal parts"
+    assert Scene(instance, "snow").detailed_caption() == "a striped white teapot with red parts in the snow"
+    assert Scene(instance, "studio").detailed_caption() == "a photo of a striped white teapot with red parts"
+    assert Scene(instance, "snow").detailed_caption(with_context=False) == "a striped white teapot with red parts"
+    assert Scene(instance, "studio", "wet").detailed_caption() == "a wet teapot"
+
+
+def test_world_subjects_are_one_per_class_with_patterns_and_siblings_share_only_colours():
+    assert sorted(s.class_noun for s in SUBJECTS.values()) == sorted(CLASS_NOUNS)
+    assert {s.pattern for s in SUBJECTS.values()} == set(PATTERNS)
+    rng = random.Random(0)
+    for subject in SUBJECTS.values():
+        for _ in range(5):
+            other = sibling(subject, rng)
+            assert (other.class_noun, other.main, other.accent) == (subject.class_noun, subject.main, subject.accent)
+            assert (other.pattern, other.part) != (subject.pattern, subject.part)

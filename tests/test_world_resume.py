@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -41,8 +43,9 @@ def test_a_killed_judge_resumes_to_the_uninterrupted_weights(tmp_path, monkeypat
         judges.train_dino(views, 6, 0, _quiet, batch_instances=4, checkpoints=LoopCheckpoints(tmp_path, "dino", 2))
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dino-4-rank0.pt"]  # older ones dropped
-    resumed, history = judges.train_dino(views, 6, 0, _quiet, batch_instances=4,
-                                         checkpoints=LoopCheckpoints(tmp_path, "dino", 2))
+    resumed, history = judges.train_dino(
+        views, 6, 0, _quiet, batch_instances=4, checkpoints=LoopCheckpoints(tmp_path, "dino", 2)
+    )
     _assert_same(reference, resumed)
 
 
@@ -52,10 +55,22 @@ def test_a_killed_unet_phase_resumes_to_the_uninterrupted_weights(tmp_path, monk
     rng = np.random.default_rng(0)
     mean = rng.normal(size=(6, 4, 8, 8)).astype(np.float16)
     std = np.full_like(mean, 0.1)
-    captions = ["a photo of a toy", "a teapot in the snow"] * 3
+    captions = [
+        ["a photo of a toy", "a photo of a striped orange toy with teal parts"],
+        ["a teapot in the snow", "a white teapot with red parts in the snow"],
+    ] * 3
     tokenizer = build_tokenizer(tmp_path / "tokenizer", denoiser.MAX_TOKENS)
-    run = dict(latent_mean=mean, latent_std=std, scaling=1.0, captions=captions, tokenizer=tokenizer, steps=6,
-               seed=0, log=_quiet, batch_size=4)
+    run = dict(
+        latent_mean=mean,
+        latent_std=std,
+        scaling=1.0,
+        captions=captions,
+        tokenizer=tokenizer,
+        steps=6,
+        seed=0,
+        log=_quiet,
+        batch_size=4,
+    )
     reference = denoiser.train_denoiser(**run)
     _kill_at(monkeypatch, denoiser._Ema, "update", 5)
     with pytest.raises(KeyboardInterrupt):
@@ -74,4 +89,16 @@ def test_the_pretraining_command_runs_every_stage_and_cleans_up(tmp_path):
     for name in ("sd/model_index.json", "sd/README.md", "dino/config.json", "clip/config.json", "quality.json"):
         assert (out / name).is_file(), name
     assert "delora-world-pretrain --recipe smoke" in (out / "dino" / "README.md").read_text()
+    quality = json.loads((out / "quality.json").read_text())
+    for role in ("dino", "clip"):  # the figures the cards must carry, whatever a smoke model scores
+        assert set(quality["judges"]["instance_over_backdrop"][role]) == {
+            "same_instance_elsewhere",
+            "other_instance_same_backdrop",
+            "share_ranked_right",
+        }
+    assert {"dino_retrieval_accuracy_decoded_plain", "dino_retrieval_accuracy_decoded_patterned"} <= set(
+        quality["judges"]
+    )
+    assert quality["text_encoder"]["token"] == "sks" and quality["text_encoder"]["identifier_vs_article"] > 0
+    assert "CLIP-I, instance over backdrop" in (out / "clip" / "README.md").read_text()
     assert not (out / ".work").exists()  # the renders and checkpoints of the run are gone

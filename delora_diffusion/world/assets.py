@@ -14,6 +14,8 @@ def pretrained_path(component: str) -> Path:
         raise ValueError(f"unknown toy-world component {component!r}; shipped: {', '.join(COMPONENTS)}")
     path = PRETRAINED_DIR / component
     if not (path / "config.json").exists() and not (path / "model_index.json").exists():
-        raise FileNotFoundError(f"the toy-world {component} model is missing from {path}; "
-                                "rebuild it with delora-world-pretrain (see its README.md)")
+        raise FileNotFoundError(
+            f"the toy-world {component} model is missing from {path}; "
+            "rebuild it with delora-world-pretrain (see its README.md)"
+        )
     return path

@@ -42,10 +42,9 @@ class RenderedSet:
     images: np.ndarray
     masks: np.ndarray
     captions: list[str]
-    class_ids: np.ndarray     # index into CLASS_NOUNS
-    context_ids: np.ndarray   # index into scenes.CONTEXT_NAMES (0 = studio)
+    class_ids: np.ndarray  # index into CLASS_NOUNS
+    context_ids: np.ndarray  # index into scenes.CONTEXT_NAMES (0 = studio)
     scenes: list[Scene]
-
 
 
 def _render_range(args) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +60,7 @@ def _render_range(args) -> tuple[np.ndarray, np.ndarray]:
 
 def render_scenes(scenes: list[Scene], size: int = 64, workers: int = 1) -> RenderedSet:
     """Render ``scenes`` (on ``workers`` processes) into arrays with their captions and labels."""
-    chunks = [scenes[i:i + 512] for i in range(0, len(scenes), 512)]
+    chunks = [scenes[i : i + 512] for i in range(0, len(scenes), 512)]
     if workers > 1:
         with get_context("spawn").Pool(workers) as pool:
             parts = pool.map(_render_range, [(c, size) for c in chunks])
@@ -70,10 +69,13 @@ def render_scenes(scenes: list[Scene], size: int = 64, workers: int = 1) -> Rend
     images = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, size, size, 3), np.uint8)
     masks = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, size, size), bool)
     return RenderedSet(
-        images=images, masks=masks, captions=[s.caption() for s in scenes],
+        images=images,
+        masks=masks,
+        captions=[s.caption() for s in scenes],
         class_ids=np.array([CLASS_NOUNS.index(s.instance.class_noun) for s in scenes], np.int64),
         context_ids=np.array([CONTEXT_NAMES.index(s.context) for s in scenes], np.int64),
-        scenes=scenes)
+        scenes=scenes,
+    )
 
 
 def pretraining_set(count: int, seed: int, size: int = 64, workers: int = 1, start: int = 0) -> RenderedSet:

@@ -5,11 +5,16 @@
 
 - **DINO-style ViT** (``ViTModel``, CLS feature): trained for instance discrimination, the property the
   DINO metric relies on — two pictures of the same instance in other poses and contexts are positives,
-  every other instance in the batch a negative (InfoNCE on the normalised CLS tokens). Nothing tells it
-  classes; they emerge.
-- **CLIP** (``CLIPModel``): contrastive image-caption training on pretraining-style scenes. Captions
-  repeat within a batch ("a photo of a toy"), so each image is scored against the batch's distinct
-  captions, and each caption against all its images.
+  every other instance in the batch a negative (InfoNCE on the normalised CLS tokens). Instances come in
+  sibling pairs of the same class and colours (another pattern, parts or proportions), both in every batch
+  they are drawn for, so colour alone never tells an instance. Nothing tells it classes; they emerge.
+- **CLIP** (``CLIPModel``): contrastive image-caption training on pretraining-style scenes with the
+  captions alt-text gives, which describe the instance ("a striped orange toy with teal parts in the
+  snow", or without the place), and the DreamBooth templates ("a toy in the snow") the zero-shot checks
+  use. A batch groups images of the same place, so the caption must be found from the object, not the
+  backdrop: the image embedding then ranks the same instance elsewhere above another instance in the same
+  place, which CLIP-I needs. Captions repeat within a batch, so each image is scored against the batch's
+  distinct captions, and each caption against all its images.
 
 Training images get the degradations a generator adds (blur, noise, small shifts) so the judges score
 generated pictures as they score renders.
@@ -45,18 +50,29 @@ def save_dino_processor(out) -> None:
     from transformers import ViTImageProcessor
     from transformers.image_utils import PILImageResampling
 
-    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, resample=PILImageResampling.BILINEAR,
-                      image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(out)
+    ViTImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        resample=PILImageResampling.BILINEAR,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    ).save_pretrained(out)
 
 
 def build_clip(vocab_size: int, max_tokens: int):
     from transformers import CLIPConfig, CLIPModel
 
     config = CLIPConfig(
-        text_config=dict(vocab_size=vocab_size, max_position_embeddings=max_tokens, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1, **CLIP_TEXT),
+        text_config=dict(
+            vocab_size=vocab_size,
+            max_position_embeddings=max_tokens,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            **CLIP_TEXT,
+        ),
         vision_config=dict(image_size=IMAGE_SIZE, patch_size=PATCH, **VISION),
-        projection_dim=CLIP_EMBED)
+        projection_dim=CLIP_EMBED,
+    )
     return CLIPModel(config)
 
 
@@ -126,9 +142,17 @@ class _Progress:
 
     def checkpoint(self, step: int, model, optimizer, generator: torch.Generator, rng: random.Random) -> None:
         if self.checkpoints:
-            self.checkpoints.save(step, lambda: {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "rng": rng.getstate(), "history": self.history, "smooth": self.smooth})
+            self.checkpoints.save(
+                step,
+                lambda: {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "rng": rng.getstate(),
+                    "history": self.history,
+                    "smooth": self.smooth,
+                },
+            )
 
     def step(self, model, optimizer, loss: torch.Tensor, step: int) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -149,9 +173,19 @@ def _lr_at(step_frac: float, lr: float, warm: float) -> float:
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step_frac - warm) / (1 - warm))))
 
 
-def train_dino(views: np.ndarray, steps: int, seed: int, log: Callable[[str], None], batch_instances: int = 48,
-               lr: float = 1e-3, temperature: float = 0.1, checkpoints=None):
-    """``views`` (I, V, H, W, 3) uint8: V pictures of each of I instances. Returns (ViTModel, history)."""
+def train_dino(
+    views: np.ndarray,
+    steps: int,
+    seed: int,
+    log: Callable[[str], None],
+    batch_instances: int = 48,
+    lr: float = 1e-3,
+    temperature: float = 0.1,
+    siblings: int = 2,
+    checkpoints=None,
+):
+    """``views`` (I, V, H, W, 3) uint8: V pictures of each of I instances, in families of ``siblings``
+    consecutive instances (``views.instance_views``) that enter a batch together. Returns (ViTModel, history)."""
     torch.manual_seed(seed)
     model = build_dino()
     model.train()
@@ -159,11 +193,12 @@ def train_dino(views: np.ndarray, steps: int, seed: int, log: Callable[[str], No
     generator, rng = torch.Generator().manual_seed(seed), random.Random(seed)
     progress = _Progress("dino", steps, log, checkpoints)
     n_inst, n_views = views.shape[:2]
-    batch_instances = min(batch_instances, n_inst)
+    batch_instances = min(batch_instances, n_inst) // siblings * siblings
     for step in range(progress.resume(model, optimizer, generator, rng), steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step / steps, lr, 0.05)
-        inst = rng.sample(range(n_inst), batch_instances)
+        families = rng.sample(range(n_inst // siblings), batch_instances // siblings)
+        inst = [f * siblings + k for f in families for k in range(siblings)]
         pairs = [rng.sample(range(n_views), 2) for _ in inst]
         batch = np.stack([views[i, p[0]] for i, p in zip(inst, pairs)] + [views[i, p[1]] for i, p in zip(inst, pairs)])
         x = preprocess(batch, (0.5,) * 3, (0.5,) * 3, "bilinear", generator)
@@ -177,10 +212,28 @@ def train_dino(views: np.ndarray, steps: int, seed: int, log: Callable[[str], No
     return model.eval(), progress.history
 
 
-def train_clip(images: np.ndarray, captions: list[str], settings: list[str], tokenizer, max_tokens: int, steps: int,
-               seed: int, log: Callable[[str], None], batch_size: int = 96, groups: int = 8, lr: float = 1e-3,
-               plain_first: float = 0.15, checkpoints=None):
+CAPTION_SHARES = (0.2, 0.4, 0.4)  # template, described with the place, described alone
+
+
+def train_clip(
+    images: np.ndarray,
+    captions: list[list[str]],
+    settings: list[str],
+    tokenizer,
+    max_tokens: int,
+    steps: int,
+    seed: int,
+    log: Callable[[str], None],
+    batch_size: int = 96,
+    groups: int = 8,
+    lr: float = 1e-3,
+    plain_first: float = 0.15,
+    checkpoints=None,
+):
     """Contrastive image-caption training on ``images`` (N, H, W, 3) uint8. Returns (CLIPModel, history).
+
+    ``captions[k]`` holds image k's template caption, its alt-text caption and its description alone; each
+    draw of the image takes one of them with probabilities ``CAPTION_SHARES``.
 
     ``settings`` names each image's context, ``studio`` or ``prop:<property>``. A batch takes ``groups``
     settings and fills each with images of mixed classes, so the class must be told apart to find the
@@ -193,23 +246,31 @@ def train_clip(images: np.ndarray, captions: list[str], settings: list[str], tok
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     generator, rng = torch.Generator().manual_seed(seed), random.Random(seed)
-    distinct = sorted(set(captions))
-    caption_index = torch.tensor([distinct.index(c) for c in captions])
+    distinct = sorted({c for variants in captions for c in variants})
+    position = {c: k for k, c in enumerate(distinct)}
+    caption_index = torch.tensor([[position[c] for c in variants] for variants in captions])
+    shares = torch.tensor(CAPTION_SHARES)
     by_setting: dict[str, list[int]] = {}
     for k, name in enumerate(settings):
         by_setting.setdefault(name, []).append(k)
     names = sorted(by_setting)
     plain = [n for n in names if n == "studio" or n.startswith("prop:")]
-    token_ids = tokenizer(distinct, padding="max_length", max_length=max_tokens, truncation=True,
-                          return_tensors="pt").input_ids
+    token_ids = tokenizer(
+        distinct, padding="max_length", max_length=max_tokens, truncation=True, return_tensors="pt"
+    ).input_ids
     progress = _Progress("clip", steps, log, checkpoints)
     for step in range(progress.resume(model, optimizer, generator, rng), steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step / steps, lr, 0.05)
         pool = plain if step <= plain_first * steps and plain else names
-        idx = torch.tensor([k for name in rng.sample(pool, min(groups, len(pool)))
-                            for k in rng.choices(by_setting[name], k=batch_size // groups)])
-        labels = caption_index[idx]
+        idx = torch.tensor(
+            [
+                k
+                for name in rng.sample(pool, min(groups, len(pool)))
+                for k in rng.choices(by_setting[name], k=batch_size // groups)
+            ]
+        )
+        labels = caption_index[idx, torch.multinomial(shares, len(idx), replacement=True, generator=generator)]
         texts, target = torch.unique(labels, return_inverse=True)
         x = preprocess(images[idx.numpy()], CLIP_MEAN, CLIP_STD, "bicubic", generator)
         image_embeds = F.normalize(_projected(model.get_image_features(pixel_values=x)), dim=-1)

@@ -15,12 +15,23 @@ from PIL import Image, ImageChops, ImageDraw
 
 CLASS_NOUNS = ("toy", "backpack", "teapot", "stuffed animal")
 PROPERTIES = ("red", "purple", "shiny", "wet", "cube shaped")
-PATTERNS = ("plain", "stripes", "dots")
+PATTERNS = ("plain", "stripes", "dots", "two-tone")
+# How a pattern reads in a description ("a striped orange toy with teal parts"); plain bodies go unsaid.
+PATTERN_WORDS = {"plain": "", "stripes": "striped", "dots": "dotted", "two-tone": "bicolor"}
 
 PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (210, 38, 38), "orange": (244, 138, 28), "yellow": (246, 212, 40), "green": (58, 168, 68),
-    "teal": (28, 168, 162), "blue": (42, 88, 212), "purple": (128, 58, 190), "pink": (240, 128, 178),
-    "white": (238, 238, 232), "grey": (128, 128, 134), "black": (42, 42, 48), "brown": (132, 80, 44),
+    "red": (210, 38, 38),
+    "orange": (244, 138, 28),
+    "yellow": (246, 212, 40),
+    "green": (58, 168, 68),
+    "teal": (28, 168, 162),
+    "blue": (42, 88, 212),
+    "purple": (128, 58, 190),
+    "pink": (240, 128, 178),
+    "white": (238, 238, 232),
+    "grey": (128, 128, 134),
+    "black": (42, 42, 48),
+    "brown": (132, 80, 44),
 }
 INK = (28, 28, 32)
 # Class signatures: parts every instance of a class shares, as real classes share features (a dog's black
@@ -34,17 +45,19 @@ class Instance:
     """One subject: a class noun, its colour names, pattern, proportions (units of 100) and part choices."""
 
     class_noun: str
-    main: str            # body colour
-    accent: str          # parts: limbs, lid, pocket, ears or belly
-    pattern: str         # on the body: plain, stripes or dots (in the accent colour)
-    width: float         # body width, units
-    height: float        # body height, units
-    part: int            # a class-specific part variant (antenna, pocket, spout, ears), 0..2
-    head: float          # head / lid / flap size factor, 0.8..1.2
+    main: str  # body colour
+    accent: str  # parts: limbs, lid, pocket, ears or belly
+    pattern: str  # on the body: plain, stripes, dots or two-tone (in the accent colour)
+    width: float  # body width, units
+    height: float  # body height, units
+    part: int  # a class-specific part variant (antenna, pocket, spout, ears), 0..2
+    head: float  # head / lid / flap size factor, 0.8..1.2
 
-    def describe(self) -> str:
-        return (f"{self.main} {self.class_noun} with {self.accent} parts, {self.pattern} body, "
-                f"part variant {self.part}")
+    def description(self) -> str:
+        """The instance in alt-text words: "a striped orange toy with teal parts", "an orange teapot with gold parts"."""
+        words = " ".join(w for w in (PATTERN_WORDS[self.pattern], self.main, self.class_noun) if w)
+        article = "an" if words[0] in "aeiou" else "a"
+        return f"{article} {words} with {self.accent} parts"
 
 
 def sample_instance(class_noun: str, rng: random.Random) -> Instance:
@@ -52,9 +65,16 @@ def sample_instance(class_noun: str, rng: random.Random) -> Instance:
     colours = list(FUR_COLOURS) if class_noun == "stuffed animal" else list(PALETTE)
     main = rng.choice(colours)
     accent = rng.choice([c for c in PALETTE if c != main])
-    return Instance(class_noun=class_noun, main=main, accent=accent, pattern=rng.choice(PATTERNS),
-                    width=rng.uniform(0.85, 1.15), height=rng.uniform(0.85, 1.15), part=rng.randrange(3),
-                    head=rng.uniform(0.85, 1.15))
+    return Instance(
+        class_noun=class_noun,
+        main=main,
+        accent=accent,
+        pattern=rng.choice(PATTERNS),
+        width=rng.uniform(0.85, 1.15),
+        height=rng.uniform(0.85, 1.15),
+        part=rng.randrange(3),
+        head=rng.uniform(0.85, 1.15),
+    )
 
 
 def with_property(instance: Instance, prop: str | None) -> Instance:
@@ -96,11 +116,9 @@ class _Pen:
             self.draw.rectangle(b, fill=fill, outline=outline, width=self.line)
 
     def poly(self, points, fill, outline=INK):
-        self.draw.polygon([(x * self.u, y * self.u) for x, y in points], fill=fill, outline=outline,
-                          width=self.line)
+        self.draw.polygon([(x * self.u, y * self.u) for x, y in points], fill=fill, outline=outline, width=self.line)
 
-    def body(self, kind: str, box, rgb: tuple[int, int, int] | None = None, patterned: bool = True,
-             radius: float = 8):
+    def body(self, kind: str, box, rgb: tuple[int, int, int] | None = None, patterned: bool = True, radius: float = 8):
         """A main body part (main colour and the instance's pattern unless ``rgb`` is given).
 
         In cube mode it becomes a box seen from above-right: a square front face as tall as the part's
@@ -114,8 +132,9 @@ class _Pen:
             cx, bottom = min((x0 + x1) / 2, 99 - depth - side / 2), y1  # the box stays on the canvas
             x0, x1, y0 = cx - side / 2, cx + side / 2, bottom - side
             self.poly([(x0, y0), (x0 + depth, y0 - depth), (x1 + depth, y0 - depth), (x1, y0)], _shade(rgb, 1.35))
-            self.poly([(x1, y0), (x1 + depth, y0 - depth), (x1 + depth, bottom - depth), (x1, bottom)],
-                      _shade(rgb, 0.7))
+            self.poly(
+                [(x1, y0), (x1 + depth, y0 - depth), (x1 + depth, bottom - depth), (x1, bottom)], _shade(rgb, 0.7)
+            )
             box = (x0, y0, x1, bottom)
             self.shape("rect", box, rgb)
             kind = "rect"
@@ -138,15 +157,20 @@ class _Pen:
         layer = Image.new("RGBA", size, (0, 0, 0, 0))
         ldraw, accent, u = ImageDraw.Draw(layer), PALETTE[self.instance.accent], self.u
         x0, y0, x1, y1 = box
+        # Sizes in units of 100; an object at 64 px is about 37 px tall, so a unit is 0.37 px. Stripes of 7 units
+        # every 15 and dots of radius 4 stay 2-3 px wide: finer ones (3.5 of 8) fell below the VAE's 4-px cells
+        # and came back as a plain body of a blended colour.
         if self.instance.pattern == "stripes":
-            y = y0 + 4.0
+            y = y0 + 5.0
             while y < y1:
-                ldraw.rectangle([x0 * u, y * u, x1 * u, (y + 3.5) * u], fill=accent)
-                y += 8.0
+                ldraw.rectangle([x0 * u, y * u, x1 * u, (y + 7.0) * u], fill=accent)
+                y += 15.0
+        elif self.instance.pattern == "two-tone":
+            ldraw.rectangle([x0 * u, ((y0 + y1) / 2) * u, x1 * u, y1 * u], fill=accent)
         else:
-            for row, y in enumerate(range(int(y0) + 5, int(y1), 9)):
-                for x in range(int(x0) + 5 + (row % 2) * 4, int(x1), 9):
-                    ldraw.ellipse([(x - 2.2) * u, (y - 2.2) * u, (x + 2.2) * u, (y + 2.2) * u], fill=accent)
+            for row, y in enumerate(range(int(y0) + 7, int(y1), 14)):
+                for x in range(int(x0) + 7 + (row % 2) * 7, int(x1), 14):
+                    ldraw.ellipse([(x - 4.0) * u, (y - 4.0) * u, (x + 4.0) * u, (y + 4.0) * u], fill=accent)
         self.image.paste(layer, (0, 0), ImageChops.multiply(mask, layer.getchannel("A")))
 
 
@@ -190,8 +214,7 @@ def _backpack(p: _Pen, i: Instance):
         p.shape("rounded", (sx - 5, top + 6, sx + 5, bottom - 6), STRAP, radius=3)
     p.body("rounded", (cx - bw / 2, top, cx + bw / 2, bottom), radius=16)
     flap = 18 * i.head
-    p.shape("rounded", (cx - bw / 2 + 3, top + 2, cx + bw / 2 - 3, top + flap), _shade(PALETTE[i.main], 0.8),
-            radius=12)
+    p.shape("rounded", (cx - bw / 2 + 3, top + 2, cx + bw / 2 - 3, top + flap), _shade(PALETTE[i.main], 0.8), radius=12)
     pw, ph = bw * 0.62, bh * 0.34
     pocket = (cx - pw / 2, bottom - ph - 6, cx + pw / 2, bottom - 6)
     if i.part == 0:
@@ -210,12 +233,26 @@ def _teapot(p: _Pen, i: Instance):
     bw, bh = 60 * i.width, 44 * i.height
     cx, bottom = 54, 96
     top = bottom - bh
-    spout = {0: [(cx - bw / 2 + 4, bottom - 18), (cx - bw / 2 - 16, top - 2), (cx - bw / 2 - 10, top - 6),
-                 (cx - bw / 2 + 8, bottom - 28)],
-             1: [(cx - bw / 2 + 4, bottom - 14), (cx - bw / 2 - 10, top + 6), (cx - bw / 2 - 6, top + 2),
-                 (cx - bw / 2 + 8, bottom - 26)],
-             2: [(cx - bw / 2 + 4, bottom - 16), (cx - bw / 2 - 20, bottom - 30), (cx - bw / 2 - 18, bottom - 36),
-                 (cx - bw / 2 + 6, bottom - 28)]}[i.part]
+    spout = {
+        0: [
+            (cx - bw / 2 + 4, bottom - 18),
+            (cx - bw / 2 - 16, top - 2),
+            (cx - bw / 2 - 10, top - 6),
+            (cx - bw / 2 + 8, bottom - 28),
+        ],
+        1: [
+            (cx - bw / 2 + 4, bottom - 14),
+            (cx - bw / 2 - 10, top + 6),
+            (cx - bw / 2 - 6, top + 2),
+            (cx - bw / 2 + 8, bottom - 26),
+        ],
+        2: [
+            (cx - bw / 2 + 4, bottom - 16),
+            (cx - bw / 2 - 20, bottom - 30),
+            (cx - bw / 2 - 18, bottom - 36),
+            (cx - bw / 2 + 6, bottom - 28),
+        ],
+    }[i.part]
     p.poly(spout, GOLD)
     hx = cx + bw / 2
     p.draw.ellipse(p.box(hx - 11, top + 3, hx + 11, bottom - 9), outline=INK, width=5 * p.line)
@@ -244,12 +281,12 @@ def _stuffed_animal(p: _Pen, i: Instance):
     ear_y = htop + 4
     for side in (-1, 1):
         ex = cx + side * hs * 0.38
-        if i.part == 0:    # round ears
+        if i.part == 0:  # round ears
             p.shape("ellipse", (ex - 8, ear_y - 8, ex + 8, ear_y + 8), fur)
             p.shape("ellipse", (ex - 4, ear_y - 4, ex + 4, ear_y + 4), accent, outline=None)
         elif i.part == 1:  # floppy ears
             p.shape("ellipse", (ex - 6 + side * 6, ear_y, ex + 6 + side * 6, ear_y + 24), accent)
-        else:              # pointed ears
+        else:  # pointed ears
             p.poly([(ex - 8, ear_y + 6), (ex + side * 2, ear_y - 14), (ex + 8, ear_y + 6)], accent)
     p.body("ellipse", (cx - hs / 2, htop, cx + hs / 2, htop + hs), patterned=False)
     p.shape("ellipse", (cx - 11, htop + hs * 0.48, cx + 11, htop + hs * 0.48 + 15), MUZZLE)
@@ -279,16 +316,28 @@ def _shiny(image: Image.Image, rng: random.Random) -> Image.Image:
     out.alpha_composite(Image.composite(glow, Image.new("RGBA", image.size, (0, 0, 0, 0)), alpha))
     sx, sy = bbox[2] / s - 8, bbox[1] / s + 6
     star = ImageDraw.Draw(out)
-    star.polygon([(sx * s, (sy - 8) * s), ((sx + 2) * s, (sy - 2) * s), ((sx + 8) * s, sy * s),
-                  ((sx + 2) * s, (sy + 2) * s), (sx * s, (sy + 8) * s), ((sx - 2) * s, (sy + 2) * s),
-                  ((sx - 8) * s, sy * s), ((sx - 2) * s, (sy - 2) * s)], fill=(255, 255, 240, 255))
+    star.polygon(
+        [
+            (sx * s, (sy - 8) * s),
+            ((sx + 2) * s, (sy - 2) * s),
+            ((sx + 8) * s, sy * s),
+            ((sx + 2) * s, (sy + 2) * s),
+            (sx * s, (sy + 8) * s),
+            ((sx - 2) * s, (sy + 2) * s),
+            ((sx - 8) * s, sy * s),
+            ((sx - 2) * s, (sy - 2) * s),
+        ],
+        fill=(255, 255, 240, 255),
+    )
     return out
 
 
 def _wet(image: Image.Image, rng: random.Random) -> Image.Image:
     """Wet: darker, bluer colours and water drops on the object."""
     alpha = image.getchannel("A")
-    r, g, b = (band.point(lambda v, f=f: int(v * f)) for band, f in zip(image.convert("RGB").split(), (0.6, 0.68, 0.85)))
+    r, g, b = (
+        band.point(lambda v, f=f: int(v * f)) for band, f in zip(image.convert("RGB").split(), (0.6, 0.68, 0.85))
+    )
     out = Image.merge("RGBA", (r, g, b, alpha))
     drops = Image.new("RGBA", image.size, (0, 0, 0, 0))
     d, s = ImageDraw.Draw(drops), image.size[0] / 100.0

@@ -27,8 +27,9 @@ def run_ranks(fn: Callable, world_size: int, *args) -> None:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` spawned processes sharing a gloo group."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        torch.multiprocessing.spawn(_entry, args=(fn, world_size, f"file://{tmp}/rendezvous", args),
-                                    nprocs=world_size, join=True)
+        torch.multiprocessing.spawn(
+            _entry, args=(fn, world_size, f"file://{tmp}/rendezvous", args), nprocs=world_size, join=True
+        )
 
 
 def rank_info() -> tuple[int, int]:

@@ -20,46 +20,16 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from .recipes import RECIPES, Recipe
 
-VOCAB_TOKENS = 20
+VOCAB_TOKENS = 24
 STAGES = ("sd", "judges", "cards")
 JUDGES = ("clip", "dino")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Sizes and step counts of one pretraining run (batches are totals over the processes)."""
-
-    images: int = 48_000          # pretraining scenes (VAE, UNet, CLIP)
-    processes: int = 2
-    vae_steps: int = 1_400
-    vae_batch: int = 64
-    vae_lr: float = 2e-3
-    unet_steps: int = 4_000
-    unet_batch: int = 64
-    unet_lr: float = 1e-3
-    clip_steps: int = 2_000
-    clip_batch: int = 96
-    dino_steps: int = 2_500
-    dino_instances: int = 3_000
-    dino_views: int = 5
-    quality_renders: int = 400    # fresh renders for the judges' figures
-    quality_images_per_prompt: int = 2  # base-model images per (class, context) prompt
-    checkpoint_every: int = 250   # steps between the UNet's and judges' checkpoints (a kill loses at most these)
-
-
-RECIPES = {
-    "full": Recipe(),
-    # every stage in about a minute: a check of the command, not a model
-    "smoke": Recipe(images=256, vae_steps=4, vae_batch=4, unet_steps=4, unet_batch=4, clip_steps=2, clip_batch=16,
-                    dino_steps=2, dino_instances=40, dino_views=3, quality_renders=8, quality_images_per_prompt=1,
-                    checkpoint_every=2),
-}
 
 
 class _Log:
@@ -103,15 +73,15 @@ def _sd_rank(rank: int, world: int, work: str, recipe: dict, seed: int) -> None:
     import torch
 
     from .autoencoder import latent_statistics, train_vae
-    from .denoiser import MAX_TOKENS, assemble_pipeline, train_denoiser
+    from .denoiser import MAX_TOKENS, assemble_pipeline, calibrate_identifiers, train_denoiser
     from .parallel import barrier
     from .resume import LoopCheckpoints
-    from .vocabulary import build_tokenizer
+    from .vocabulary import IDENTIFIERS, build_tokenizer
 
     work, recipe = Path(work), Recipe(**recipe)
     log = _Log(work / "sd.log", "sd") if rank == 0 else (lambda message: None)
     images = np.load(work / "images.npy", mmap_mode="r")
-    captions = json.loads((work / "captions.json").read_text())
+    captions = [c[:2] for c in json.loads((work / "captions.json").read_text())]  # (template, detailed)
     # each finished phase is kept in the work folder, so a killed run restarts from the last one
     if (work / "vae" / "config.json").exists():
         from diffusers import AutoencoderKL
@@ -121,8 +91,15 @@ def _sd_rank(rank: int, world: int, work: str, recipe: dict, seed: int) -> None:
         log("VAE loaded from the work folder of an earlier run")
     else:
         log(f"VAE: {recipe.vae_steps} steps of {recipe.vae_batch} crops on {world} processes")
-        vae, vae_history = train_vae(np.asarray(images), recipe.vae_steps, seed, log, batch_size=recipe.vae_batch,
-                                     lr=recipe.vae_lr)
+        vae, vae_history = train_vae(
+            np.asarray(images),
+            np.load(work / "masks.npy"),
+            recipe.vae_steps,
+            seed,
+            log,
+            batch_size=recipe.vae_batch,
+            lr=recipe.vae_lr,
+        )
         if rank == 0:
             vae.save_pretrained(work / ".vae.tmp")
             (work / "vae_history.json").write_text(json.dumps(vae_history))
@@ -144,9 +121,20 @@ def _sd_rank(rank: int, world: int, work: str, recipe: dict, seed: int) -> None:
     tokenizer = build_tokenizer(work / f"tokenizer-files-{rank}", MAX_TOKENS)
     log(f"UNet + text encoder: {recipe.unet_steps} steps of {recipe.unet_batch} on {world} processes")
     unet, text_encoder, unet_history = train_denoiser(
-        mean, std, scaling, captions, tokenizer, recipe.unet_steps, seed, log, batch_size=recipe.unet_batch,
-        lr=recipe.unet_lr, checkpoints=LoopCheckpoints(work / "checkpoints", "unet", recipe.checkpoint_every))
+        mean,
+        std,
+        scaling,
+        captions,
+        tokenizer,
+        recipe.unet_steps,
+        seed,
+        log,
+        batch_size=recipe.unet_batch,
+        lr=recipe.unet_lr,
+        checkpoints=LoopCheckpoints(work / "checkpoints", "unet", recipe.checkpoint_every),
+    )
     if rank == 0:
+        calibrate_identifiers(text_encoder, tokenizer, IDENTIFIERS, seed)
         pipeline = assemble_pipeline(unet, vae, text_encoder, tokenizer, scaling)
         out = work / "sd"
         pipeline.to(torch.float16).save_pretrained(out)
@@ -166,9 +154,18 @@ def _clip_worker(work: Path, recipe: Recipe, seed: int) -> None:
     settings = json.loads((work / "settings.json").read_text())
     tokenizer = build_tokenizer(work / "clip-tokenizer-files", VOCAB_TOKENS)
     log(f"CLIP: {recipe.clip_steps} steps of {recipe.clip_batch}")
-    clip, history = train_clip(images, captions, settings, tokenizer, VOCAB_TOKENS, recipe.clip_steps, seed, log,
-                               batch_size=recipe.clip_batch,
-                               checkpoints=LoopCheckpoints(work / "checkpoints", "clip", recipe.checkpoint_every))
+    clip, history = train_clip(
+        images,
+        captions,
+        settings,
+        tokenizer,
+        VOCAB_TOKENS,
+        recipe.clip_steps,
+        seed,
+        log,
+        batch_size=recipe.clip_batch,
+        checkpoints=LoopCheckpoints(work / "checkpoints", "clip", recipe.checkpoint_every),
+    )
     _save_transformers_fp16(clip, work / "clip")
     save_clip_processor(tokenizer, work / "clip")
     (work / "clip_history.json").write_text(json.dumps(history))
@@ -195,8 +192,13 @@ def _dino_worker(work: Path, recipe: Recipe, seed: int) -> None:
     decoded = round_trip(vae, views.reshape(-1, *views.shape[2:])).reshape(views.shape)
     views = np.concatenate([views, decoded], axis=1)
     log(f"DINO: {recipe.dino_steps} steps")
-    dino, history = train_dino(views, recipe.dino_steps, seed, log,
-                               checkpoints=LoopCheckpoints(work / "checkpoints", "dino", recipe.checkpoint_every))
+    dino, history = train_dino(
+        views,
+        recipe.dino_steps,
+        seed,
+        log,
+        checkpoints=LoopCheckpoints(work / "checkpoints", "dino", recipe.checkpoint_every),
+    )
     _save_transformers_fp16(dino, work / "dino")
     save_dino_processor(work / "dino")
     (work / "dino_history.json").write_text(json.dumps(history))
@@ -220,7 +222,11 @@ def _prepare_data(work: Path, recipe: Recipe, seed: int, log) -> None:
     log(f"rendering {recipe.images} pretraining scenes (seed {seed})")
     data = pretraining_set(recipe.images, seed, workers=recipe.processes)
     np.save(work / "images.npy", data.images)
-    (work / "captions.json").write_text(json.dumps(data.captions))
+    np.save(work / "masks.npy", data.masks)
+    # per scene: the template caption, the alt-text one, and the alt-text description without the context
+    (work / "captions.json").write_text(
+        json.dumps([[s.caption(), s.detailed_caption(), s.detailed_caption(with_context=False)] for s in data.scenes])
+    )
     (work / "settings.json").write_text(json.dumps([f"prop:{s.prop}" if s.prop else s.context for s in data.scenes]))
 
 
@@ -237,8 +243,9 @@ def _install(work: Path, name: str, out: Path, logs: list[str]) -> None:
     os.replace(staging, target)
 
 
-def pretrain(out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], command: str,
-             judges: tuple[str, ...] = JUDGES) -> dict | None:
+def pretrain(
+    out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], command: str, judges: tuple[str, ...] = JUDGES
+) -> dict | None:
     """Run ``stages`` into ``out/{sd,dino,clip}`` (the judges stage trains ``judges``); returns the quality
     figures when the cards stage ran."""
     from multiprocessing import get_context
@@ -247,8 +254,10 @@ def pretrain(out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], comm
 
     out = Path(out)
     if "judges" in stages and "dino" in judges and "sd" not in stages and not (out / "sd" / "vae").is_dir():
-        raise SystemExit(f"delora-world-pretrain: the DINO judge learns from pictures decoded by the toy VAE, and "
-                         f"{out / 'sd' / 'vae'} does not exist: run the sd stage first (--stages sd judges)")
+        raise SystemExit(
+            f"delora-world-pretrain: the DINO judge learns from pictures decoded by the toy VAE, and "
+            f"{out / 'sd' / 'vae'} does not exist: run the sd stage first (--stages sd judges)"
+        )
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
     log = _Log(work / "main.log", "main")
@@ -266,8 +275,10 @@ def pretrain(out: Path, recipe: Recipe, seed: int, stages: tuple[str, ...], comm
     if "judges" in stages:
         started = time.perf_counter()
         context = get_context("spawn")
-        workers = [context.Process(target=_run_judge, args=(name, str(work), asdict(recipe), seed), name=name)
-                   for name in judges]
+        workers = [
+            context.Process(target=_run_judge, args=(name, str(work), asdict(recipe), seed), name=name)
+            for name in judges
+        ]
         for process in workers:
             process.start()
         for process in workers:
@@ -297,12 +308,26 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="delora-world-pretrain", description=main.__doc__, allow_abbrev=False)
     parser.add_argument("--out", default=str(PRETRAINED_DIR), help="folder of sd/, dino/, clip/ (default: %(default)s)")
-    parser.add_argument("--recipe", default="full", choices=sorted(RECIPES),
-                        help="full: the shipped models; smoke: every stage in a minute, to check the command")
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
-                        help="sd (~85 min on 2 cores), judges (~40 min), cards (quality figures) (default: all)")
-    parser.add_argument("--judges", nargs="+", default=list(JUDGES), choices=JUDGES,
-                        help="the judges the judges stage trains, one per core (default: both)")
+    parser.add_argument(
+        "--recipe",
+        default="full",
+        choices=sorted(RECIPES),
+        help="full: the shipped models; smoke: every stage in a minute, to check the command",
+    )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=STAGES,
+        help="sd (~85 min on 2 cores), judges (~40 min), cards (quality figures) (default: all)",
+    )
+    parser.add_argument(
+        "--judges",
+        nargs="+",
+        default=list(JUDGES),
+        choices=JUDGES,
+        help="the judges the judges stage trains, one per core (default: both)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

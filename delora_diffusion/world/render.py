@@ -31,8 +31,9 @@ class Pose:
 
 
 def sample_pose(rng: random.Random) -> Pose:
-    return Pose(x=rng.uniform(0.38, 0.62), scale=rng.uniform(0.5, 0.66), flip=rng.random() < 0.5,
-                tilt=rng.uniform(-7, 7))
+    return Pose(
+        x=rng.uniform(0.38, 0.62), scale=rng.uniform(0.5, 0.66), flip=rng.random() < 0.5, tilt=rng.uniform(-7, 7)
+    )
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,21 @@ class Scene:
     context: str = "studio"
     prop: str | None = None
     pose: Pose = Pose()
-    seed: int = 0          # background details and drawn effects
+    seed: int = 0  # background details and drawn effects
 
     def caption(self, token: str | None = None) -> str:
         return caption(self.instance.class_noun, self.context, self.prop, token)
+
+    def detailed_caption(self, with_context: bool = True) -> str:
+        """The caption alt-text would give: the instance described ("a photo of a striped orange toy with teal
+        parts", "an orange toy with teal parts in the snow"), the context left out unless ``with_context``.
+        Property scenes keep their template caption (the property changes what the description would say)."""
+        if self.prop:
+            return self.caption()
+        described = self.instance.description()
+        if not with_context:
+            return described
+        return f"a photo of {described}" if self.context == "studio" else f"{described} {BY_NAME[self.context].phrase}"
 
 
 def caption(class_noun: str, context: str = "studio", prop: str | None = None, token: str | None = None) -> str:
@@ -75,8 +87,8 @@ def parse_prompt(prompt: str, class_noun: str, token: str | None = None) -> tupl
         if words == f"a {prop} {class_noun}":
             return "studio", prop
     prefix = f"a {class_noun} "
-    if words.startswith(prefix) and words[len(prefix):] in BY_PHRASE:
-        return BY_PHRASE[words[len(prefix):]].name, None
+    if words.startswith(prefix) and words[len(prefix) :] in BY_PHRASE:
+        return BY_PHRASE[words[len(prefix) :]].name, None
     raise ValueError(f"{prompt!r} is not a toy-world prompt about {class_noun!r}")
 
 
@@ -117,8 +129,15 @@ def render(scene: Scene, size: int = DEFAULT_SIZE) -> tuple[Image.Image, Image.I
     elif not context.cover:
         shadow = Image.new("L", (big, big), 0)
         for k, grow in enumerate((0.03, 0.015)):
-            ImageDraw.Draw(shadow).ellipse([box[0] - big * grow, base_y - big * (0.01 + grow / 2),
-                                            box[2] + big * grow, base_y + big * (0.01 + grow / 2)], fill=45 * (k + 1))
+            ImageDraw.Draw(shadow).ellipse(
+                [
+                    box[0] - big * grow,
+                    base_y - big * (0.01 + grow / 2),
+                    box[2] + big * grow,
+                    base_y + big * (0.01 + grow / 2),
+                ],
+                fill=45 * (k + 1),
+            )
         canvas.paste((0, 0, 0), (0, 0), shadow)
     if scene.prop == "wet":
         puddle = [box[0] - big * 0.06, base_y - big * 0.02, box[2] + big * 0.06, base_y + big * 0.04]
@@ -134,8 +153,13 @@ def render(scene: Scene, size: int = DEFAULT_SIZE) -> tuple[Image.Image, Image.I
         canvas.paste(colour, (0, 0), Image.composite(surface, Image.new("L", (big, big), 0), alpha))
         for k in range(3):
             y0 = line - big * 0.015 + k * big * 0.03
-            draw.arc([box[0] - big * 0.08, y0, box[2] + big * 0.08, y0 + big * 0.05], 0, 180,
-                     fill=(150, 200, 240) if context.cover == "water" else (215, 210, 195), width=SUPERSAMPLE * 2)
+            draw.arc(
+                [box[0] - big * 0.08, y0, box[2] + big * 0.08, y0 + big * 0.05],
+                0,
+                180,
+                fill=(150, 200, 240) if context.cover == "water" else (215, 210, 195),
+                width=SUPERSAMPLE * 2,
+            )
         mask = Image.composite(Image.new("L", (big, big), 0), alpha, surface.point(lambda v: 255 if v else 0))
     if scene.context == "snow":
         for _ in range(18):
@@ -146,8 +170,9 @@ def render(scene: Scene, size: int = DEFAULT_SIZE) -> tuple[Image.Image, Image.I
     return image, mask
 
 
-def sample_scene(rng: random.Random, class_noun: str | None = None, instance: Instance | None = None,
-                 kinds=(0.2, 0.65, 0.15)) -> Scene:
+def sample_scene(
+    rng: random.Random, class_noun: str | None = None, instance: Instance | None = None, kinds=(0.2, 0.65, 0.15)
+) -> Scene:
     """A random scene: a studio photo, a context or a property with probabilities ``kinds``."""
     if instance is None:
         instance = sample_instance(class_noun or rng.choice(CLASS_NOUNS), rng)
@@ -157,7 +182,7 @@ def sample_scene(rng: random.Random, class_noun: str | None = None, instance: In
         context = rng.choice(CONTEXTS).name
     elif pick >= kinds[0] + kinds[1]:
         prop = rng.choice(PROPERTIES)
-    return Scene(instance, context, prop, sample_pose(rng), seed=rng.randrange(2 ** 31))
+    return Scene(instance, context, prop, sample_pose(rng), seed=rng.randrange(2**31))
 
 
 __all__ = ["CONTEXTS", "STUDIO", "Pose", "Scene", "caption", "parse_prompt", "render", "sample_pose", "sample_scene"]

@@ -25,9 +25,9 @@ class Context:
     name: str
     phrase: str
     draw: Draw
-    ground: float = 0.92       # where the object's base stands, fraction of the image height
-    cover: str | None = None   # "water" or "milk": a surface over the object's lower part
-    mirror: bool = False       # a reflection of the object below its base
+    ground: float = 0.92  # where the object's base stands, fraction of the image height
+    cover: str | None = None  # "water" or "milk": a surface over the object's lower part
+    mirror: bool = False  # a reflection of the object below its base
 
 
 def _jit(rng: random.Random, rgb, amount: int = 12):
@@ -42,8 +42,9 @@ def _sky(d, rng, s, horizon: float, top=(150, 195, 240), bottom=(205, 228, 250))
 
 
 def _studio(d, rng, s):
-    wall = _jit(rng, rng.choice([(226, 232, 242), (244, 232, 220), (228, 240, 226), (238, 228, 242), (240, 238, 222)]),
-                8)
+    wall = _jit(
+        rng, rng.choice([(226, 232, 242), (244, 232, 220), (228, 240, 226), (238, 228, 242), (240, 238, 222)]), 8
+    )
     d.rectangle([0, 0, s, s], fill=wall)
     d.rectangle([0, int(s * 0.74), s, s], fill=tuple(int(c * 0.82) for c in wall))
 
@@ -132,14 +133,20 @@ def _city(d, rng, s):
 
 def _mountain(d, rng, s):
     _sky(d, rng, s, 0.75)
-    for k in range(3):
+    for _ in range(3):
         peak_x, peak_y = rng.uniform(0.1, 0.9) * s, rng.uniform(0.12, 0.3) * s
         base = rng.uniform(0.45, 0.6) * s
         colour = _jit(rng, (110, 110, 140), 12)
         d.polygon([(peak_x - base, s * 0.75), (peak_x, peak_y), (peak_x + base, s * 0.75)], fill=colour)
         cap = 0.25
-        d.polygon([(peak_x - base * cap, peak_y + (s * 0.75 - peak_y) * cap), (peak_x, peak_y),
-                   (peak_x + base * cap, peak_y + (s * 0.75 - peak_y) * cap)], fill=(250, 250, 252))
+        d.polygon(
+            [
+                (peak_x - base * cap, peak_y + (s * 0.75 - peak_y) * cap),
+                (peak_x, peak_y),
+                (peak_x + base * cap, peak_y + (s * 0.75 - peak_y) * cap),
+            ],
+            fill=(250, 250, 252),
+        )
     d.rectangle([0, int(s * 0.74), s, s], fill=(100, 160, 80))
 
 
@@ -164,8 +171,9 @@ def _purple_rug_forest(d, rng, s):
         d.ellipse([x - r, s * 0.05, x + r + s * 0.05, s * 0.05 + 2 * r], fill=_jit(rng, (30, 110, 45), 15))
     d.rectangle([0, int(s * 0.7), s, s], fill=(70, 60, 40))
     d.rounded_rectangle([s * 0.08, s * 0.74, s * 0.92, s * 0.98], radius=s * 0.04, fill=(120, 50, 160))
-    d.rounded_rectangle([s * 0.13, s * 0.78, s * 0.87, s * 0.94], radius=s * 0.03, outline=(190, 120, 220),
-                        width=int(s * 0.015))
+    d.rounded_rectangle(
+        [s * 0.13, s * 0.78, s * 0.87, s * 0.94], radius=s * 0.03, outline=(190, 120, 220), width=int(s * 0.015)
+    )
 
 
 def _wheat_field(d, rng, s):
@@ -198,8 +206,11 @@ def _eiffel_tower(d, rng, s):
     base_y, top_y = s * 0.85, s * 0.85 - h
     colour = (85, 70, 60)
     for side in (-1, 1):
-        d.line([tx + side * s * 0.2, base_y, tx + side * s * 0.02, top_y + h * 0.15, tx, top_y], fill=colour,
-               width=int(s * 0.025))
+        d.line(
+            [tx + side * s * 0.2, base_y, tx + side * s * 0.02, top_y + h * 0.15, tx, top_y],
+            fill=colour,
+            width=int(s * 0.025),
+        )
     for frac, half in ((0.35, 0.12), (0.6, 0.07), (0.8, 0.04)):
         y = base_y - h * frac
         d.rectangle([tx - half * s, y - 4, tx + half * s, y + 4], fill=colour)

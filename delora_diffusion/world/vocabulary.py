@@ -12,7 +12,7 @@ import json
 import string
 from pathlib import Path
 
-from .objects import CLASS_NOUNS, PROPERTIES
+from .objects import CLASS_NOUNS, PALETTE, PATTERN_WORDS, PROPERTIES
 from .scenes import CONTEXTS
 
 # Identifiers people use for DreamBooth subjects; none occurs in a pretraining caption.
@@ -22,7 +22,16 @@ SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
 def caption_words() -> list[str]:
     """Every word a pretraining caption can contain, in a fixed order."""
-    text = " ".join(["a photo of", *CLASS_NOUNS, *PROPERTIES, *(c.phrase for c in CONTEXTS)])
+    text = " ".join(
+        [
+            "a an photo of with parts",
+            *CLASS_NOUNS,
+            *PROPERTIES,
+            *PALETTE,
+            *PATTERN_WORDS.values(),
+            *(c.phrase for c in CONTEXTS),
+        ]
+    )
     return list(dict.fromkeys(text.lower().split()))
 
 
@@ -39,8 +48,14 @@ def write_vocabulary(folder: str | Path) -> tuple[Path, Path]:
     alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
     tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.BpeTrainer(vocab_size=100_000, min_frequency=1, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=alphabet, end_of_word_suffix="</w>", show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=100_000,
+        min_frequency=1,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=alphabet,
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(words, trainer)
     model = json.loads(tokenizer.to_str())["model"]
     vocab = dict(model["vocab"])
@@ -56,7 +71,7 @@ def write_vocabulary(folder: str | Path) -> tuple[Path, Path]:
 
 
 def build_tokenizer(folder: str | Path, max_length: int = 16):
-    """A ``CLIPTokenizer`` over the world's words; ``max_length`` tokens per prompt (captions take ≤ 14)."""
+    """A ``CLIPTokenizer`` over the world's words; ``max_length`` tokens per prompt (captions take ≤ 18)."""
     from transformers import CLIPTokenizer
 
     vocab_file, merges_file = write_vocabulary(folder)
