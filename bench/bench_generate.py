@@ -36,7 +36,9 @@ def images_per_second(pipe, count: int, batch_size: int, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--model", help="pipeline folder or hub id (default: the tiny model)")
     parser.add_argument("--adapter", help="adapter file (default: a random DeLoRA adapter)")
     parser.add_argument("--device", default="auto")
@@ -55,8 +57,10 @@ def main() -> None:
             attach(unet, AdapterConfig(method="delora", rank=16))
             adapter = save_adapter(unet, Path(tmp) / "adapter.safetensors", base_model=model)
         pipe = load_pipeline(model, device=args.device)
-        print(f"model {model} on {pipe.device} ({pipe.unet.dtype}), {args.steps} steps, "
-              f"torch threads {torch.get_num_threads()}")
+        print(
+            f"model {model} on {pipe.device} ({pipe.unet.dtype}), {args.steps} steps, "
+            f"torch threads {torch.get_num_threads()}"
+        )
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             rates = {}
             remove_adapter(pipe)

@@ -26,16 +26,46 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("delora", "lora", "dora", "ether", "etherplus")
 
 
-def run_method(method: str, model: str, resolution: int, steps: int, rank: int, threads: int | None,
-               work: Path) -> dict:
+def run_method(
+    method: str, model: str, resolution: int, steps: int, rank: int, threads: int | None, work: Path
+) -> dict:
     out = work / f"{method}-{resolution}"
-    command = [sys.executable, str(ROOT / "train_dreambooth.py"), "--pretrained_model_name_or_path", model,
-               "--instance_data_dir", str(ROOT / "subjects" / "robot"), "--instance_prompt", "a photo of sks toy",
-               "--with_prior_preservation", "--class_prompt", "a photo of a toy", "--num_class_images", "5",
-               "--class_data_dir", str(work / f"class-{resolution}"), "--class_inference_steps", "5",
-               "--resolution", str(resolution), "--center_crop", "--adapter", method, "--rank", str(rank),
-               "--train_batch_size", "1", "--max_train_steps", str(steps), "--checkpointing_steps", "0",
-               "--output_dir", str(out), "--log_weight_distance_steps", str(steps)]
+    command = [
+        sys.executable,
+        str(ROOT / "train_dreambooth.py"),
+        "--pretrained_model_name_or_path",
+        model,
+        "--instance_data_dir",
+        str(ROOT / "subjects" / "robot"),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--with_prior_preservation",
+        "--class_prompt",
+        "a photo of a toy",
+        "--num_class_images",
+        "5",
+        "--class_data_dir",
+        str(work / f"class-{resolution}"),
+        "--class_inference_steps",
+        "5",
+        "--resolution",
+        str(resolution),
+        "--center_crop",
+        "--adapter",
+        method,
+        "--rank",
+        str(rank),
+        "--train_batch_size",
+        "1",
+        "--max_train_steps",
+        str(steps),
+        "--checkpointing_steps",
+        "0",
+        "--output_dir",
+        str(out),
+        "--log_weight_distance_steps",
+        str(steps),
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -58,7 +88,9 @@ def _step_times(logdir: Path) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--model", help="pipeline folder or hub id (default: the tiny model, built if missing)")
     parser.add_argument("--resolution", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--steps", type=int, default=30)
@@ -78,11 +110,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for resolution in args.resolution:
             for method in args.methods:
-                results[f"{method}@{resolution}"] = run_method(method, args.model, resolution, args.steps, args.rank,
-                                                               args.threads, Path(work))
+                results[f"{method}@{resolution}"] = run_method(
+                    method, args.model, resolution, args.steps, args.rank, args.threads, Path(work)
+                )
                 print(json.dumps({f"{method}@{resolution}": results[f"{method}@{resolution}"]}), flush=True)
-    print(f"\n{args.model}, rank {args.rank}, {args.steps} steps, batch 1 instance + 1 class image, "
-          f"threads {args.threads or 'default'}\n")
+    print(
+        f"\n{args.model}, rank {args.rank}, {args.steps} steps, batch 1 instance + 1 class image, "
+        f"threads {args.threads or 'default'}\n"
+    )
     print("| method | resolution | s / step | run wall s |\n| --- | ---: | ---: | ---: |")
     for key, r in results.items():
         method, resolution = key.split("@")

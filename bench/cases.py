@@ -25,10 +25,27 @@ METHOD_CONFIGS = {
 
 LAYER_CASES = ["peft-lora", "peft-delora", "base", *METHOD_CONFIGS]
 STEP_CASES = ["none", "lora", "dora", "delora", "delora-zero_b", "ether", "etherplus"]
-INFER_CASES = ["base", "delora-merged", "etherplus-merged", "lora-unmerged", "dora-unmerged", "delora-unmerged",
-               "ether-unmerged", "etherplus-unmerged"]
-CACHE_CASES = ["tiny-cached", "tiny-fresh_latents", "tiny-uncached", "tinyxl-cached", "tinyxl-fresh_latents",
-               "tinyxl-uncached", "sd15-cached", "sd15-fresh_latents", "sd15-uncached"]
+INFER_CASES = [
+    "base",
+    "delora-merged",
+    "etherplus-merged",
+    "lora-unmerged",
+    "dora-unmerged",
+    "delora-unmerged",
+    "ether-unmerged",
+    "etherplus-unmerged",
+]
+CACHE_CASES = [
+    "tiny-cached",
+    "tiny-fresh_latents",
+    "tiny-uncached",
+    "tinyxl-cached",
+    "tinyxl-fresh_latents",
+    "tinyxl-uncached",
+    "sd15-cached",
+    "sd15-fresh_latents",
+    "sd15-uncached",
+]
 
 
 def _median_ms(fn, warmup: int, reps: int) -> float:
@@ -50,8 +67,11 @@ def _layer(case: str, width: int) -> nn.Module:
     if case in ("peft-lora", "peft-delora"):
         from peft import DeloraConfig, LoraConfig, inject_adapter_in_model
 
-        config = (LoraConfig(r=16, lora_alpha=32, target_modules=["layer"]) if case == "peft-lora"
-                  else DeloraConfig(r=16, delora_lambda=15, target_modules=["layer"]))
+        config = (
+            LoraConfig(r=16, lora_alpha=32, target_modules=["layer"])
+            if case == "peft-lora"
+            else DeloraConfig(r=16, delora_lambda=15, target_modules=["layer"])
+        )
         holder = nn.Module()
         holder.layer = base
         inject_adapter_in_model(config, holder)
@@ -123,8 +143,8 @@ def _cache_components(size: str):
     """Frozen components as the trainer holds them: the tiny SD or SDXL pipeline (``tinyxl``) loaded from disk
     through the trainer's loader, or SD 1.5-shaped modules with random weights (built in memory: 4 GB are not
     worth writing)."""
-    from delora_diffusion.training.components import Components, load_components
     from delora_diffusion.models.tiny import ensure_tiny
+    from delora_diffusion.training.components import Components, load_components
 
     tiny = str(ensure_tiny("sd"))
     if size in ("tiny", "tinyxl"):
@@ -134,12 +154,19 @@ def _cache_components(size: str):
 
     from delora_diffusion.models.sd15 import sd15_text_encoder, sd15_unet, sd15_vae
 
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000)  # SD 1.5's training schedule
+    scheduler = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )  # SD 1.5's training schedule
     # The tiny tokenizer's ids fit the SD 1.5 vocabulary; only the encoder's cost matters here.
     tokenizer = CLIPTokenizer.from_pretrained(tiny, subfolder="tokenizer")
-    return Components(base_model="sd15-random", tokenizer=tokenizer, text_encoder=sd15_text_encoder(),
-                      vae=sd15_vae(), unet=sd15_unet(), noise_scheduler=scheduler), 256
+    return Components(
+        base_model="sd15-random",
+        tokenizer=tokenizer,
+        text_encoder=sd15_text_encoder(),
+        vae=sd15_vae(),
+        unet=sd15_unet(),
+        noise_scheduler=scheduler,
+    ), 256
 
 
 def cache_case(case: str, quick: bool) -> dict:
@@ -167,14 +194,32 @@ def cache_case(case: str, quick: bool) -> dict:
     for module in (components.vae, *components.text_encoders(), components.unet):
         module.requires_grad_(False)
     root = Path(__file__).resolve().parents[1]
-    args, _ = build_args(["--pretrained_model_name_or_path", components.base_model,
-                          "--instance_data_dir", str(root / "subjects" / "robot"),
-                          "--instance_prompt", "a photo of sks toy", "--resolution", str(resolution), "--center_crop",
-                          "--adapter", "delora", "--rank", "16",
-                          "--cache_latents" if mode == "cached" else "--no_cache_latents"])
+    args, _ = build_args(
+        [
+            "--pretrained_model_name_or_path",
+            components.base_model,
+            "--instance_data_dir",
+            str(root / "subjects" / "robot"),
+            "--instance_prompt",
+            "a photo of sks toy",
+            "--resolution",
+            str(resolution),
+            "--center_crop",
+            "--adapter",
+            "delora",
+            "--rank",
+            "16",
+            "--cache_latents" if mode == "cached" else "--no_cache_latents",
+        ]
+    )
     accelerator = Accelerator(cpu=True)
-    context = RunContext(args=args, accelerator=accelerator, components=components, weight_dtype=torch.float32,
-                         output_dir=root / "outputs" / "bench")
+    context = RunContext(
+        args=args,
+        accelerator=accelerator,
+        components=components,
+        weight_dtype=torch.float32,
+        output_dir=root / "outputs" / "bench",
+    )
     task = DreamBoothTask(args)
     dataset = task.build_dataset(context)
     attach(components.unet, adapter_config_from_args(args))

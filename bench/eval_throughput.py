@@ -48,9 +48,20 @@ def build_folders(root: Path, subjects: int, prompts: int, seeds: int, size: int
             folder.mkdir(parents=True)
             for seed in range(seeds):
                 _picture(rng, size).save(folder / f"{seed}.png")
-                lines.append(json.dumps({"subject": subject, "prompt_index": p, "prompt": f"a sks toy scene {p}",
-                                         "class_prompt": f"a toy scene {p}", "token": "sks", "class_noun": "toy",
-                                         "seed": seed, "file": f"{p:02d}/{seed}.png"}))
+                lines.append(
+                    json.dumps(
+                        {
+                            "subject": subject,
+                            "prompt_index": p,
+                            "prompt": f"a sks toy scene {p}",
+                            "class_prompt": f"a toy scene {p}",
+                            "token": "sks",
+                            "class_noun": "toy",
+                            "seed": seed,
+                            "file": f"{p:02d}/{seed}.png",
+                        }
+                    )
+                )
         (gen / subject / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return real, gen
 
@@ -75,21 +86,33 @@ def main() -> None:
         real, gen = build_folders(Path(tmp), args.subjects, args.prompts, args.seeds, args.size)
         n_gen = args.subjects * args.prompts * args.seeds
         n_real = args.subjects * 4
-        print(f"{n_gen} generated {args.size}x{args.size} PNGs, {n_real} real 1024x1024 JPEGs, "
-              f"batch {args.batch_size}, {args.workers} decode threads, {args.device}, torch threads "
-              f"{__import__('torch').get_num_threads()}")
+        print(
+            f"{n_gen} generated {args.size}x{args.size} PNGs, {n_real} real 1024x1024 JPEGs, "
+            f"batch {args.batch_size}, {args.workers} decode threads, {args.device}, torch threads "
+            f"{__import__('torch').get_num_threads()}"
+        )
         for protocol in ("oft", "dreambooth"):
             settings = DreamBoothEvalSettings(
-                real_dir=real, generated_dir=gen, protocol=protocol, dino_model=str(dino), clip_model=str(clip),
-                batch_size=args.batch_size, workers=args.workers, device=args.device, cache_dir=Path(tmp) / "cache",
-                progress=False)
+                real_dir=real,
+                generated_dir=gen,
+                protocol=protocol,
+                dino_model=str(dino),
+                clip_model=str(clip),
+                batch_size=args.batch_size,
+                workers=args.workers,
+                device=args.device,
+                cache_dir=Path(tmp) / "cache",
+                progress=False,
+            )
             for label in ("cold cache", "warm cache"):
                 start = time.perf_counter()
                 results = evaluate_dreambooth(settings)
                 wall = time.perf_counter() - start
                 loop = results["timing"]["seconds"]
-                print(f"{protocol:>10} {label}: {n_gen / loop:6.1f} generated images/s "
-                      f"(scoring loop {loop:.2f} s; {wall:.2f} s with backbone loading)")
+                print(
+                    f"{protocol:>10} {label}: {n_gen / loop:6.1f} generated images/s "
+                    f"(scoring loop {loop:.2f} s; {wall:.2f} s with backbone loading)"
+                )
 
 
 if __name__ == "__main__":

@@ -30,12 +30,21 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds after one warm-up round (default 8)")
-    parser.add_argument("--mode", choices=["step", "infer"], default="step",
-                        help="step: forward+backward+AdamW, batch 1; infer: no-grad forward, batch 2 (guidance)")
-    parser.add_argument("--cases", help="comma-separated cases, the first is the baseline (default: step "
-                        "lora,delora,delora-zero_b; infer none,delora-merged,etherplus-merged,delora)")
+    parser.add_argument(
+        "--mode",
+        choices=["step", "infer"],
+        default="step",
+        help="step: forward+backward+AdamW, batch 1; infer: no-grad forward, batch 2 (guidance)",
+    )
+    parser.add_argument(
+        "--cases",
+        help="comma-separated cases, the first is the baseline (default: step "
+        "lora,delora,delora-zero_b; infer none,delora-merged,etherplus-merged,delora)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="2 rounds (as every bench script: a smoke run)")
     args = parser.parse_args(argv)
@@ -57,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = (args.cases or default).split(",")
     unknown = [m for m in methods if m != "none" and m.removesuffix("-merged") not in METHOD_CONFIGS]
     if unknown:
-        parser.error(f"--cases: unknown {', '.join(unknown)}; choose from none, {', '.join(METHOD_CONFIGS)} "
-                     "(each also as NAME-merged)")
+        parser.error(
+            f"--cases: unknown {', '.join(unknown)}; choose from none, {', '.join(METHOD_CONFIGS)} "
+            "(each also as NAME-merged)"
+        )
     torch.manual_seed(0)
     base = sd15_unet()
     base.requires_grad_(False)
@@ -92,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         steps[method] = step
     del base
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}; "
-          f"{args.mode}, {args.rounds} rounds after 1 warm-up\n", flush=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}; "
+        f"{args.mode}, {args.rounds} rounds after 1 warm-up\n",
+        flush=True,
+    )
     times: dict[str, list[float]] = {m: [] for m in methods}
     for round_index in range(args.rounds + 1):
-        order = methods[round_index % len(methods):] + methods[:round_index % len(methods)]
+        order = methods[round_index % len(methods) :] + methods[: round_index % len(methods)]
         for method in order:
             start = time.perf_counter()
             steps[method]()
@@ -107,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | ---: | ---: | ---: | ---: |")
     for method in methods:
         ratios = [a / b for a, b in zip(times[method], times[baseline])]
-        print(f"| {method} | {statistics.median(times[method]):.3f} | {min(times[method]):.3f} | "
-              f"{statistics.median(ratios):.3f} | {min(times[method]) / min(times[baseline]):.3f} |")
+        print(
+            f"| {method} | {statistics.median(times[method]):.3f} | {min(times[method]):.3f} | "
+            f"{statistics.median(ratios):.3f} | {min(times[method]) / min(times[baseline]):.3f} |"
+        )
     return 0
 
 

@@ -30,8 +30,11 @@ SUITES = {
     "layers": (cases.LAYER_CASES, "peft-lora", "adapter layer forward+backward, SD1.5 projection shapes"),
     "step": (cases.STEP_CASES, "lora", "training step, SD1.5-architecture UNet, 256 px, batch 1"),
     "infer": (cases.INFER_CASES, "base", "UNet forward (inference), SD1.5 architecture, 256 px"),
-    "cache": (cases.CACHE_CASES, "{model}-cached",
-              "DreamBooth training step (the trainer's code) with / without cached latents + text embeddings"),
+    "cache": (
+        cases.CACHE_CASES,
+        "{model}-cached",
+        "DreamBooth training step (the trainer's code) with / without cached latents + text embeddings",
+    ),
 }
 
 
@@ -48,8 +51,12 @@ def run_case(suite: str, case: str, quick: bool, threads: int | None = None) -> 
 
 def report(suite: str, results: dict[str, dict]) -> str:
     _, baseline, title = SUITES[suite]
-    lines = [f"### {title}", "", "| case | median ms | ratio to " + baseline + " | extra ratios | max RSS MB |",
-             "| --- | ---: | ---: | --- | ---: |"]
+    lines = [
+        f"### {title}",
+        "",
+        "| case | median ms | ratio to " + baseline + " | extra ratios | max RSS MB |",
+        "| --- | ---: | ---: | --- | ---: |",
+    ]
     for case, r in results.items():
         if "error" in r:
             lines.append(f"| {case} | error: {r['error']} | | | |")
@@ -59,14 +66,17 @@ def report(suite: str, results: dict[str, dict]) -> str:
         ratio = f"{r['ms'] / base:.3f}" if base else "-"
         extra = ", ".join(
             f"vs {other}: {r['ms'] / results[other]['ms']:.3f}"
-            for other in r.get("compare", []) if results.get(other, {}).get("ms")
+            for other in r.get("compare", [])
+            if results.get(other, {}).get("ms")
         )
         lines.append(f"| {case} | {r['ms']:.2f} | {ratio} | {extra} | {r['max_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("suite", nargs="?", choices=[*SUITES, "all"], default="all")
     parser.add_argument("case", nargs="?")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
@@ -79,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     threads = args.threads or torch.get_num_threads()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {threads}{' (--quick: few repetitions)' if args.quick else ''}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"threads {threads}{' (--quick: few repetitions)' if args.quick else ''}\n"
+    )
     for suite in SUITES if args.suite == "all" else [args.suite]:
         names = SUITES[suite][0]
         results = {name: run_case(suite, name, args.quick, args.threads) for name in names}

@@ -30,15 +30,44 @@ HELP_CASES = [
     ("train_semantic.py --help", ["train_semantic.py", "--help"]),
     ("generate.py --help", ["generate.py", "--help"]),
     ("generate.py semantic --help", ["generate.py", "semantic", "--help"]),
-    ("delora-eval --help", ["-c", "import sys; from delora_diffusion.evaluation.cli import main; sys.exit(main())", "--help"]),
-    ("delora-export --help", ["-c", "import sys; from delora_diffusion.cli import export_main; sys.exit(export_main())", "--help"]),
-    ("delora-sweep --help", ["-c", "import sys; from delora_diffusion.studies.sweep import main; sys.exit(main())", "--help"]),
+    (
+        "delora-eval --help",
+        ["-c", "import sys; from delora_diffusion.evaluation.cli import main; sys.exit(main())", "--help"],
+    ),
+    (
+        "delora-export --help",
+        ["-c", "import sys; from delora_diffusion.cli import export_main; sys.exit(export_main())", "--help"],
+    ),
+    (
+        "delora-sweep --help",
+        ["-c", "import sys; from delora_diffusion.studies.sweep import main; sys.exit(main())", "--help"],
+    ),
     ("flag error (train_dreambooth.py --rank x)", ["train_dreambooth.py", "--rank", "x"]),
 ]
-TRAIN_CASE = ("train_dreambooth.py, 1 step (tiny model)", [
-    "train_dreambooth.py", "--pretrained_model_name_or_path", "{tiny}", "--instance_data_dir", "{data}",
-    "--instance_prompt", "a photo of sks toy", "--resolution", "64", "--max_train_steps", "1", "--rank", "4",
-    "--validation_steps", "0", "--output_dir", "{out}", "--num_threads", "1"])
+TRAIN_CASE = (
+    "train_dreambooth.py, 1 step (tiny model)",
+    [
+        "train_dreambooth.py",
+        "--pretrained_model_name_or_path",
+        "{tiny}",
+        "--instance_data_dir",
+        "{data}",
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "64",
+        "--max_train_steps",
+        "1",
+        "--rank",
+        "4",
+        "--validation_steps",
+        "0",
+        "--output_dir",
+        "{out}",
+        "--num_threads",
+        "1",
+    ],
+)
 
 
 def _materialise(revision: str, into: Path) -> Path:
@@ -58,8 +87,9 @@ def _time(tree: Path, argv: list[str], env: dict) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--baseline", default="5f6def6", help="git revision to compare with (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round (default 5)")
     parser.add_argument("--no_train", action="store_true", help="--help cases only")
@@ -81,9 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[tuple[str, str], list[float]] = {}
         for round_index in range(args.rounds + 1):  # round 0 warms the file cache
             for label, case_argv in cases:
-                for tree_name, tree in (trees.items() if round_index % 2 else reversed(trees.items())):
-                    filled = [a.format(out=scratch / f"run-{tree_name[:4]}-{round_index}", **fill)
-                              if "{" in a else a for a in case_argv] if not args.no_train else case_argv
+                for tree_name, tree in trees.items() if round_index % 2 else reversed(trees.items()):
+                    filled = (
+                        [
+                            a.format(out=scratch / f"run-{tree_name[:4]}-{round_index}", **fill) if "{" in a else a
+                            for a in case_argv
+                        ]
+                        if not args.no_train
+                        else case_argv
+                    )
                     seconds = _time(tree, filled, env)
                     if round_index:
                         times.setdefault((label, tree_name), []).append(seconds)

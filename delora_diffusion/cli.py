@@ -28,18 +28,27 @@ def export_main(argv: list[str] | None = None) -> int:
     from .models.families import SINGLE_FILE_CONFIG_HELP
 
     parser = argparse.ArgumentParser(prog="delora-export", description=export_main.__doc__, allow_abbrev=False)
-    parser.add_argument("--adapter", required=True, help="adapter.safetensors written by delora-diffusion")
+    parser.add_argument(  # --adapter (a method in the trainers) kept as the earlier spelling
+        "--adapter_file",
+        "--adapter",
+        dest="adapter",
+        required=True,
+        help="adapter.safetensors written by delora-diffusion",
+    )
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="output .safetensors file")
-    parser.add_argument("--base_model", help="base pipeline path, hub id or single-file checkpoint (default: the one "
-                                             "stored in the adapter)")
-    parser.add_argument("--single_file_config", metavar="PATH_OR_ID",
-                        help=SINGLE_FILE_CONFIG_HELP)
+    parser.add_argument(
+        "--base_model",
+        help="base pipeline path, hub id or single-file checkpoint (default: the one stored in the adapter)",
+    )
+    parser.add_argument("--single_file_config", metavar="PATH_OR_ID", help=SINGLE_FILE_CONFIG_HELP)
     parser.add_argument("--scale", type=float, default=1.0, help="bake this strength into the exported update")
     args = parser.parse_args(argv)
     if Path(args.out).is_dir():  # checked first: the error would otherwise name an internal temporary file
-        parser.error(f"--out {args.out} is a folder; give the .safetensors file to write, e.g. "
-                     f"{Path(args.out) / 'pytorch_lora_weights.safetensors'}")
+        parser.error(
+            f"--out {args.out} is a folder; give the .safetensors file to write, e.g. "
+            f"{Path(args.out) / 'pytorch_lora_weights.safetensors'}"
+        )
     problem = folder_problem(Path(args.out).parent)
     if problem:
         parser.error(f"--out {args.out}: its folder {Path(args.out).parent} {problem}")
@@ -58,16 +67,18 @@ def export_main(argv: list[str] | None = None) -> int:
         check_other_models(args)
         source = resolve_base_model(base, args.single_file_config)
         unet = load_unet(source)
-        encoders = {name: load_text_encoder(source, name) for name in TEXT_ENCODERS
-                    if adapter.targets_of(name)}
+        encoders = {name: load_text_encoder(source, name) for name in TEXT_ENCODERS if adapter.targets_of(name)}
         load_adapter(unet, args.adapter, model_name=base, **encoders)
         for model in (unet, *encoders.values()):
             set_scale(model, args.scale)
         out = export_lora(unet, args.out, args.format, encoders)
     except (AdapterFileError, OSError, ValueError) as exc:
         # A file from an older version records the base model only as typed, relative to where training ran.
-        hint = "" if args.base_model or isinstance(exc, AdapterFileError) else \
-            f" (the base model is the one {args.adapter} records; name it with --base_model)"
+        hint = (
+            ""
+            if args.base_model or isinstance(exc, AdapterFileError)
+            else f" (the base model is the one {args.adapter} records; name it with --base_model)"
+        )
         print(f"delora-export: error: {exc}{hint}", file=sys.stderr)
         return 2
     print(f"wrote {args.format} LoRA ({adapter.config.method}, {len(adapter.layers)} layers) to {out}")

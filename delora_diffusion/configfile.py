@@ -16,8 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
 
-class ConfigFileError(ValueError):
+
+class ConfigFileError(UserError):
     """A YAML config file that cannot be used; the message names the file and the key."""
 
 
@@ -48,7 +50,8 @@ def load_yaml(path: str | Path):
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", metavar="YAML",
+        "--config",
+        metavar="YAML",
         help="YAML file of flag_name: value pairs (any flag below); flags given on the command line override it",
     )
 
@@ -91,6 +94,7 @@ def _tokens_for(key: str, value, actions: list[argparse.Action], source: str) ->
 
 def _check_tokens(parser: argparse.ArgumentParser, key: str, tokens: list[str], source: str) -> None:
     """Parse one key's tokens alone so that a bad value is reported with the file and key."""
+
     def fail(message: str):
         raise ConfigFileError(f"{source}: key '{key}': {message}")
 
@@ -160,8 +164,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     known, _ = pre.parse_known_args(argv)
     tokens: list[str] = []
     if known.config and len(known.config) > 1:
-        parser.error(f"--config is given {len(known.config)} times ({', '.join(known.config)}): give one file "
-                     f"(flags after it override its values)")
+        parser.error(
+            f"--config is given {len(known.config)} times ({', '.join(known.config)}): give one file "
+            f"(flags after it override its values)"
+        )
     config = known.config[0] if known.config else None
     if config:
         try:
@@ -172,6 +178,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     args.config = config
     if config:
         from_file = _given_flags(parser, tokens) - _given_flags(parser, argv)
-        _errors_name_the_file(parser, {flag: f"{config}, key '{a.dest}'" for a in parser._actions
-                                       if a.dest in from_file for flag in a.option_strings})
+        _errors_name_the_file(
+            parser,
+            {
+                flag: f"{config}, key '{a.dest}'"
+                for a in parser._actions
+                if a.dest in from_file
+                for flag in a.option_strings
+            },
+        )
     return args

@@ -18,6 +18,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # PIL is imported where images are saved, not by every user of this module
+    from PIL.Image import Image as PILImage
 
 
 def _file_mode() -> int:
@@ -31,7 +35,7 @@ _FILE_MODE = _file_mode()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,23 +50,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_json_atomic(data, path: str | os.PathLike, indent: int = 2, sort_keys: bool = False) -> Path:
+def write_json_atomic(data: Any, path: str | os.PathLike[str], indent: int = 2, sort_keys: bool = False) -> Path:
     """``data`` as indented JSON (one trailing newline), written atomically; returns the path."""
     atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
     return Path(path)
 
 
-def json_lines(path: str | os.PathLike, error: type[Exception] = ValueError, expected: str = "JSON",
-               advice: str = "", text: str | None = None) -> Iterator[tuple[str, object]]:
+def json_lines(
+    path: str | os.PathLike[str],
+    error: type[Exception] = ValueError,
+    expected: str = "JSON",
+    advice: str = "",
+    text: str | None = None,
+) -> Iterator[tuple[str, Any]]:
     """``("path:line", value)`` for every non-empty line of a JSON-lines file (``text``: its content, when
     already read); a line that does not parse raises ``error`` naming the file, the line and what was
     ``expected``, then ``advice``."""
@@ -78,14 +87,14 @@ def json_lines(path: str | os.PathLike, error: type[Exception] = ValueError, exp
         yield f"{path}:{number}", value
 
 
-def save_png_atomic(image, path: str | os.PathLike) -> Path:
+def save_png_atomic(image: PILImage, path: str | os.PathLike[str]) -> Path:
     """A PIL image as PNG, written atomically; returns the path."""
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return Path(path)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -94,7 +103,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def folder_problem(path: str | os.PathLike) -> str | None:
+def folder_problem(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be (or become) a folder we write into, or None: it, or a parent, is a file."""
     for candidate in (Path(path), *Path(path).parents):
         if candidate.exists():
@@ -124,7 +133,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporary files and folders (anywhere under ``folder``) of writers that died; returns them.
 
     A temporary whose process is alive (another run writing now) is left alone; one of an older version,

@@ -17,15 +17,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 WHITE = (255, 255, 255)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """A file that cannot be decoded as an image; the message names it."""
 
 
-class ImageDataError(ValueError):
+class ImageDataError(UserError):
     """A data folder or image that cannot be used for training; the message names it."""
 
 
@@ -43,9 +45,9 @@ def background_colour(text: str) -> tuple[int, int, int]:
 class Decoded:
     """An image as used, and what decoding had to change (for one summary line per folder)."""
 
-    image: Image.Image      # RGB, 8 bits per channel
-    high_bit_depth: bool    # scaled down from 16/32-bit samples
-    had_alpha: bool         # transparency composited over the background
+    image: Image.Image  # RGB, 8 bits per channel
+    high_bit_depth: bool  # scaled down from 16/32-bit samples
+    had_alpha: bool  # transparency composited over the background
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

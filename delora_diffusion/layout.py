@@ -14,10 +14,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from .errors import UserError
 from .fileio import atomic_write_bytes, json_lines
 
 METADATA_FILE = "metadata.jsonl"
@@ -25,14 +27,28 @@ METADATA_FILE = "metadata.jsonl"
 # Fields that decide the pixels of an image: a record on disk that differs from the planned one in any
 # of these was made with other settings and must not be mixed silently into the same folder.
 SETTINGS_FIELDS = (
-    "prompt", "negative_prompt", "seed", "base_model", "revision", "variant", "adapter_sha256", "scale", "loras",
-    "num_inference_steps", "guidance_scale", "scheduler", "zero_terminal_snr", "height", "width", "dtype",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "base_model",
+    "revision",
+    "variant",
+    "adapter_sha256",
+    "scale",
+    "loras",
+    "num_inference_steps",
+    "guidance_scale",
+    "scheduler",
+    "zero_terminal_snr",
+    "height",
+    "width",
+    "dtype",
 )
 
 _SUBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """An output folder or metadata file that does not follow the contract."""
 
 
@@ -48,16 +64,16 @@ def image_file(prompt_index: int, seed: int) -> str:
     return f"{prompt_index:02d}/{seed}.png"
 
 
-def record_key(record: dict) -> tuple[int, int]:
+def record_key(record: dict[str, Any]) -> tuple[int, int]:
     return int(record["prompt_index"]), int(record["seed"])
 
 
-def read_metadata(subject_dir: str | os.PathLike) -> dict[tuple[int, int], dict]:
+def read_metadata(subject_dir: str | os.PathLike[str]) -> dict[tuple[int, int], dict[str, Any]]:
     """Records of ``subject_dir/metadata.jsonl`` by (prompt_index, seed); empty when the file is absent."""
     path = Path(subject_dir) / METADATA_FILE
     if not path.is_file():
         return {}
-    records: dict[tuple[int, int], dict] = {}
+    records: dict[tuple[int, int], dict[str, Any]] = {}
     advice = "; move the file away or pick another --output_dir"
     for where, record in json_lines(path, LayoutError, "a metadata record", advice):
         try:
@@ -67,7 +83,7 @@ def read_metadata(subject_dir: str | os.PathLike) -> dict[tuple[int, int], dict]
     return records
 
 
-def write_metadata(subject_dir: str | os.PathLike, records: dict[tuple[int, int], dict]) -> Path:
+def write_metadata(subject_dir: str | os.PathLike[str], records: dict[tuple[int, int], dict[str, Any]]) -> Path:
     """Rewrite ``metadata.jsonl`` whole (sorted by prompt index, then seed): small, and never half-written."""
     path = Path(subject_dir) / METADATA_FILE
     lines = [json.dumps(records[key], ensure_ascii=False) + "\n" for key in sorted(records)]
@@ -75,7 +91,7 @@ def write_metadata(subject_dir: str | os.PathLike, records: dict[tuple[int, int]
     return path
 
 
-def is_intact_image(path: str | os.PathLike) -> bool:
+def is_intact_image(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a complete image file (a kept image on rerun): its chunks and checksums are
     read, the pixels are not decoded (about a millisecond). A 0-byte or truncated file is not intact."""
     try:
@@ -90,25 +106,35 @@ def is_intact_image(path: str | os.PathLike) -> bool:
 _A1111_SAMPLERS = {"dpmsolver++": "DPM++ 2M", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "pndm": "PLMS"}
 
 
-def a1111_parameters(record: dict) -> str:
+def a1111_parameters(record: dict[str, Any]) -> str:
     """The ``parameters`` text AUTOMATIC1111 writes and shows (ComfyUI and image viewers read it too):
     the prompt, ``Negative prompt: ...``, then ``Steps: N, Sampler: ..., CFG scale: ..., Seed: ...`` etc."""
     lines = [record.get("prompt") or ""]
     if record.get("negative_prompt"):
         lines.append(f"Negative prompt: {record['negative_prompt']}")
-    fields = [("Steps", record.get("num_inference_steps")),
-              ("Sampler", _A1111_SAMPLERS.get(record.get("scheduler"), record.get("scheduler"))),
-              ("CFG scale", record.get("guidance_scale")), ("Seed", record.get("seed")),
-              ("Size", f"{record['width']}x{record['height']}" if record.get("width") and record.get("height") else None),
-              ("Model", Path(str(record["base_model"])).name if record.get("base_model") else None),
-              ("Adapter", f"{Path(str(record['adapter'])).name}:{record.get('scale', 1.0):g}" if record.get("adapter") else None),
-              ("Loras", ", ".join(f"{Path(str(lora['file'])).stem}:{lora['scale']:g}" for lora in record["loras"])
-               if record.get("loras") else None)]
+    fields = [
+        ("Steps", record.get("num_inference_steps")),
+        ("Sampler", _A1111_SAMPLERS.get(str(record.get("scheduler")), record.get("scheduler"))),
+        ("CFG scale", record.get("guidance_scale")),
+        ("Seed", record.get("seed")),
+        ("Size", f"{record['width']}x{record['height']}" if record.get("width") and record.get("height") else None),
+        ("Model", Path(str(record["base_model"])).name if record.get("base_model") else None),
+        (
+            "Adapter",
+            f"{Path(str(record['adapter'])).name}:{record.get('scale', 1.0):g}" if record.get("adapter") else None,
+        ),
+        (
+            "Loras",
+            ", ".join(f"{Path(str(lora['file'])).stem}:{lora['scale']:g}" for lora in record["loras"])
+            if record.get("loras")
+            else None,
+        ),
+    ]
     lines.append(", ".join(f"{key}: {value}" for key, value in fields if value is not None))
     return "\n".join(lines)
 
 
-def write_image(path: str | os.PathLike, image: Image.Image, record: dict | None = None) -> Path:
+def write_image(path: str | os.PathLike[str], image: Image.Image, record: dict[str, Any] | None = None) -> Path:
     """Save a PNG atomically; ``record`` is embedded as PNG text chunks so a lone file stays traceable: all of
     it as JSON (``delora_diffusion``), and the A1111-style ``parameters`` when it records a prompt."""
     info = PngInfo()
@@ -122,7 +148,7 @@ def write_image(path: str | os.PathLike, image: Image.Image, record: dict | None
     return Path(path)
 
 
-def settings_mismatch(existing: dict, planned: dict) -> str | None:
+def settings_mismatch(existing: dict[str, Any], planned: dict[str, Any]) -> str | None:
     """The first settings field on which two records of the same image differ, as ``field: old -> new``."""
     for name in SETTINGS_FIELDS:
         if existing.get(name) != planned.get(name):

@@ -26,8 +26,9 @@ def save_png(figure, path: Path | str, dpi: int = 120) -> Path:
     return path
 
 
-def labelled_scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, path: Path | str,
-                     title: str | None = None) -> Path:
+def labelled_scatter(
+    points: list[tuple[str, float, float]], xlabel: str, ylabel: str, path: Path | str, title: str | None = None
+) -> Path:
     """One labelled dot per (label, x, y), e.g. a run per method; written as PNG to ``path``."""
     figure, axis = pyplot().subplots(figsize=(6, 5))
     for label, x, y in points:

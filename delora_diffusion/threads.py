@@ -28,9 +28,13 @@ def _thread_count(text: str) -> int:
 
 def add_thread_arg(parser) -> None:
     """``--num_threads N`` on ``parser`` (or an argument group)."""
-    parser.add_argument("--num_threads", type=_thread_count, metavar="N",
-                        help=f"CPU threads per process (default: $OMP_NUM_THREADS, else {DEFAULT_THREADS}: "
-                             "more threads only pay on an otherwise idle machine)")
+    parser.add_argument(
+        "--num_threads",
+        type=_thread_count,
+        metavar="N",
+        help=f"CPU threads per process (default: $OMP_NUM_THREADS, else {DEFAULT_THREADS}: "
+        "more threads only pay on an otherwise idle machine)",
+    )
 
 
 def resolve_threads(requested: int | None) -> int:

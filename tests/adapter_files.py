@@ -10,8 +10,9 @@ import torch
 from delora_diffusion.adapters import AdapterConfig, adapter_layers, attach, save_adapter
 
 
-def make_adapter_file(unet, path: Path, base_model: str, method: str = "delora", seed: int = 0,
-                      noise: float = 0.3) -> Path:
+def make_adapter_file(
+    unet, path: Path, base_model: str, method: str = "delora", seed: int = 0, noise: float = 0.3
+) -> Path:
     """Attach ``method`` to ``unet`` (modified in place), perturb every trainable parameter, save to ``path``."""
     attach(unet, AdapterConfig(method=method, rank=4, lambda_init=2.0))
     generator = torch.Generator().manual_seed(seed)

@@ -34,6 +34,7 @@ def tiny_root(tmp_path_factory) -> Path:
 
 def _tiny_fixture(kind: str, what: str):
     """A session fixture: the path of the saved tiny ``kind`` model (``delora-make-tiny``'s builders)."""
+
     @pytest.fixture(scope="session", name=f"tiny_{kind}")
     def fixture(tiny_root) -> Path:
         from delora_diffusion.models.tiny import ensure_tiny
@@ -52,9 +53,10 @@ tiny_clip = _tiny_fixture("clip", "CLIP (transformers CLIPModel + processor with
 tiny_segformer = _tiny_fixture("segformer", "SegFormer with the 150 ADE20K labels (transformers model + processor)")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fresh_accelerate():
-    """A test that runs the trainer in-process, with accelerate's process-wide state reset around it."""
+    """Every test starts and ends with accelerate's process-wide state reset: a trainer run in-process builds
+    its own Accelerator, and accelerate keeps state between them."""
     reset_accelerate()
     yield
     reset_accelerate()

@@ -19,8 +19,9 @@ def draw(seed: int, size: tuple[int, int] = (64, 64), black: bool = False) -> Im
     return Image.fromarray(blocks).resize((width, height), Image.NEAREST)
 
 
-def make_real(root: Path, subjects: dict[str, int], classes: dict[str, str] | None = None,
-              size: tuple[int, int] = (96, 80)) -> Path:
+def make_real(
+    root: Path, subjects: dict[str, int], classes: dict[str, str] | None = None, size: tuple[int, int] = (96, 80)
+) -> Path:
     """REAL/<subject>/NN.jpg with ``subjects[subject]`` photos each, and a subject,class file when ``classes``."""
     for s_index, (subject, count) in enumerate(sorted(subjects.items())):
         folder = root / subject
@@ -32,8 +33,16 @@ def make_real(root: Path, subjects: dict[str, int], classes: dict[str, str] | No
     return root
 
 
-def make_generated(root: Path, subject: str, class_noun: str, layout: dict[int, int], black: set = frozenset(),
-                   seed_base: int = 0, metadata: bool = True, token: str = "sks") -> Path:
+def make_generated(
+    root: Path,
+    subject: str,
+    class_noun: str,
+    layout: dict[int, int],
+    black: set = frozenset(),
+    seed_base: int = 0,
+    metadata: bool = True,
+    token: str = "sks",
+) -> Path:
     """GEN/<subject>/<NN>/<seed>.png for ``layout`` {prompt_index: n_images}, plus metadata.jsonl.
 
     ``black`` holds (prompt_index, k) pairs drawn all black (a safety-filtered image).
@@ -46,13 +55,24 @@ def make_generated(root: Path, subject: str, class_noun: str, layout: dict[int, 
         for k in range(count):
             seed = 100 + k
             draw(seed_base + 31 * prompt_index + k, black=(prompt_index, k) in black).save(folder / f"{seed}.png")
-            lines.append({
-                "subject": subject, "prompt_index": prompt_index,
-                "prompt": f"a {token} {class_noun} scene {prompt_index}", "class_prompt": f"a {class_noun} scene {prompt_index}",
-                "token": token, "class_noun": class_noun, "seed": seed, "file": f"{prompt_index:02d}/{seed}.png",
-                "adapter": "adapter.safetensors", "scale": 1.0, "base_model": "tiny", "num_inference_steps": 2,
-                "guidance_scale": 7.5, "scheduler": "DDIMScheduler",
-            })
+            lines.append(
+                {
+                    "subject": subject,
+                    "prompt_index": prompt_index,
+                    "prompt": f"a {token} {class_noun} scene {prompt_index}",
+                    "class_prompt": f"a {class_noun} scene {prompt_index}",
+                    "token": token,
+                    "class_noun": class_noun,
+                    "seed": seed,
+                    "file": f"{prompt_index:02d}/{seed}.png",
+                    "adapter": "adapter.safetensors",
+                    "scale": 1.0,
+                    "base_model": "tiny",
+                    "num_inference_steps": 2,
+                    "guidance_scale": 7.5,
+                    "scheduler": "DDIMScheduler",
+                }
+            )
     if metadata:
         (subject_dir / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return subject_dir

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from adapter_helpers import ALL_METHODS, perturb
 from safetensors import safe_open
 
 from delora_diffusion.adapters import AdapterConfig, attach, lora_state_dict, save_adapter, set_scale
 from delora_diffusion.cli import export_main
-
-from adapter_helpers import ALL_METHODS, perturb
 
 PROMPT = "a sks dog in the jungle"
 
@@ -75,8 +74,19 @@ def test_dora_refuses_kohya_and_export_errors_are_clear(tiny_sd, tmp_path, capsy
     path = save_adapter(unet, tmp_path / "dora.safetensors", base_model=str(tiny_sd))
     assert export_main(["--adapter", str(path), "--format", "kohya", "--out", str(tmp_path / "k.safetensors")]) == 2
     assert "diffusers only" in capsys.readouterr().err
-    assert export_main(["--adapter", str(tmp_path / "nope.safetensors"), "--format", "kohya",
-                        "--out", str(tmp_path / "k.safetensors")]) == 2
+    assert (
+        export_main(
+            [
+                "--adapter",
+                str(tmp_path / "nope.safetensors"),
+                "--format",
+                "kohya",
+                "--out",
+                str(tmp_path / "k.safetensors"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a folder as --out: named as the user gave it, before any work
         export_main(["--adapter", str(path), "--format", "diffusers", "--out", str(tmp_path)])

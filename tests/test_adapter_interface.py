@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from adapter_helpers import ALL_METHODS, ToyModel, perturb, toy_inputs
 from torch import nn
 
 from delora_diffusion.adapters import (
@@ -23,8 +24,6 @@ from delora_diffusion.adapters import (
     weight_distances,
 )
 
-from adapter_helpers import ALL_METHODS, ToyModel, perturb, toy_inputs
-
 
 def adapted_toy(method: str, **kw) -> ToyModel:
     torch.manual_seed(0)
@@ -37,9 +36,7 @@ def adapted_toy(method: str, **kw) -> ToyModel:
 def test_default_targets_are_the_attention_projections():
     model = ToyModel()
     layers = attach(model, AdapterConfig(method="lora", rank=2))
-    assert sorted(layers) == sorted(
-        f"attn{i}.{p}" for i in (1, 2) for p in ("to_q", "to_k", "to_v", "to_out.0")
-    )
+    assert sorted(layers) == sorted(f"attn{i}.{p}" for i in (1, 2) for p in ("to_q", "to_k", "to_v", "to_out.0"))
     assert not any(p.requires_grad for n, p in model.named_parameters() if "lora" not in n)
 
 

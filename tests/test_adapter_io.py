@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from adapter_helpers import ALL_METHODS, ToyAttention, ToyModel, perturb, toy_inputs
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -19,8 +20,6 @@ from delora_diffusion.adapters import (
     read_adapter,
     save_adapter,
 )
-
-from adapter_helpers import ALL_METHODS, ToyAttention, ToyModel, perturb, toy_inputs
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

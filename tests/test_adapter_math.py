@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
+from adapter_helpers import perturb
 from torch import nn
 
 from delora_diffusion.adapters import AdapterConfig, adapter_layers, attach, param_groups
 from delora_diffusion.adapters.delora import DeLoRALinear
 from delora_diffusion.adapters.ether import ETHERLinear, ETHERPlusLinear
-
-from adapter_helpers import perturb
 
 
 def dense_delora(layer: DeLoRALinear) -> torch.Tensor:
@@ -165,7 +164,7 @@ def test_ether_reflections_are_orthogonal_and_act_on_input_chunks():
     H = block_diag_reflection(u)
     torch.testing.assert_close(H @ H.T, torch.eye(16), atol=1e-5, rtol=0)
     for k in range(4):
-        Hk = H[4 * k:4 * k + 4, 4 * k:4 * k + 4]
+        Hk = H[4 * k : 4 * k + 4, 4 * k : 4 * k + 4]
         assert math.isclose((Hk - torch.eye(4)).norm().item(), 2.0, rel_tol=1e-5)
     W, b = layer.base_layer.weight.detach(), layer.base_layer.bias.detach()
     torch.testing.assert_close(layer.delta_weight(), W @ H - W, atol=1e-5, rtol=1e-5)

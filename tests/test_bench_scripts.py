@@ -16,8 +16,13 @@ def test_every_bench_command_takes_quick():
         if not any(getattr(c.func, "attr", None) == "ArgumentParser" for c in calls):
             continue
         scripts.append(path.name)
-        flags = {a.value for c in calls if getattr(c.func, "attr", None) == "add_argument"
-                 for a in c.args if isinstance(a, ast.Constant)}
+        flags = {
+            a.value
+            for c in calls
+            if getattr(c.func, "attr", None) == "add_argument"
+            for a in c.args
+            if isinstance(a, ast.Constant)
+        }
         if "--quick" not in flags:
             missing.append(path.name)
     assert "interleaved.py" in scripts and not missing, missing

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from train_helpers import reset_accelerate
 
 from delora_diffusion.adapters import read_adapter
 from delora_diffusion.data.buckets import BucketSpec, covering_size, nearest_bucket
@@ -17,7 +18,6 @@ from delora_diffusion.data.dreambooth import DreamBoothDataset, ImageDataError, 
 from delora_diffusion.training.determinism import BucketBatchSampler
 from delora_diffusion.training.dreambooth import main
 from delora_diffusion.training.dreambooth_task import DreamBoothTask
-from train_helpers import reset_accelerate
 
 SHAPES = [(96, 48), (48, 96), (64, 64), (100, 40), (90, 45)]  # landscape, portrait, square, wide, landscape
 SPEC = BucketSpec(32, 16, 64, 8)
@@ -38,7 +38,7 @@ def test_sd15_buckets_are_kohyas_shapes():
     spec = BucketSpec(512, 256, 1024, 64)
     sizes = spec.sizes()
     assert (512, 512) in sizes and (640, 384) in sizes and (384, 640) in sizes and (1024, 256) in sizes
-    assert all(w * h <= 512 ** 2 and w % 64 == 0 and h % 64 == 0 and 256 <= min(w, h) for w, h in sizes)
+    assert all(w * h <= 512**2 and w % 64 == 0 and h % 64 == 0 and min(w, h) >= 256 for w, h in sizes)
     assert sizes == sorted(set(sizes)) and all((h, w) in sizes for w, h in sizes)
     assert nearest_bucket(3000, 2000, sizes) == (640, 384)
     assert nearest_bucket(2000, 3000, sizes) == (384, 640)
@@ -47,9 +47,14 @@ def test_sd15_buckets_are_kohyas_shapes():
     assert covering_size(512, 512, (640, 384)) == (640, 640)
 
 
-@pytest.mark.parametrize("spec,says", [(BucketSpec(512, 256, 1024, 60), "multiple of 8"),
-                                       (BucketSpec(512, 250, 1024, 64), "--min_bucket_reso 250 must be a multiple"),
-                                       (BucketSpec(512, 576, 1024, 64), "--resolution 512 must lie between")])
+@pytest.mark.parametrize(
+    "spec,says",
+    [
+        (BucketSpec(512, 256, 1024, 60), "multiple of 8"),
+        (BucketSpec(512, 250, 1024, 64), "--min_bucket_reso 250 must be a multiple"),
+        (BucketSpec(512, 576, 1024, 64), "--resolution 512 must lie between"),
+    ],
+)
 def test_bucket_flag_problems(spec, says):
     assert says in spec.problem()
 
@@ -97,21 +102,48 @@ def test_items_are_cropped_to_their_instance_bucket_class_images_too(folder, tmp
 
 
 def test_bucket_sides_must_suit_the_model():
-    args = SimpleNamespace(enable_bucket=True, resolution=512, min_bucket_reso=256, max_bucket_reso=1024,
-                           bucket_reso_steps=8)
-    sd15 = SimpleNamespace(vae=SimpleNamespace(config=SimpleNamespace(block_out_channels=(1, 2, 3, 4))),
-                           unet=SimpleNamespace(config=SimpleNamespace(down_block_types=("a", "b", "c", "d"))))
-    with pytest.raises(ImageDataError, match="--bucket_reso_steps 8: bucket sides of this model must be multiples of 64"):
+    args = SimpleNamespace(
+        enable_bucket=True, resolution=512, min_bucket_reso=256, max_bucket_reso=1024, bucket_reso_steps=8
+    )
+    sd15 = SimpleNamespace(
+        vae=SimpleNamespace(config=SimpleNamespace(block_out_channels=(1, 2, 3, 4))),
+        unet=SimpleNamespace(config=SimpleNamespace(down_block_types=("a", "b", "c", "d"))),
+    )
+    with pytest.raises(
+        ImageDataError, match="--bucket_reso_steps 8: bucket sides of this model must be multiples of 64"
+    ):
         DreamBoothTask(args)._buckets(SimpleNamespace(components=sd15))
     args.bucket_reso_steps = 64
     assert DreamBoothTask(args)._buckets(SimpleNamespace(components=sd15)).step == 64
 
 
 def _flags(out: Path, tiny_sd: Path, data: Path, *extra: str) -> list[str]:
-    return ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(data),
-            "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--rank", "2", "--train_batch_size", "2",
-            "--report_to", "none", "--validation_steps", "0", "--num_validation_images", "1",
-            "--validation_inference_steps", "2", "--output_dir", str(out), *BUCKET_FLAGS, *extra]
+    return [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--instance_data_dir",
+        str(data),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "32",
+        "--rank",
+        "2",
+        "--train_batch_size",
+        "2",
+        "--report_to",
+        "none",
+        "--validation_steps",
+        "0",
+        "--num_validation_images",
+        "1",
+        "--validation_inference_steps",
+        "2",
+        "--output_dir",
+        str(out),
+        *BUCKET_FLAGS,
+        *extra,
+    ]
 
 
 def _adapter(path: Path) -> dict[str, torch.Tensor]:
@@ -120,7 +152,7 @@ def _adapter(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("crop", [["--center_crop"], ["--random_flip"]], ids=["cached", "fresh-encode"])
-def test_bucketed_runs_resume_exactly(crop, folder, tiny_sd, tmp_path, caplog, fresh_accelerate):
+def test_bucketed_runs_resume_exactly(crop, folder, tiny_sd, tmp_path, caplog):
     steps = 6  # four batches per epoch (buckets of 2, 1, 1 and 1 examples): the resume crosses an epoch
     whole, split = tmp_path / "whole", tmp_path / "split"
     with caplog.at_level("INFO", logger="delora_diffusion.training"):
@@ -131,8 +163,12 @@ def test_bucketed_runs_resume_exactly(crop, folder, tiny_sd, tmp_path, caplog, f
     reset_accelerate()
     assert main(_flags(split, tiny_sd, folder, *crop, "--max_train_steps", "3", "--checkpointing_steps", "3")) == 0
     reset_accelerate()
-    assert main(_flags(split, tiny_sd, folder, *crop, "--max_train_steps", str(steps),
-                       "--resume_from_checkpoint", "latest")) == 0
+    assert (
+        main(
+            _flags(split, tiny_sd, folder, *crop, "--max_train_steps", str(steps), "--resume_from_checkpoint", "latest")
+        )
+        == 0
+    )
     a, b = _adapter(whole / "adapter.safetensors"), _adapter(split / "adapter.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "aspect-ratio buckets 16-64 px" in (whole / "README.md").read_text()

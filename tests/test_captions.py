@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import reset_accelerate
 
 from delora_diffusion.adapters import read_adapter
 from delora_diffusion.data.captions import CaptionError, CaptionPolicy, read_captions
 from delora_diffusion.training.dreambooth import build_args, main
 from delora_diffusion.training.dreambooth_task import DreamBoothTask
-from train_helpers import reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = {0: "sks toy, orange body, on a table", 1: "sks toy, teal arms, studio light"}
@@ -33,18 +33,31 @@ def folder(tmp_path) -> Path:
     return out
 
 
-@pytest.fixture
-def fresh_accelerate():
-    reset_accelerate()
-    yield
-    reset_accelerate()
-
-
 def _flags(out: Path, tiny_sd: Path, data: Path, *extra: str) -> list[str]:
-    return ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(data),
-            "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--center_crop", "--rank", "2",
-            "--report_to", "none", "--validation_steps", "0", "--num_validation_images", "1",
-            "--validation_inference_steps", "2", "--output_dir", str(out), *extra]
+    return [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--instance_data_dir",
+        str(data),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "32",
+        "--center_crop",
+        "--rank",
+        "2",
+        "--report_to",
+        "none",
+        "--validation_steps",
+        "0",
+        "--num_validation_images",
+        "1",
+        "--validation_inference_steps",
+        "2",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def test_txt_captions_and_metadata_jsonl(folder):
@@ -57,9 +70,14 @@ def test_txt_captions_and_metadata_jsonl(folder):
     assert found.texts == [None, None, "a sks toy"] and found.source == "metadata.jsonl"
 
 
-@pytest.mark.parametrize("line,says", [("{not json", "metadata.jsonl:2: not JSON"),
-                                       ('{"file_name": "missing.png", "text": "x"}', "missing.png is not an image"),
-                                       ('{"file_name": "img0.png"}', "expected string fields file_name and text")])
+@pytest.mark.parametrize(
+    "line,says",
+    [
+        ("{not json", "metadata.jsonl:2: not JSON"),
+        ('{"file_name": "missing.png", "text": "x"}', "missing.png is not an image"),
+        ('{"file_name": "img0.png"}', "expected string fields file_name and text"),
+    ],
+)
 def test_bad_metadata_lines_name_the_file_and_line(folder, line, says):
     images = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
     (folder / "metadata.jsonl").write_text(json.dumps({"file_name": images[0].name, "text": "ok"}) + "\n" + line + "\n")
@@ -79,7 +97,7 @@ def test_dropout_and_shuffle_are_drawn_from_seed_epoch_and_index():
     assert CaptionPolicy().apply(caption, 0, 3, 4) == caption
 
 
-def test_items_train_with_their_captions_and_the_log_says_so(folder, tiny_sd, tmp_path, caplog, fresh_accelerate):
+def test_items_train_with_their_captions_and_the_log_says_so(folder, tiny_sd, tmp_path, caplog):
     args, _ = build_args(_flags(tmp_path / "out", tiny_sd, folder))
     task = DreamBoothTask(args)
     task.check_inputs(args)
@@ -101,15 +119,17 @@ def _adapter(path: Path) -> dict[str, torch.Tensor]:
     return {f"{layer}.{k}": v for layer, tensors in stored.layers.items() for k, v in tensors.items()}
 
 
-def test_shuffled_dropped_captions_resume_exactly_and_change_training(folder, tiny_sd, tmp_path, fresh_accelerate):
+def test_shuffled_dropped_captions_resume_exactly_and_change_training(folder, tiny_sd, tmp_path):
     options = ["--shuffle_caption", "--keep_tokens", "1", "--caption_dropout_rate", "0.3"]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(_flags(whole, tiny_sd, folder, *options, "--max_train_steps", "6")) == 0
     reset_accelerate()
     assert main(_flags(split, tiny_sd, folder, *options, "--max_train_steps", "3", "--checkpointing_steps", "3")) == 0
     reset_accelerate()
-    assert main(_flags(split, tiny_sd, folder, *options, "--max_train_steps", "6", "--resume_from_checkpoint",
-                       "latest")) == 0
+    assert (
+        main(_flags(split, tiny_sd, folder, *options, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"))
+        == 0
+    )
     a, b = _adapter(whole / "adapter.safetensors"), _adapter(split / "adapter.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # Without the caption files the same run trains on other prompts, so it ends elsewhere.
@@ -122,16 +142,21 @@ def test_shuffled_dropped_captions_resume_exactly_and_change_training(folder, ti
     assert max((a[k] - c[k]).abs().max().item() for k in a) > 0
 
 
-@pytest.mark.parametrize("flags,says", [(["--keep_tokens", "1"], "--keep_tokens acts with --shuffle_caption"),
-                                        (["--caption_dropout_rate", "1.5"], "--caption_dropout_rate must be in [0, 1]"),
-                                        (["--caption_extension", "txt"], "must start with a dot")])
+@pytest.mark.parametrize(
+    "flags,says",
+    [
+        (["--keep_tokens", "1"], "--keep_tokens acts with --shuffle_caption"),
+        (["--caption_dropout_rate", "1.5"], "--caption_dropout_rate must be in [0, 1]"),
+        (["--caption_extension", "txt"], "must start with a dot"),
+    ],
+)
 def test_caption_flag_errors(flags, says, folder, tiny_sd, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(_flags(tmp_path / "out", tiny_sd, folder, *flags))
     assert stop.value.code == 2 and says in capsys.readouterr().err
 
 
-def test_a_broken_metadata_file_stops_the_trainer_naming_it(folder, tiny_sd, tmp_path, capsys, fresh_accelerate):
+def test_a_broken_metadata_file_stops_the_trainer_naming_it(folder, tiny_sd, tmp_path, capsys):
     (folder / "metadata.jsonl").write_text("{oops\n")
     assert main(_flags(tmp_path / "out", tiny_sd, folder, "--max_train_steps", "1")) == 2
     assert "metadata.jsonl:1: not JSON" in capsys.readouterr().err

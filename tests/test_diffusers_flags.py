@@ -15,7 +15,6 @@ from delora_diffusion.training.compat import REFUSED
 from delora_diffusion.training.dreambooth import build_args, main
 from delora_diffusion.world.objects import sample_instance
 from delora_diffusion.world.views import write_views
-from train_helpers import reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
 # diffusers' examples/dreambooth/README.md, "Training with Low-Rank Adaptation of Large Language Models (LoRA)".
@@ -38,21 +37,23 @@ README_COMMAND = """accelerate launch train_dreambooth_lora.py \
   --seed="0" \
   --push_to_hub"""
 # The tiny model at 500 steps of 512 px would take minutes: the same command, smaller (later flags win).
-SMALLER = ["--resolution=32", "--max_train_steps=6", "--checkpointing_steps=3", "--validation_epochs=2",
-           "--validation_inference_steps=2", "--num_validation_images=1"]
+SMALLER = [
+    "--resolution=32",
+    "--max_train_steps=6",
+    "--checkpointing_steps=3",
+    "--validation_epochs=2",
+    "--validation_inference_steps=2",
+    "--num_validation_images=1",
+]
 
 
 def readme_flags(tiny_sd: Path, out: Path) -> list[str]:
-    text = (README_COMMAND.replace("$MODEL_NAME", str(tiny_sd)).replace("$INSTANCE_DIR", str(REPO / "subjects" / "robot"))
-            .replace("$OUTPUT_DIR", str(out)))
+    text = (
+        README_COMMAND.replace("$MODEL_NAME", str(tiny_sd))
+        .replace("$INSTANCE_DIR", str(REPO / "subjects" / "robot"))
+        .replace("$OUTPUT_DIR", str(out))
+    )
     return shlex.split(text.replace("\\\n", " "))[3:]  # after "accelerate launch train_dreambooth_lora.py"
-
-
-@pytest.fixture
-def fresh_accelerate():
-    reset_accelerate()
-    yield
-    reset_accelerate()
 
 
 def test_readme_flags_keep_diffusers_meaning(tiny_sd, tmp_path):
@@ -86,20 +87,36 @@ def test_readme_command_trains_validates_by_epoch_and_pushes(tiny_sd, tmp_path, 
     assert [name for name, _ in online_hub.calls] == ["whoami", "create_repo", "upload_folder"]
 
 
-def test_validation_epochs_validate_at_epoch_ends(tiny_sd, tmp_path, fresh_accelerate):
+def test_validation_epochs_validate_at_epoch_ends(tiny_sd, tmp_path):
     out = tmp_path / "out"
-    argv = readme_flags(tiny_sd, out)[:-1] + SMALLER + ["--report_to=none", "--center_crop", "--max_train_steps=12",
-                                                         "--validation_epochs=1", "--checkpointing_steps=0"]
+    argv = (
+        readme_flags(tiny_sd, out)[:-1]
+        + SMALLER
+        + [
+            "--report_to=none",
+            "--center_crop",
+            "--max_train_steps=12",
+            "--validation_epochs=1",
+            "--checkpointing_steps=0",
+        ]
+    )
     assert main(argv) == 0
-    assert sorted(p.name for p in (out / "validation").iterdir()) == ["step-000005.png", "step-000010.png",
-                                                                      "step-000012.png"]
+    assert sorted(p.name for p in (out / "validation").iterdir()) == [
+        "step-000005.png",
+        "step-000010.png",
+        "step-000012.png",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_refused_flags_stop_with_their_reason(name, tiny_sd, tmp_path, capsys):
-    value = {"tokenizer_max_length": ["--tokenizer_max_length", "77"], "text_encoder_lr": ["--text_encoder_lr", "5e-6"],
-             "tokenizer_name": ["--tokenizer_name", "x"], "validation_images": ["--validation_images", "a.png"],
-             "class_labels_conditioning": ["--class_labels_conditioning", "timesteps"]}.get(name, [f"--{name}"])
+    value = {
+        "tokenizer_max_length": ["--tokenizer_max_length", "77"],
+        "text_encoder_lr": ["--text_encoder_lr", "5e-6"],
+        "tokenizer_name": ["--tokenizer_name", "x"],
+        "validation_images": ["--validation_images", "a.png"],
+        "class_labels_conditioning": ["--class_labels_conditioning", "timesteps"],
+    }.get(name, [f"--{name}"])
     with pytest.raises(SystemExit) as stop:
         main(readme_flags(tiny_sd, tmp_path / "out")[:-1] + ["--report_to=none", *value])
     err = capsys.readouterr().err
@@ -113,14 +130,29 @@ def test_8bit_adam_without_bitsandbytes_names_the_package(tiny_sd, tmp_path, cap
     assert "--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes" in capsys.readouterr().err
 
 
-def test_xformers_precision_dropout_and_interpolation_work(tiny_sd, tmp_path, caplog, fresh_accelerate):
+def test_xformers_precision_dropout_and_interpolation_work(tiny_sd, tmp_path, caplog):
     class_dir = tmp_path / "class"
     out = tmp_path / "out"
-    argv = readme_flags(tiny_sd, out)[:-1] + SMALLER + [
-        "--report_to=none", "--adapter=lora", "--enable_xformers_memory_efficient_attention", "--lora_dropout=0.1",
-        "--image_interpolation_mode=lanczos", "--with_prior_preservation", "--class_prompt=a photo of a toy",
-        f"--class_data_dir={class_dir}", "--num_class_images=2", "--class_inference_steps=2",
-        "--prior_generation_precision=fp32", "--pre_compute_text_embeddings", "--local_rank=0", "--noise_offset=0.05"]
+    argv = (
+        readme_flags(tiny_sd, out)[:-1]
+        + SMALLER
+        + [
+            "--report_to=none",
+            "--adapter=lora",
+            "--enable_xformers_memory_efficient_attention",
+            "--lora_dropout=0.1",
+            "--image_interpolation_mode=lanczos",
+            "--with_prior_preservation",
+            "--class_prompt=a photo of a toy",
+            f"--class_data_dir={class_dir}",
+            "--num_class_images=2",
+            "--class_inference_steps=2",
+            "--prior_generation_precision=fp32",
+            "--pre_compute_text_embeddings",
+            "--local_rank=0",
+            "--noise_offset=0.05",
+        ]
+    )
     with caplog.at_level("INFO", logger="delora_diffusion.training"):
         assert main(argv) == 0
     log = [r.getMessage() for r in caplog.records]
@@ -130,9 +162,12 @@ def test_xformers_precision_dropout_and_interpolation_work(tiny_sd, tmp_path, ca
     assert read_adapter(out / "adapter.safetensors").config.lora_dropout == 0.1
 
 
-def test_lora_dropout_is_for_lora_and_dora(tiny_sd, tmp_path, capsys, fresh_accelerate):
-    argv = readme_flags(tiny_sd, tmp_path / "out")[:-1] + SMALLER + ["--report_to=none", "--adapter=delora",
-                                                                     "--lora_dropout=0.1"]
+def test_lora_dropout_is_for_lora_and_dora(tiny_sd, tmp_path, capsys):
+    argv = (
+        readme_flags(tiny_sd, tmp_path / "out")[:-1]
+        + SMALLER
+        + ["--report_to=none", "--adapter=delora", "--lora_dropout=0.1"]
+    )
     assert main(argv) == 2
     assert "lora_dropout applies to lora and dora" in capsys.readouterr().err
 

@@ -63,9 +63,16 @@ def test_transformers_clip_and_dino_backbones(tiny_dino, tiny_clip):
 def test_evaluation_runs_with_timm_and_open_clip_backbones(tmp_path, tiny_timm, tiny_openclip):
     make_real(tmp_path / "real", {"dog": 2})
     make_generated(tmp_path / "gen", "dog", "dog", {0: 2, 1: 1})
-    results = evaluate_dreambooth(DreamBoothEvalSettings(
-        real_dir=tmp_path / "real", generated_dir=tmp_path / "gen", protocol="dreambooth",
-        dino_model=f"timm:local-dir:{tiny_timm}", clip_model=f"open_clip:local-dir:{tiny_openclip}", progress=False))
+    results = evaluate_dreambooth(
+        DreamBoothEvalSettings(
+            real_dir=tmp_path / "real",
+            generated_dir=tmp_path / "gen",
+            protocol="dreambooth",
+            dino_model=f"timm:local-dir:{tiny_timm}",
+            clip_model=f"open_clip:local-dir:{tiny_openclip}",
+            progress=False,
+        )
+    )
     assert results["backbones"]["dino"]["library"] == "timm"
     assert results["backbones"]["clip"]["library"] == "open_clip"
     assert results["backbones"]["dino"]["preprocess"]["resize"] == 256
@@ -90,21 +97,46 @@ def test_spec_errors_name_the_flag_and_what_is_expected(tmp_path, tiny_dino, tin
 def test_a_backbone_of_another_input_size_is_refused(tmp_path, tiny_clip):
     from transformers import ViTConfig, ViTModel
 
-    ViTModel(ViTConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                       intermediate_size=32), add_pooling_layer=False).save_pretrained(tmp_path / "vit64")
+    ViTModel(
+        ViTConfig(
+            image_size=64,
+            patch_size=16,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=32,
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(tmp_path / "vit64")
     make_real(tmp_path / "real", {"dog": 1})
     make_generated(tmp_path / "gen", "dog", "dog", {0: 1})
-    with pytest.raises(EvaluationInputError, match=r"--dino_model .*vit64.* takes 64x64 images, but protocol 'oft' feeds 224x224"):
-        evaluate_dreambooth(DreamBoothEvalSettings(real_dir=tmp_path / "real", generated_dir=tmp_path / "gen",
-                                                   dino_model=str(tmp_path / "vit64"), clip_model=str(tiny_clip),
-                                                   progress=False))
+    with pytest.raises(
+        EvaluationInputError, match=r"--dino_model .*vit64.* takes 64x64 images, but protocol 'oft' feeds 224x224"
+    ):
+        evaluate_dreambooth(
+            DreamBoothEvalSettings(
+                real_dir=tmp_path / "real",
+                generated_dir=tmp_path / "gen",
+                dino_model=str(tmp_path / "vit64"),
+                clip_model=str(tiny_clip),
+                progress=False,
+            )
+        )
 
 
 def test_dinov2_backbones_take_any_input_size(tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 
-    Dinov2Model(Dinov2Config(image_size=518, patch_size=14, hidden_size=32, num_hidden_layers=1,
-                             num_attention_heads=4, intermediate_size=32)).save_pretrained(tmp_path / "dinov2")
+    Dinov2Model(
+        Dinov2Config(
+            image_size=518,
+            patch_size=14,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=32,
+        )
+    ).save_pretrained(tmp_path / "dinov2")
     backbone = load_backbone(str(tmp_path / "dinov2"), "dino")
     assert backbone.image_size is None
     assert backbone.embed_images(torch.zeros(2, 3, 224, 224)).shape == (2, 32)

@@ -9,9 +9,17 @@ from delora_diffusion.evaluation import dreambooth as dreambooth_module
 
 
 def _run(tmp_path, tiny_dino, tiny_clip, **kwargs):
-    return evaluate_dreambooth(DreamBoothEvalSettings(
-        real_dir=tmp_path / "real", generated_dir=tmp_path / "gen", dino_model=str(tiny_dino),
-        clip_model=str(tiny_clip), cache_dir=tmp_path / "cache", progress=False, **kwargs))
+    return evaluate_dreambooth(
+        DreamBoothEvalSettings(
+            real_dir=tmp_path / "real",
+            generated_dir=tmp_path / "gen",
+            dino_model=str(tiny_dino),
+            clip_model=str(tiny_clip),
+            cache_dir=tmp_path / "cache",
+            progress=False,
+            **kwargs,
+        )
+    )
 
 
 def _metrics(results):

@@ -21,9 +21,23 @@ def run_folders(tmp_path):
 
 
 def _flags(root, tiny_dino, tiny_clip, *extra):
-    return ["dreambooth", "--real_dir", str(root / "real"), "--generated_dir", str(root / "gen"),
-            "--class_nouns", str(root / "real" / "classes.csv"), "--dino_model", str(tiny_dino),
-            "--clip_model", str(tiny_clip), "--cache_dir", str(root / "cache"), "--no_progress", *extra]
+    return [
+        "dreambooth",
+        "--real_dir",
+        str(root / "real"),
+        "--generated_dir",
+        str(root / "gen"),
+        "--class_nouns",
+        str(root / "real" / "classes.csv"),
+        "--dino_model",
+        str(tiny_dino),
+        "--clip_model",
+        str(tiny_clip),
+        "--cache_dir",
+        str(root / "cache"),
+        "--no_progress",
+        *extra,
+    ]
 
 
 def test_dreambooth_command_writes_json_csv_plot_and_prints_the_table(run_folders, tiny_dino, tiny_clip, capsys):
@@ -33,10 +47,21 @@ def test_dreambooth_command_writes_json_csv_plot_and_prints_the_table(run_folder
     results = json.loads(out.read_text())
     assert results["name"] == "delora" and results["protocol"] == "oft"
     assert results["subjects"] == ["dog", "vase"]
-    assert results["counts"] == {"generated_images": 6, "scored_images": 5, "black_skipped": 1, "real_images": 5,
-                                 "pairs": 3 * 3 + 2 * 2, "subjects": 2, "scored_subjects": 2}
-    assert [(r["subject"], r["prompt_index"]) for r in results["per_prompt"]] == [("dog", 0), ("dog", 1),
-                                                                                  ("vase", 0), ("vase", 2)]
+    assert results["counts"] == {
+        "generated_images": 6,
+        "scored_images": 5,
+        "black_skipped": 1,
+        "real_images": 5,
+        "pairs": 3 * 3 + 2 * 2,
+        "subjects": 2,
+        "scored_subjects": 2,
+    }
+    assert [(r["subject"], r["prompt_index"]) for r in results["per_prompt"]] == [
+        ("dog", 0),
+        ("dog", 1),
+        ("vase", 0),
+        ("vase", 2),
+    ]
     assert set(results["definitions"]) >= {"mean_over_subjects", "pooled", "dino", "clip_i", "clip_t"}
 
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
@@ -62,8 +87,9 @@ def test_default_output_goes_beside_the_generated_images(run_folders, tiny_dino,
 def test_compare_prints_runs_side_by_side_and_plots(run_folders, tiny_dino, tiny_clip, capsys, tmp_path):
     run_a, run_b, run_c = (tmp_path / f"{name}.json" for name in ("a", "b", "c"))
     assert main(_flags(run_folders, tiny_dino, tiny_clip, "--out", str(run_a), "--name", "delora")) == 0
-    assert main(_flags(run_folders, tiny_dino, tiny_clip, "--out", str(run_b), "--name", "lora",
-                       "--subjects", "dog")) == 0
+    assert (
+        main(_flags(run_folders, tiny_dino, tiny_clip, "--out", str(run_b), "--name", "lora", "--subjects", "dog")) == 0
+    )
     capsys.readouterr()
     scatter = tmp_path / "scatter.png"
     assert main(["compare", str(run_a), str(run_b), "--per_subject", "--plot", str(scatter)]) == 0
@@ -105,8 +131,12 @@ def test_yaml_config_supplies_flags(run_folders, tiny_dino, tiny_clip, capsys):
 def test_the_shipped_config_file_runs_with_overrides(run_folders, tiny_dino, tiny_clip, capsys):
     shipped = Path(__file__).resolve().parents[1] / "configs" / "eval_dreambooth.yaml"
     out = run_folders / "shipped.json"
-    assert main(["dreambooth", "--config", str(shipped), *_flags(run_folders, tiny_dino, tiny_clip)[1:],
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["dreambooth", "--config", str(shipped), *_flags(run_folders, tiny_dino, tiny_clip)[1:], "--out", str(out)]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["protocol"] == "oft" and out.with_suffix(".png").is_file()
 
 

@@ -19,8 +19,16 @@ def folders(tmp_path):
 
 
 def _evaluate(real, gen, tiny_dino="unused-dino", tiny_clip="unused-clip", **kwargs):
-    return evaluate_dreambooth(DreamBoothEvalSettings(real_dir=real, generated_dir=gen, dino_model=str(tiny_dino),
-                                                      clip_model=str(tiny_clip), progress=False, **kwargs))
+    return evaluate_dreambooth(
+        DreamBoothEvalSettings(
+            real_dir=real,
+            generated_dir=gen,
+            dino_model=str(tiny_dino),
+            clip_model=str(tiny_clip),
+            progress=False,
+            **kwargs,
+        )
+    )
 
 
 def test_unreadable_image_is_named(folders, tiny_dino, tiny_clip, capsys):
@@ -29,8 +37,21 @@ def test_unreadable_image_is_named(folders, tiny_dino, tiny_clip, capsys):
     broken.write_bytes(b"\x89PNG but not really")
     with pytest.raises(EvaluationInputError, match=r"cannot read image .*101\.png"):
         _evaluate(real, gen, tiny_dino, tiny_clip)
-    code = main(["dreambooth", "--real_dir", str(real), "--generated_dir", str(gen), "--dino_model", str(tiny_dino),
-                 "--clip_model", str(tiny_clip), "--no_cache", "--no_progress"])
+    code = main(
+        [
+            "dreambooth",
+            "--real_dir",
+            str(real),
+            "--generated_dir",
+            str(gen),
+            "--dino_model",
+            str(tiny_dino),
+            "--clip_model",
+            str(tiny_clip),
+            "--no_cache",
+            "--no_progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "delora-eval: error:" in err and str(broken) in err and "Traceback" not in err
 

@@ -53,8 +53,14 @@ def direct(tiny_dino, tiny_clip):
 
 
 def _settings(tmp_path, tiny_dino, tiny_clip, **kwargs):
-    return DreamBoothEvalSettings(real_dir=tmp_path / "real", generated_dir=tmp_path / "gen",
-                                  dino_model=str(tiny_dino), clip_model=str(tiny_clip), progress=False, **kwargs)
+    return DreamBoothEvalSettings(
+        real_dir=tmp_path / "real",
+        generated_dir=tmp_path / "gen",
+        dino_model=str(tiny_dino),
+        clip_model=str(tiny_clip),
+        progress=False,
+        **kwargs,
+    )
 
 
 def test_metrics_equal_direct_computation(tmp_path, tiny_dino, tiny_clip, direct):
@@ -117,7 +123,9 @@ def test_identical_real_and_generated_sets_give_the_self_similarity_mean(tmp_pat
     for seed, path in enumerate(reals):
         shutil.copy(path, prompt_dir / f"{seed}.jpg")
     (tmp_path / "real" / "classes.csv").write_text("cat,cat\n")
-    results = evaluate_dreambooth(_settings(tmp_path, tiny_dino, tiny_clip, class_nouns=tmp_path / "real" / "classes.csv"))
+    results = evaluate_dreambooth(
+        _settings(tmp_path, tiny_dino, tiny_clip, class_nouns=tmp_path / "real" / "classes.csv")
+    )
 
     for metric, embed in (("dino", dino_of), ("clip_i", clip_of)):
         vectors = torch.stack([embed(p) for p in reals])
@@ -146,10 +154,18 @@ def test_black_images_are_skipped_and_counted(tmp_path, tiny_dino, tiny_clip):
     make_generated(tmp_path / "clean", "dog", "dog", {0: 3}, black={(0, 1)})
     (tmp_path / "clean" / "dog" / "00" / "101.png").unlink()
     lines = (tmp_path / "clean" / "dog" / "metadata.jsonl").read_text().splitlines()
-    (tmp_path / "clean" / "dog" / "metadata.jsonl").write_text("\n".join(l for l in lines if "101.png" not in l))
-    clean = evaluate_dreambooth(DreamBoothEvalSettings(
-        real_dir=tmp_path / "real", generated_dir=tmp_path / "clean", dino_model=str(tiny_dino),
-        clip_model=str(tiny_clip), progress=False))
+    (tmp_path / "clean" / "dog" / "metadata.jsonl").write_text(
+        "\n".join(line for line in lines if "101.png" not in line)
+    )
+    clean = evaluate_dreambooth(
+        DreamBoothEvalSettings(
+            real_dir=tmp_path / "real",
+            generated_dir=tmp_path / "clean",
+            dino_model=str(tiny_dino),
+            clip_model=str(tiny_clip),
+            progress=False,
+        )
+    )
     for metric in ("dino", "clip_i", "clip_t"):
         assert results["per_subject"][0][metric] == pytest.approx(clean["per_subject"][0][metric], abs=1e-9)
 
@@ -166,8 +182,9 @@ def test_all_black_subject_has_no_scores_and_is_left_out_of_the_mean(tmp_path, t
 
 
 def test_clip_t_prompt_choices():
-    image = GeneratedImage("dog", 2, None, "02/1.png", prompt="a sks dog on the beach",
-                           class_prompt="a dog on the beach", token="sks")
+    image = GeneratedImage(
+        "dog", 2, None, "02/1.png", prompt="a sks dog on the beach", class_prompt="a dog on the beach", token="sks"
+    )
     assert clip_t_prompt(image, "without_token", None) == "a dog on the beach"
     assert clip_t_prompt(image, "with_token", None) == "a sks dog on the beach"
     no_class_prompt = GeneratedImage("dog", 2, None, "02/1.png", prompt="a zwx dog on the beach", token="zwx")

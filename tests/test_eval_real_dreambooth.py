@@ -25,9 +25,23 @@ def test_cli_on_real_dreambooth_photos(dreambooth_dataset, tiny_dino, tiny_clip,
 
     def run(name, *extra):
         out = tmp_path / f"{name}.json"
-        flags = ["dreambooth", "--real_dir", str(dreambooth_dataset), "--generated_dir", str(gen),
-                 "--dino_model", str(tiny_dino), "--clip_model", str(tiny_clip), "--out", str(out), "--no_progress",
-                 "--batch_size", "3", *extra]
+        flags = [
+            "dreambooth",
+            "--real_dir",
+            str(dreambooth_dataset),
+            "--generated_dir",
+            str(gen),
+            "--dino_model",
+            str(tiny_dino),
+            "--clip_model",
+            str(tiny_clip),
+            "--out",
+            str(out),
+            "--no_progress",
+            "--batch_size",
+            "3",
+            *extra,
+        ]
         assert main(flags) == 0
         return json.loads(out.read_text())
 
@@ -36,8 +50,15 @@ def test_cli_on_real_dreambooth_photos(dreambooth_dataset, tiny_dino, tiny_clip,
     fresh = run("fresh", "--no_cache")
 
     n_real = len(list((dreambooth_dataset / REAL_SUBJECT).glob("*.jpg")))
-    assert first["counts"] == {"generated_images": 4, "scored_images": 4, "black_skipped": 0, "real_images": n_real,
-                               "pairs": 4 * n_real, "subjects": 1, "scored_subjects": 1}
+    assert first["counts"] == {
+        "generated_images": 4,
+        "scored_images": 4,
+        "black_skipped": 0,
+        "real_images": n_real,
+        "pairs": 4 * n_real,
+        "subjects": 1,
+        "scored_subjects": 1,
+    }
     subject = first["per_subject"][0]
     assert subject["class_noun"] == "dog" and subject["n_real"] == n_real
     assert [row["clip_t_prompt"] for row in first["per_prompt"]] == ["a dog in the jungle", "a dog in the snow"]

@@ -27,8 +27,9 @@ def pipe(tiny_sd):
 
 @pytest.fixture(scope="module")
 def adapter_file(tiny_sd, tmp_path_factory):
-    return make_adapter_file(load_unet(str(tiny_sd)), tmp_path_factory.mktemp("adapter") / "adapter.safetensors",
-                             base_model=str(tiny_sd))
+    return make_adapter_file(
+        load_unet(str(tiny_sd)), tmp_path_factory.mktemp("adapter") / "adapter.safetensors", base_model=str(tiny_sd)
+    )
 
 
 def test_same_seed_same_image_at_any_batch_size(pipe):
@@ -80,10 +81,16 @@ def test_default_scheduler_is_dpm_solver_pp(pipe):
 def test_adapter_for_another_base_model_is_rejected(pipe, tmp_path):
     from diffusers import UNet2DConditionModel
 
-    other = UNet2DConditionModel(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                                 cross_attention_dim=24, attention_head_dim=8)
+    other = UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24,
+        attention_head_dim=8,
+    )
     path = make_adapter_file(other, tmp_path / "other.safetensors", base_model="some/other-model")
     with pytest.raises(AdapterFileError, match="other.safetensors.*wrong base model"):
         apply_adapter(pipe, path)

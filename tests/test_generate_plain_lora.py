@@ -19,9 +19,25 @@ from delora_diffusion.adapters import export_lora, load_adapter
 from delora_diffusion.inference.generate import main
 from delora_diffusion.models.loading import load_unet
 
-FAST = ["--num_inference_steps", "2", "--height", "32", "--width", "32", "--no_progress", "--subject", "toy",
-        "--class_noun", "toy", "--prompt", "a {token} {class_noun}", "--prompt", "a red {token} {class_noun}",
-        "--num_images_per_prompt", "2"]
+FAST = [
+    "--num_inference_steps",
+    "2",
+    "--height",
+    "32",
+    "--width",
+    "32",
+    "--no_progress",
+    "--subject",
+    "toy",
+    "--class_noun",
+    "toy",
+    "--prompt",
+    "a {token} {class_noun}",
+    "--prompt",
+    "a red {token} {class_noun}",
+    "--num_images_per_prompt",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +55,9 @@ def files(tiny_sd, tmp_path_factory) -> dict[str, Path]:
 
 
 def render(tiny_sd, out: Path, *adapter_flags) -> np.ndarray:
-    code = main(["--pretrained_model_name_or_path", str(tiny_sd), "--output_dir", str(out), *FAST,
-                 *map(str, adapter_flags)])
+    code = main(
+        ["--pretrained_model_name_or_path", str(tiny_sd), "--output_dir", str(out), *FAST, *map(str, adapter_flags)]
+    )
     assert code == 0
     return np.stack([np.asarray(Image.open(p), dtype=np.int16) for p in sorted((out / "toy").glob("*/*.png"))])
 
@@ -62,8 +79,9 @@ def test_a_plain_lora_gives_the_adapters_images(tiny_sd, files, references, tmp_
 
 
 def test_two_plain_loras_at_half_scale_add_up(tiny_sd, files, references, tmp_path):
-    images = render(tiny_sd, tmp_path / "out", "--adapter", files["diffusers"], "--adapter", files["kohya"],
-                    "--scale", 0.5)
+    images = render(
+        tiny_sd, tmp_path / "out", "--adapter", files["diffusers"], "--adapter", files["kohya"], "--scale", 0.5
+    )
     assert np.abs(images - references["ours"]).max() <= 1
     records = [json.loads(line) for line in (tmp_path / "out" / "toy" / "metadata.jsonl").read_text().splitlines()]
     assert [lora["scale"] for lora in records[0]["loras"]] == [0.5, 0.5]
@@ -74,8 +92,9 @@ def test_two_plain_loras_at_half_scale_add_up(tiny_sd, files, references, tmp_pa
 
 def test_scales_are_per_adapter_and_ours_goes_on_top(tiny_sd, files, references, tmp_path):
     # A plain LoRA at scale 0 is the identity: what remains is our adapter alone, attached after the fusion.
-    images = render(tiny_sd, tmp_path / "a", "--adapter", files["kohya"], "--adapter", files["ours"],
-                    "--scale", 0, "--scale", 1)
+    images = render(
+        tiny_sd, tmp_path / "a", "--adapter", files["kohya"], "--adapter", files["ours"], "--scale", 0, "--scale", 1
+    )
     assert np.abs(images - references["ours"]).max() <= 1
     # Both at full strength: the update twice, which is neither the base nor the adapter.
     doubled = render(tiny_sd, tmp_path / "b", "--adapter", files["kohya"], "--adapter", files["ours"])
@@ -87,26 +106,63 @@ def test_changed_lora_scale_is_a_settings_clash(tiny_sd, files, tmp_path, capsys
     render(tiny_sd, out, "--adapter", files["diffusers"], "--scale", 0.5)
     render(tiny_sd, out, "--adapter", files["diffusers"], "--scale", 0.5)  # kept
     assert "0 generated" in capsys.readouterr().out
-    assert main(["--pretrained_model_name_or_path", str(tiny_sd), "--output_dir", str(out), *FAST,
-                 "--adapter", str(files["diffusers"]), "--scale", "0.7"]) == 2
+    assert (
+        main(
+            [
+                "--pretrained_model_name_or_path",
+                str(tiny_sd),
+                "--output_dir",
+                str(out),
+                *FAST,
+                "--adapter",
+                str(files["diffusers"]),
+                "--scale",
+                "0.7",
+            ]
+        )
+        == 2
+    )
     assert "other settings (loras:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case,says", [
-    ("two_ours", "one delora-diffusion adapter at a time"),
-    ("not_a_lora", "cannot load it as a LoRA"),
-    ("scale_count", "one per --adapter"),
-    ("merge_plain", "--merge folds a delora-diffusion adapter"),
-])
+@pytest.mark.parametrize(
+    "case,says",
+    [
+        ("two_ours", "one delora-diffusion adapter at a time"),
+        ("not_a_lora", "cannot load it as a LoRA"),
+        ("scale_count", "one per --adapter"),
+        ("merge_plain", "--merge folds a delora-diffusion adapter"),
+    ],
+)
 def test_errors(tiny_sd, files, tmp_path, capsys, case, says):
-    flags = {"two_ours": ["--adapter", files["ours"], "--adapter", files["ours"]],
-             "not_a_lora": ["--adapter", files["not_a_lora"]],
-             "scale_count": ["--adapter", files["ours"], "--adapter", files["kohya"], "--scale", 1, "--scale", 1,
-                             "--scale", 1],
-             "merge_plain": ["--adapter", files["kohya"], "--merge"]}[case]
+    flags = {
+        "two_ours": ["--adapter", files["ours"], "--adapter", files["ours"]],
+        "not_a_lora": ["--adapter", files["not_a_lora"]],
+        "scale_count": [
+            "--adapter",
+            files["ours"],
+            "--adapter",
+            files["kohya"],
+            "--scale",
+            1,
+            "--scale",
+            1,
+            "--scale",
+            1,
+        ],
+        "merge_plain": ["--adapter", files["kohya"], "--merge"],
+    }[case]
     try:
-        code = main(["--pretrained_model_name_or_path", str(tiny_sd), "--output_dir", str(tmp_path / "o"), *FAST,
-                     *map(str, flags)])
+        code = main(
+            [
+                "--pretrained_model_name_or_path",
+                str(tiny_sd),
+                "--output_dir",
+                str(tmp_path / "o"),
+                *FAST,
+                *map(str, flags),
+            ]
+        )
     except SystemExit as exc:
         code = exc.code
     assert code == 2

@@ -30,12 +30,43 @@ class Rejected(HfHubHTTPError):
 
 
 def _flags(out: Path, tiny_sd: Path, class_dir: Path, *extra: str) -> list[str]:
-    return ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(REPO / "subjects" / "robot"),
-            "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--center_crop", "--rank", "2",
-            "--max_train_steps", "2", "--checkpointing_steps", "1", "--validation_steps", "0",
-            "--validation_prompt", "a sks toy", "--num_validation_images", "1", "--validation_inference_steps", "2",
-            "--with_prior_preservation", "--class_prompt", "a photo of a toy", "--class_data_dir", str(class_dir),
-            "--num_class_images", "2", "--report_to", "tensorboard", "--output_dir", str(out), *extra]
+    return [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--instance_data_dir",
+        str(REPO / "subjects" / "robot"),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "32",
+        "--center_crop",
+        "--rank",
+        "2",
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "1",
+        "--validation_steps",
+        "0",
+        "--validation_prompt",
+        "a sks toy",
+        "--num_validation_images",
+        "1",
+        "--validation_inference_steps",
+        "2",
+        "--with_prior_preservation",
+        "--class_prompt",
+        "a photo of a toy",
+        "--class_data_dir",
+        str(class_dir),
+        "--num_class_images",
+        "2",
+        "--report_to",
+        "tensorboard",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +85,13 @@ def test_offline_stops_before_any_work(tmp_path, tiny_sd, class_dir, capsys):
     assert not out.exists()  # nothing loaded, nothing written
 
 
-@pytest.mark.parametrize("error,says", [
-    (Rejected(), "rejected the token"),
-    (ConnectionError("Name or service not known"), "cannot be reached"),
-])
+@pytest.mark.parametrize(
+    "error,says",
+    [
+        (Rejected(), "rejected the token"),
+        (ConnectionError("Name or service not known"), "cannot be reached"),
+    ],
+)
 def test_bad_token_or_network_stops_before_any_work(tmp_path, tiny_sd, class_dir, online_hub, capsys, error, says):
     online_hub.whoami_error = error
     out = tmp_path / "run"
@@ -89,7 +123,9 @@ def test_push_uploads_the_outputs_without_checkpoints_or_token(tmp_path, tiny_sd
     assert "https://huggingface.co/someone/robot-delora" in capsys.readouterr().out
 
     uploaded = upload_files(out)
-    assert {"adapter.safetensors", "pytorch_lora_weights.safetensors", "README.md", "training_args.json"} <= set(uploaded)
+    assert {"adapter.safetensors", "pytorch_lora_weights.safetensors", "README.md", "training_args.json"} <= set(
+        uploaded
+    )
     assert any(name.startswith("logs/") for name in uploaded)  # TensorBoard curves show on the hub
     assert any(name.endswith(".png") for name in uploaded)  # the validation grid the card's widget shows
     assert (out / "checkpoint-1").is_dir()  # there was something to leave out
@@ -100,10 +136,21 @@ def test_push_uploads_the_outputs_without_checkpoints_or_token(tmp_path, tiny_sd
 
 
 def test_upload_files_leaves_out_checkpoints_class_images_and_temporaries(tmp_path):
-    for name in ("adapter.safetensors", "README.md", "logs/dreambooth/events.out", "validation/step-2.png",
-                 "checkpoint-5/adapter.safetensors", "class_images/c-0.png", ".adapter.safetensors.123.tmp",
-                 "validation/.x.tmp.png"):
+    for name in (
+        "adapter.safetensors",
+        "README.md",
+        "logs/dreambooth/events.out",
+        "validation/step-2.png",
+        "checkpoint-5/adapter.safetensors",
+        "class_images/c-0.png",
+        ".adapter.safetensors.123.tmp",
+        "validation/.x.tmp.png",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert upload_files(tmp_path) == ["README.md", "adapter.safetensors", "logs/dreambooth/events.out",
-                                      "validation/step-2.png"]
+    assert upload_files(tmp_path) == [
+        "README.md",
+        "adapter.safetensors",
+        "logs/dreambooth/events.out",
+        "validation/step-2.png",
+    ]

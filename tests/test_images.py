@@ -26,7 +26,7 @@ def test_a_16_bit_png_keeps_its_shades(tmp_path):
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
 def test_transparency_is_composited_on_white(tmp_path, mode):
     rgba = np.zeros((4, 4, 4), np.uint8)  # hidden colour black, fully transparent ...
-    rgba[:2, :, :] = (200, 0, 0, 255)      # ... except an opaque red top half
+    rgba[:2, :, :] = (200, 0, 0, 255)  # ... except an opaque red top half
     image = Image.fromarray(rgba, "RGBA")
     if mode == "LA":
         image = image.convert("LA")
@@ -38,8 +38,8 @@ def test_transparency_is_composited_on_white(tmp_path, mode):
     decoded = decode_rgb(path)
     pixels = np.asarray(decoded.image)
     assert decoded.had_alpha
-    assert (pixels[3, 0] == 255).all()         # the transparent half is white, not its hidden black
-    assert pixels[0, 0, 0] > 50                # the opaque half keeps its colour
+    assert (pixels[3, 0] == 255).all()  # the transparent half is white, not its hidden black
+    assert pixels[0, 0, 0] > 50  # the opaque half keeps its colour
 
 
 def test_exif_orientation_is_applied(tmp_path):

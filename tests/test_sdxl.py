@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from train_helpers import reset_accelerate
 
 from delora_diffusion.adapters import load_adapter, read_adapter
 from delora_diffusion.data.dreambooth import DreamBoothDataset, ImageSet
@@ -16,16 +17,35 @@ from delora_diffusion.inference.generate import main as generate_main
 from delora_diffusion.training.components import encode_prompts, load_components, stack_text, unet_conditioning
 from delora_diffusion.training.dreambooth import main as train_main
 from delora_diffusion.training.semantic import main as semantic_main
-from train_helpers import reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _flags(out: Path, base: Path, *extra: str) -> list[str]:
-    return ["--pretrained_model_name_or_path", str(base), "--instance_data_dir", str(REPO / "subjects" / "robot"),
-            "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--center_crop", "--rank", "2",
-            "--report_to", "none", "--validation_steps", "0", "--num_validation_images", "1",
-            "--validation_inference_steps", "2", "--output_dir", str(out), *extra]
+    return [
+        "--pretrained_model_name_or_path",
+        str(base),
+        "--instance_data_dir",
+        str(REPO / "subjects" / "robot"),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "32",
+        "--center_crop",
+        "--rank",
+        "2",
+        "--report_to",
+        "none",
+        "--validation_steps",
+        "0",
+        "--num_validation_images",
+        "1",
+        "--validation_inference_steps",
+        "2",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -43,7 +63,9 @@ def test_conditioning_joins_both_encoders_and_the_pooled_embedding(tiny_sdxl):
     assert text["text_embeds"].shape == (3, components.text_encoder_2.config.projection_dim)
     latent = torch.randn(3, 4, 8, 8)
     with torch.no_grad():
-        out = components.unet(latent, 10, **unet_conditioning(text, torch.tensor([[32.0, 32, 0, 0, 32, 32]] * 3))).sample
+        out = components.unet(
+            latent, 10, **unet_conditioning(text, torch.tensor([[32.0, 32, 0, 0, 32, 32]] * 3))
+        ).sample
         other = components.unet(latent, 10, **unet_conditioning(text, torch.tensor([[64.0, 96, 16, 0, 32, 32]] * 3)))
     assert out.shape == (3, 4, 8, 8)
     assert (out - other.sample).abs().max() > 1e-4  # the size and crop numbers reach the UNet
@@ -70,9 +92,27 @@ def trained(tiny_sdxl, tmp_path_factory) -> Path:
     """DeLoRA on the tiny SDXL: prior preservation with generated class images, validation, both exports."""
     reset_accelerate()
     out = tmp_path_factory.mktemp("sdxl") / "run"
-    assert train_main(_flags(out, tiny_sdxl, "--max_train_steps", "4", "--with_prior_preservation",
-                             "--class_prompt", "a photo of toy", "--num_class_images", "2", "--class_inference_steps",
-                             "2", "--validation_prompt", "a sks toy in the snow", "--export_kohya")) == 0
+    assert (
+        train_main(
+            _flags(
+                out,
+                tiny_sdxl,
+                "--max_train_steps",
+                "4",
+                "--with_prior_preservation",
+                "--class_prompt",
+                "a photo of toy",
+                "--num_class_images",
+                "2",
+                "--class_inference_steps",
+                "2",
+                "--validation_prompt",
+                "a sks toy in the snow",
+                "--export_kohya",
+            )
+        )
+        == 0
+    )
     reset_accelerate()
     return out
 
@@ -98,8 +138,10 @@ def test_sdxl_exports_load_in_stock_diffusers_with_equal_outputs(trained, tiny_s
         latent = torch.randn(1, 4, 8, 8, generator=generator)
         states = torch.randn(1, 77, config.cross_attention_dim, generator=generator)
         pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
-        added = {"text_embeds": torch.randn(1, pooled, generator=generator),
-                 "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}
+        added = {
+            "text_embeds": torch.randn(1, pooled, generator=generator),
+            "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]]),
+        }
         with torch.no_grad():
             return unet(latent, 500, states, added_cond_kwargs=added).sample
 
@@ -142,43 +184,89 @@ def test_the_model_cards_stock_diffusers_snippet_runs(trained, monkeypatch):
 
 def test_generate_renders_the_prompt_set_with_an_sdxl_adapter(trained, tiny_sdxl, tmp_path):
     out = tmp_path / "samples"
-    assert generate_main(["--pretrained_model_name_or_path", str(tiny_sdxl), "--adapter",
-                          str(trained / "adapter.safetensors"), "--subject", "robot", "--class_noun", "toy",
-                          "--height", "32", "--width", "32", "--num_images_per_prompt", "1", "--num_inference_steps",
-                          "2", "--output_dir", str(out), "--no_progress"]) == 0
+    assert (
+        generate_main(
+            [
+                "--pretrained_model_name_or_path",
+                str(tiny_sdxl),
+                "--adapter",
+                str(trained / "adapter.safetensors"),
+                "--subject",
+                "robot",
+                "--class_noun",
+                "toy",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--num_images_per_prompt",
+                "1",
+                "--num_inference_steps",
+                "2",
+                "--output_dir",
+                str(out),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert len(list((out / "robot").rglob("*.png"))) == 25 + 1  # the 25 prompts and the contact sheet
 
 
-def test_sdxl_runs_resume_exactly(tiny_sdxl, tmp_path, fresh_accelerate):
+def test_sdxl_runs_resume_exactly(tiny_sdxl, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     options = ["--adapter", "lora", "--random_flip"]  # fresh encodes: the flipped crops' time ids change too
     assert train_main(_flags(whole, tiny_sdxl, *options, "--max_train_steps", "6")) == 0
     reset_accelerate()
     assert train_main(_flags(split, tiny_sdxl, *options, "--max_train_steps", "3", "--checkpointing_steps", "3")) == 0
     reset_accelerate()
-    assert train_main(_flags(split, tiny_sdxl, *options, "--max_train_steps", "6",
-                             "--resume_from_checkpoint", "latest")) == 0
+    assert (
+        train_main(_flags(split, tiny_sdxl, *options, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"))
+        == 0
+    )
     a, b = _tensors(whole / "adapter.safetensors"), _tensors(split / "adapter.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sdxl_vae_stays_fp32_under_mixed_precision_unless_replaced(tiny_sdxl, tmp_path, caplog, fresh_accelerate):
+def test_sdxl_vae_stays_fp32_under_mixed_precision_unless_replaced(tiny_sdxl, tmp_path, caplog):
     with caplog.at_level("INFO", logger="delora_diffusion.training"):
-        assert train_main(_flags(tmp_path / "bf16", tiny_sdxl, "--max_train_steps", "1",
-                                 "--mixed_precision", "bf16")) == 0
+        assert (
+            train_main(_flags(tmp_path / "bf16", tiny_sdxl, "--max_train_steps", "1", "--mixed_precision", "bf16")) == 0
+        )
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "SDXL's VAE stays fp32 under mixed precision" in said
     caplog.clear()
     reset_accelerate()
     with caplog.at_level("INFO", logger="delora_diffusion.training"):
-        assert train_main(_flags(tmp_path / "own_vae", tiny_sdxl, "--max_train_steps", "1", "--mixed_precision",
-                                 "bf16", "--pretrained_vae_model_name_or_path", str(tiny_sdxl / "vae"))) == 0
+        assert (
+            train_main(
+                _flags(
+                    tmp_path / "own_vae",
+                    tiny_sdxl,
+                    "--max_train_steps",
+                    "1",
+                    "--mixed_precision",
+                    "bf16",
+                    "--pretrained_vae_model_name_or_path",
+                    str(tiny_sdxl / "vae"),
+                )
+            )
+            == 0
+        )
     assert "SDXL's VAE stays fp32" not in " ".join(r.getMessage() for r in caplog.records)
 
 
 def test_the_semantic_trainer_stops_on_sdxl_with_one_line(tiny_sdxl, tmp_path, capsys):
-    code = semantic_main(["--pretrained_model_name_or_path", str(tiny_sdxl), "--data_dir", str(tmp_path),
-                          "--output_dir", str(tmp_path / "semantic")])
+    code = semantic_main(
+        [
+            "--pretrained_model_name_or_path",
+            str(tiny_sdxl),
+            "--data_dir",
+            str(tmp_path),
+            "--output_dir",
+            str(tmp_path / "semantic"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "is a StableDiffusionXLPipeline; this command runs StableDiffusionPipeline" in err
 
@@ -194,15 +282,32 @@ def _encoder_outputs(pipe) -> list[torch.Tensor]:
     return outputs
 
 
-def test_sdxl_text_encoder_adapters_train_and_export(tiny_sdxl, tmp_path, fresh_accelerate):
+def test_sdxl_text_encoder_adapters_train_and_export(tiny_sdxl, tmp_path):
     from diffusers import StableDiffusionXLPipeline
     from safetensors.torch import load_file
 
     from delora_diffusion.inference import apply_adapter
 
     out = tmp_path / "run"
-    assert train_main(_flags(out, tiny_sdxl, "--adapter", "lora", "--train_text_encoder", "--text_encoder_lr", "1e-2",
-                             "--learning_rate", "1e-2", "--max_train_steps", "3", "--export_kohya")) == 0
+    assert (
+        train_main(
+            _flags(
+                out,
+                tiny_sdxl,
+                "--adapter",
+                "lora",
+                "--train_text_encoder",
+                "--text_encoder_lr",
+                "1e-2",
+                "--learning_rate",
+                "1e-2",
+                "--max_train_steps",
+                "3",
+                "--export_kohya",
+            )
+        )
+        == 0
+    )
     stored = read_adapter(out / "adapter.safetensors")
     assert len(stored.targets_of("text_encoder")) == len(stored.targets_of("text_encoder_2")) == 12
     kohya = set(load_file(out / "lora_kohya.safetensors"))
@@ -223,15 +328,25 @@ def test_sdxl_text_encoder_adapters_train_and_export(tiny_sdxl, tmp_path, fresh_
 def test_sdxl_recipes_parse(method):
     from delora_diffusion.training.dreambooth import build_args
 
-    args, _ = build_args(["--config", str(REPO / "configs" / f"dreambooth_sdxl_{method}.yaml"), "--instance_data_dir",
-                          "d", "--instance_prompt", "a photo of sks dog", "--class_prompt", "a photo of dog"])
+    args, _ = build_args(
+        [
+            "--config",
+            str(REPO / "configs" / f"dreambooth_sdxl_{method}.yaml"),
+            "--instance_data_dir",
+            "d",
+            "--instance_prompt",
+            "a photo of sks dog",
+            "--class_prompt",
+            "a photo of dog",
+        ]
+    )
     assert (args.adapter, args.resolution, args.max_train_steps) == (method, 1024, 500)
     assert args.pretrained_model_name_or_path == "stabilityai/stable-diffusion-xl-base-1.0"
     assert args.pretrained_vae_model_name_or_path == "madebyollin/sdxl-vae-fp16-fix"
 
 
 @pytest.mark.parametrize("method", ["dora", "ether", "etherplus"])
-def test_every_method_trains_on_sdxl(method, tiny_sdxl, tmp_path, fresh_accelerate):
+def test_every_method_trains_on_sdxl(method, tiny_sdxl, tmp_path):
     out = tmp_path / method
     assert train_main(_flags(out, tiny_sdxl, "--adapter", method, "--max_train_steps", "2")) == 0
     assert read_adapter(out / "adapter.safetensors").config.method == method

@@ -14,7 +14,14 @@ from delora_diffusion.data.demo_scenes import write_scenes
 from delora_diffusion.data.semantic import SemanticDataset
 from delora_diffusion.data.semantic_files import SemanticDataError, find_pairs, read_captions
 from delora_diffusion.data.semantic_maps import (
-    MapError, annotation_ids, center_box, colorize, fit_map, label_ids, palette_lookup, read_palette,
+    MapError,
+    annotation_ids,
+    center_box,
+    colorize,
+    fit_map,
+    label_ids,
+    palette_lookup,
+    read_palette,
 )
 
 

@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 NAN = float("nan")
 
 
-
 def test_metrics_match_a_hand_computed_confusion_matrix():
     label = np.array([[0, 0, 1], [1, 2, IGNORE_INDEX], [2, 2, 2]])
     prediction = np.array([[0, 1, 1], [1, 2, 0], [3, 2, 2]])  # the ignored pixel's prediction must not count
@@ -69,7 +68,9 @@ def test_fid_with_an_injected_extractor_matches_a_direct_computation(tmp_path):
     real, gen = features(paths["real"]), features(paths["gen"])
     mean_r, mean_g = real.mean(0), gen.mean(0)
     cov_r, cov_g = np.cov(real, rowvar=False), np.cov(gen, rowvar=False)
-    expected = float(((mean_r - mean_g) ** 2).sum() + np.trace(cov_r + cov_g - 2 * scipy.linalg.sqrtm(cov_r @ cov_g).real))
+    expected = float(
+        ((mean_r - mean_g) ** 2).sum() + np.trace(cov_r + cov_g - 2 * scipy.linalg.sqrtm(cov_r @ cov_g).real)
+    )
     value = compute_fid(paths["real"], paths["gen"], extractor, batch_size=4)
     assert value == pytest.approx(expected, rel=1e-3, abs=1e-6)
     same = compute_fid(paths["real"], paths["real"], extractor)
@@ -121,9 +122,22 @@ def write_generated(root: Path, maps_dir: Path, size: int = 32) -> Path:
         for seed in (0, 1):
             image = colors[:, 8:40] if not (index == 2 and seed == 1) else np.zeros((32, 32, 3), np.uint8)
             Image.fromarray(image).save(folder / f"{seed}.png")
-            records.append({"subject": stem, "map": stem, "prompt_index": 0, "prompt": "p", "seed": seed,
-                            "file": f"00/{seed}.png", "map_size": [48, 32], "map_crop": box, "control": "hint",
-                            "guidance_scale": 9.0, "num_inference_steps": 50, "scheduler": "ddim"})
+            records.append(
+                {
+                    "subject": stem,
+                    "map": stem,
+                    "prompt_index": 0,
+                    "prompt": "p",
+                    "seed": seed,
+                    "file": f"00/{seed}.png",
+                    "map_size": [48, 32],
+                    "map_crop": box,
+                    "control": "hint",
+                    "guidance_scale": 9.0,
+                    "num_inference_steps": 50,
+                    "scheduler": "ddim",
+                }
+            )
         (gen / stem / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     return gen
 
@@ -150,8 +164,13 @@ def test_segmentation_scores_the_cropped_map_region_and_skips_black_images(tmp_p
     gen = write_generated(tmp_path, tmp_path / "maps")
     monkeypatch.setattr("delora_diffusion.evaluation.semantic.load_segmenter", ColourReader)
     results = evaluate_semantic(SemanticEvalSettings(generated_dir=gen, maps_dir=tmp_path / "maps", progress=False))
-    assert results["counts"] == {"maps": 3, "generated_images": 6, "scored_images": 5, "black_skipped": 1,
-                                 "real_images": 0}
+    assert results["counts"] == {
+        "maps": 3,
+        "generated_images": 6,
+        "scored_images": 5,
+        "black_skipped": 1,
+        "real_images": 0,
+    }
     assert results["black_images"] == ["m2/00/1.png"]
     assert results["summary"]["mIoU"] == 1.0 and results["summary"]["aAcc"] == 1.0 and results["summary"]["mAcc"] == 1.0
     seg = results["segmentation"]
@@ -173,16 +192,36 @@ def test_cli_writes_json_csv_markdown_and_plot(tmp_path, tiny_segformer, tiny_fi
     for k in range(3):
         photo, _, _ = draw_scene(random.Random(10 + k), size=40)
         photo.save(real / f"r{k}.jpg")
-    code = eval_main(["semantic", "--generated", str(gen), "--maps", str(tmp_path / "maps"), "--real", str(real),
-                      "--seg_model", str(tiny_segformer), "--fid_extractor", str(tiny_fid_features), "--plot",
-                      "--no_progress", "--name", "tiny"])
+    code = eval_main(
+        [
+            "semantic",
+            "--generated",
+            str(gen),
+            "--maps",
+            str(tmp_path / "maps"),
+            "--real",
+            str(real),
+            "--seg_model",
+            str(tiny_segformer),
+            "--fid_extractor",
+            str(tiny_fid_features),
+            "--plot",
+            "--no_progress",
+            "--name",
+            "tiny",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| run | mIoU | mAcc | aAcc | FID |" in out and "| tiny |" in out
     results = json.loads((gen / "eval_semantic.json").read_text())
     assert results["format"] == "delora-eval/semantic/1"
     assert results["segmentation"]["model"]["num_labels"] == 150 and len(results["segmentation"]["per_class"]) == 150
-    assert 0.0 <= results["summary"]["aAcc"] <= 1.0 and results["fid"]["n_real"] == 3 and results["fid"]["n_generated"] == 5
+    assert (
+        0.0 <= results["summary"]["aAcc"] <= 1.0
+        and results["fid"]["n_real"] == 3
+        and results["fid"]["n_generated"] == 5
+    )
     assert results["summary"]["fid"] == pytest.approx(results["fid"]["value"]) and results["summary"]["fid"] >= 0
     rows = list(csv.DictReader((gen / "eval_semantic.csv").open()))
     assert rows[0]["level"] == "summary" and {r["level"] for r in rows} == {"summary", "class", "image"}
@@ -193,8 +232,16 @@ def test_cli_writes_json_csv_markdown_and_plot(tmp_path, tiny_segformer, tiny_fi
 @pytest.mark.parametrize("case", ["missing_map", "palette_size", "nothing_to_score", "map_size", "fid_extractor"])
 def test_cli_user_errors_exit_2(case, tmp_path, tiny_segformer, capsys):
     gen = write_generated(tmp_path, tmp_path / "maps")
-    argv = ["semantic", "--generated", str(gen), "--maps", str(tmp_path / "maps"), "--seg_model", str(tiny_segformer),
-            "--no_progress"]
+    argv = [
+        "semantic",
+        "--generated",
+        str(gen),
+        "--maps",
+        str(tmp_path / "maps"),
+        "--seg_model",
+        str(tiny_segformer),
+        "--no_progress",
+    ]
     if case == "missing_map":
         (tmp_path / "maps" / "m1.png").unlink()
         expected = "generated map 'm1' has no map in --maps"
@@ -222,10 +269,12 @@ def test_cli_user_errors_exit_2(case, tmp_path, tiny_segformer, capsys):
 
 
 def test_evaluation_imports_neither_training_nor_inference():
-    code = ("import sys, delora_diffusion.evaluation.cli, delora_diffusion.evaluation.semantic, "
-            "delora_diffusion.evaluation.semantic_report\n"
-            "bad = [m for m in sys.modules if m.startswith(('delora_diffusion.training', 'delora_diffusion.inference'))]\n"
-            "assert not bad, bad")
+    code = (
+        "import sys, delora_diffusion.evaluation.cli, delora_diffusion.evaluation.semantic, "
+        "delora_diffusion.evaluation.semantic_report\n"
+        "bad = [m for m in sys.modules if m.startswith(('delora_diffusion.training', 'delora_diffusion.inference'))]\n"
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -236,8 +285,9 @@ def test_compare_semantic_runs_side_by_side(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("delora_diffusion.evaluation.semantic.load_segmenter", ColourReader)
     files = []
     for name in ("delora", "lora"):
-        results = evaluate_semantic(SemanticEvalSettings(generated_dir=gen, maps_dir=tmp_path / "maps", name=name,
-                                                         progress=False))
+        results = evaluate_semantic(
+            SemanticEvalSettings(generated_dir=gen, maps_dir=tmp_path / "maps", name=name, progress=False)
+        )
         files.append(write_json(results, tmp_path / f"{name}.json"))
     assert eval_main(["compare", *map(str, files), "--per_subject", "--plot", str(tmp_path / "s.png")]) == 0
     out = capsys.readouterr().out

@@ -7,10 +7,15 @@ import torch
 from torch import nn
 
 from delora_diffusion.adapters import AdapterConfig, attach, read_adapter, save_adapter
-from delora_diffusion.models.control import ControlFileError, ControlledUNet, build_control, control_metadata, load_control
+from delora_diffusion.models.control import (
+    ControlFileError,
+    ControlledUNet,
+    build_control,
+    control_metadata,
+    load_control,
+)
 from delora_diffusion.models.hint_encoder import HintEncoder, inject_hint
 from delora_diffusion.models.loading import load_unet
-
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +26,26 @@ def unet(tiny_sd):
 
 def unet_inputs(batch: int = 2, side: int = 16):
     generator = torch.Generator().manual_seed(1)
-    return (torch.randn(batch, 4, side, side, generator=generator), torch.tensor([10, 500][:batch]),
-            torch.randn(batch, 77, 32, generator=generator))
+    return (
+        torch.randn(batch, 4, side, side, generator=generator),
+        torch.tensor([10, 500][:batch]),
+        torch.randn(batch, 77, 32, generator=generator),
+    )
 
 
 def test_hint_encoder_is_the_papers_eight_convs():
     encoder = HintEncoder(320)  # SD 1.5: C = 320, ×8 VAE
     convs = [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [
-        (3, 16), (16, 16), (16, 32), (32, 32), (32, 96), (96, 96), (96, 256), (256, 320)]
+        (3, 16),
+        (16, 16),
+        (16, 32),
+        (32, 32),
+        (32, 96),
+        (96, 96),
+        (96, 256),
+        (256, 320),
+    ]
     assert [c.stride[0] for c in convs] == [1, 1, 2, 1, 2, 1, 2, 1]
     assert torch.count_nonzero(convs[-1].weight) == 0 and torch.count_nonzero(convs[-1].bias) == 0
     features = encoder(torch.rand(2, 3, 64, 48))
@@ -64,9 +80,12 @@ def test_hint_reaches_both_guidance_branches_and_rejects_wrong_shapes(unet):
         with inject_hint(unet, features):
             injected = unet.conv_in(sample)
     assert torch.allclose(injected, plain + features.repeat(2, 1, 1, 1))
-    with pytest.raises(ValueError, match="do not fit the UNet's first feature map"):
-        with torch.no_grad(), inject_hint(unet, torch.zeros(2, 32, 8, 8)):
-            unet(sample, timestep, states)
+    with (
+        pytest.raises(ValueError, match="do not fit the UNet's first feature map"),
+        torch.no_grad(),
+        inject_hint(unet, torch.zeros(2, 32, 8, 8)),
+    ):
+        unet(sample, timestep, states)
 
 
 def test_controlnet_starts_as_the_base_model(unet):
@@ -74,7 +93,9 @@ def test_controlnet_starts_as_the_base_model(unet):
     controlnet = build_control("controlnet", unet, downsampling=2).eval()
     with torch.no_grad():
         base = unet(sample, timestep, states).sample
-        controlled = ControlledUNet(unet, "controlnet", controlnet)(sample, timestep, states, torch.rand(2, 3, 32, 32))[0]
+        controlled = ControlledUNet(unet, "controlnet", controlnet)(sample, timestep, states, torch.rand(2, 3, 32, 32))[
+            0
+        ]
     assert torch.equal(controlled, base)
 
 
@@ -86,9 +107,13 @@ def test_control_module_round_trips_through_the_adapter_file(kind, tiny_sd, tmp_
         parameter.data.normal_()
     attach(model, AdapterConfig(method="delora", rank=2))
     name = "hint_encoder" if kind == "hint" else "controlnet"
-    path = save_adapter(model, tmp_path / "a.safetensors", base_model=str(tiny_sd),
-                        extra_tensors={f"{name}.{k}": v for k, v in control.state_dict().items()},
-                        extra_metadata={"control": control_metadata(kind, control)})
+    path = save_adapter(
+        model,
+        tmp_path / "a.safetensors",
+        base_model=str(tiny_sd),
+        extra_tensors={f"{name}.{k}": v for k, v in control.state_dict().items()},
+        extra_metadata={"control": control_metadata(kind, control)},
+    )
     loaded_kind, loaded = load_control(read_adapter(path))
     assert loaded_kind == kind and type(loaded) is type(control)
     for key, value in control.state_dict().items():

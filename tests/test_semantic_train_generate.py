@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from train_helpers import grid_cell, launch_two_processes, reset_accelerate
 
 from delora_diffusion.adapters import AdapterConfig, attach, read_adapter, save_adapter
 from delora_diffusion.data.demo_scenes import write_scenes
@@ -20,12 +21,11 @@ from delora_diffusion.models.control import build_control, load_control
 from delora_diffusion.models.loading import load_unet
 from delora_diffusion.training.determinism import derive_seed
 from delora_diffusion.training.loop import train
-from delora_diffusion.training.semantic import build_args, main as train_main
+from delora_diffusion.training.semantic import build_args
+from delora_diffusion.training.semantic import main as train_main
 from delora_diffusion.training.semantic_task import SemanticTask
-from train_helpers import grid_cell, launch_two_processes, reset_accelerate
 
 RESOLUTION = 32
-
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,37 @@ def scenes(tmp_path_factory) -> Path:
 
 
 def flags(out: Path, tiny_sd: Path, data: Path, **options) -> list[str]:
-    argv = ["--pretrained_model_name_or_path", str(tiny_sd), "--data_dir", str(data), "--resolution", str(RESOLUTION),
-            "--train_batch_size", "2", "--rank", "2", "--output_dir", str(out), "--report_to", "none",
-            "--max_train_steps", "4", "--checkpointing_steps", "2", "--random_flip", "--proportion_empty_prompts", "0.5",
-            "--log_weight_distance_steps", "1"]
+    argv = [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--data_dir",
+        str(data),
+        "--resolution",
+        str(RESOLUTION),
+        "--train_batch_size",
+        "2",
+        "--rank",
+        "2",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--random_flip",
+        "--proportion_empty_prompts",
+        "0.5",
+        "--log_weight_distance_steps",
+        "1",
+    ]
     for key, value in options.items():
-        argv += [f"--{key}"] if value is True else [f"--{key}", *([str(v) for v in value] if isinstance(value, list)
-                                                               else [str(value)])]
+        argv += (
+            [f"--{key}"]
+            if value is True
+            else [f"--{key}", *([str(v) for v in value] if isinstance(value, list) else [str(value)])]
+        )
     return argv
 
 
@@ -70,8 +94,17 @@ def trained(tmp_path_factory, tiny_sd, scenes):
     level = logger.level
     logger.setLevel(logging.INFO)  # setLevel, not .level =: it also clears the logger's cached enabled levels
     try:
-        result, task = run(flags(out, tiny_sd, scenes, validation_maps=[validation_map], num_validation_images=2,
-                                 validation_inference_steps=2, validation_steps=0))
+        result, task = run(
+            flags(
+                out,
+                tiny_sd,
+                scenes,
+                validation_maps=[validation_map],
+                num_validation_images=2,
+                validation_inference_steps=2,
+                validation_steps=0,
+            )
+        )
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -90,8 +123,9 @@ def test_training_updates_the_adapter_and_the_hint_encoder(trained, tiny_sd):
     # The log counts what trains: the adapter and the hint encoder (not the adapter alone).
     hint = sum(v.numel() for v in saved.values())
     line = next(m for m in TRAINING_LOG if m.startswith("training "))
-    total, adapter = (int(n.replace(",", "")) for n in
-                      re.search(r"([\d,]+) trainable parameters: adapter ([\d,]+) in", line).groups())
+    total, adapter = (
+        int(n.replace(",", "")) for n in re.search(r"([\d,]+) trainable parameters: adapter ([\d,]+) in", line).groups()
+    )
     assert adapter > 0 and total == adapter + hint and f"hint_encoder {hint:,}" in line, line
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(0, 3))
@@ -121,18 +155,40 @@ def test_resume_replays_the_run(trained, tiny_sd, scenes, tmp_path):
 def test_generation_layout_and_round_trip_of_the_adapter_file(trained, tiny_sd, scenes, tmp_path, capsys):
     result, task, out, validation_map = trained
     gen = tmp_path / "gen"
-    argv = ["semantic", "--pretrained_model_name_or_path", str(tiny_sd), "--adapter", str(result.adapter_path),
-            "--maps", str(scenes / "maps"), "--captions", str(scenes / "captions.jsonl"), "--num_images_per_map", "2",
-            "--num_inference_steps", "2", "--height", str(RESOLUTION), "--width", str(RESOLUTION),
-            "--output_dir", str(gen), "--no_progress", "--limit", "2"]
+    argv = [
+        "semantic",
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--adapter",
+        str(result.adapter_path),
+        "--maps",
+        str(scenes / "maps"),
+        "--captions",
+        str(scenes / "captions.jsonl"),
+        "--num_images_per_map",
+        "2",
+        "--num_inference_steps",
+        "2",
+        "--height",
+        str(RESOLUTION),
+        "--width",
+        str(RESOLUTION),
+        "--output_dir",
+        str(gen),
+        "--no_progress",
+        "--limit",
+        "2",
+    ]
     assert generate_main(argv) == 0
     assert "2 maps, 4 images" in capsys.readouterr().out
     folder = gen / "scene_0000"
     assert sorted(p.name for p in (folder / "00").iterdir()) == ["0.png", "1.png"]
     records = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in records] == [0, 1]
-    captions = {json.loads(l)["file_name"].split(".")[0]: json.loads(l)["text"]
-                for l in (scenes / "captions.jsonl").read_text().splitlines()}
+    captions = {
+        json.loads(line)["file_name"].split(".")[0]: json.loads(line)["text"]
+        for line in (scenes / "captions.jsonl").read_text().splitlines()
+    }
     first = records[0]
     assert first["prompt"] == captions["scene_0000"] and first["caption_found"]
     assert first["map_crop"] == [0, 0, 48, 48] and first["map_size"] == [48, 48]
@@ -154,32 +210,66 @@ def test_generation_layout_and_round_trip_of_the_adapter_file(trained, tiny_sd, 
 
 
 def test_controlnet_option_trains_and_generates(tiny_sd, scenes, tmp_path, capsys):
-    result, task = run(flags(tmp_path / "cn", tiny_sd, scenes, control="controlnet", max_train_steps=2,
-                             checkpointing_steps=0))
+    result, task = run(
+        flags(tmp_path / "cn", tiny_sd, scenes, control="controlnet", max_train_steps=2, checkpointing_steps=0)
+    )
     kind, controlnet = load_control(read_adapter(result.adapter_path))
     assert kind == "controlnet" and result.history[-1]["lr/controlnet"] == pytest.approx(1e-5)
     # Its zero convolutions left zero: the control now reaches the UNet.
     assert any(torch.count_nonzero(block.weight) for block in controlnet.controlnet_down_blocks)
-    assert generate_main(["semantic", "--pretrained_model_name_or_path", str(tiny_sd), "--adapter",
-                          str(result.adapter_path), "--maps", str(scenes / "maps"), "--prompt", "a room",
-                          "--num_images_per_map", "1", "--num_inference_steps", "2", "--limit", "1",
-                          "--output_dir", str(tmp_path / "gen"), "--no_progress"]) == 0
+    assert (
+        generate_main(
+            [
+                "semantic",
+                "--pretrained_model_name_or_path",
+                str(tiny_sd),
+                "--adapter",
+                str(result.adapter_path),
+                "--maps",
+                str(scenes / "maps"),
+                "--prompt",
+                "a room",
+                "--num_images_per_map",
+                "1",
+                "--num_inference_steps",
+                "2",
+                "--limit",
+                "1",
+                "--output_dir",
+                str(tmp_path / "gen"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "gen" / "scene_0000" / "00" / "0.png").is_file()
 
 
 @pytest.mark.parametrize("control", ["hint", "controlnet"])
 def test_bf16_mixed_precision_trains_and_validates(control, tiny_sd, scenes, tmp_path):
     """The frozen UNet in bf16, the control module fp32: its features / residuals must meet the UNet in its dtype."""
-    result, _ = run(flags(tmp_path / control, tiny_sd, scenes, control=control, mixed_precision="bf16",
-                          max_train_steps=2, checkpointing_steps=0, validation_maps=[scenes / "maps" / "scene_0001.png"],
-                          num_validation_images=1, validation_inference_steps=2))
+    result, _ = run(
+        flags(
+            tmp_path / control,
+            tiny_sd,
+            scenes,
+            control=control,
+            mixed_precision="bf16",
+            max_train_steps=2,
+            checkpointing_steps=0,
+            validation_maps=[scenes / "maps" / "scene_0001.png"],
+            num_validation_images=1,
+            validation_inference_steps=2,
+        )
+    )
     assert result.mixed_precision == "bf16" and result.validation_grids
     stored = read_adapter(result.adapter_path)
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in stored.extra_tensors.values())
 
 
-@pytest.mark.parametrize("case", ["missing_map", "size_mismatch", "cache_without_center_crop",
-                                  "validation_prompts", "missing_data_dir"])
+@pytest.mark.parametrize(
+    "case", ["missing_map", "size_mismatch", "cache_without_center_crop", "validation_prompts", "missing_data_dir"]
+)
 def test_trainer_user_errors_exit_2_with_a_clear_message(case, tiny_sd, tmp_path, capsys):
     data = tmp_path / "data"
     write_scenes(data, count=2, size=32)
@@ -231,10 +321,31 @@ def test_two_processes_keep_adapter_and_hint_encoder_in_sync(tiny_sd, scenes, tm
     from delora_diffusion.training.metrics import adapter_fingerprint
 
     out = tmp_path / "ddp"
-    code, log, found = launch_two_processes("train_semantic.py", [
-        "--pretrained_model_name_or_path", str(tiny_sd), "--data_dir", str(scenes), "--resolution", str(RESOLUTION),
-        "--rank", "2", "--train_batch_size", "1", "--max_train_steps", "3", "--checkpointing_steps", "0",
-        "--report_to", "none", "--random_flip", "--output_dir", str(out)], tmp_path)
+    code, log, found = launch_two_processes(
+        "train_semantic.py",
+        [
+            "--pretrained_model_name_or_path",
+            str(tiny_sd),
+            "--data_dir",
+            str(scenes),
+            "--resolution",
+            str(RESOLUTION),
+            "--rank",
+            "2",
+            "--train_batch_size",
+            "1",
+            "--max_train_steps",
+            "3",
+            "--checkpointing_steps",
+            "0",
+            "--report_to",
+            "none",
+            "--random_flip",
+            "--output_dir",
+            str(out),
+        ],
+        tmp_path,
+    )
     assert code == 0, log[-4000:]
     assert set(found) == {"0", "1"} and found["0"] == found["1"], found
     assert log.count("Done: 3 steps of delora + hint") == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from single_file_helpers import write_single_file
 
 from delora_diffusion.adapters import read_adapter
 from delora_diffusion.inference.generate import main as generate_main
@@ -17,7 +18,6 @@ from delora_diffusion.models.families import ModelFamilyError, check_base_model,
 from delora_diffusion.models.single_file import cache_root, resolve_base_model
 from delora_diffusion.models.single_file_configs import builtin_config
 from delora_diffusion.training.dreambooth import main as train_main
-from single_file_helpers import write_single_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +43,14 @@ def sd2_file(tiny_sd2, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("which", ["sd", "sd2", "sdxl"])
-def test_single_files_convert_once_to_the_same_weights(which, tiny_sd, tiny_sd2, tiny_sdxl, sd_file, sd2_file,
-                                                        sdxl_file, capsys):
+def test_single_files_convert_once_to_the_same_weights(
+    which, tiny_sd, tiny_sd2, tiny_sdxl, sd_file, sd2_file, sdxl_file, capsys
+):
     folder, file = {"sd": (tiny_sd, sd_file), "sd2": (tiny_sd2, sd2_file), "sdxl": (tiny_sdxl, sdxl_file)}[which]
     # (the tiny SD 2.x has a CLIP text encoder, so its file reads as SD 1.x: the configs decide the rest)
-    assert single_file_kind(file) == (("StableDiffusionXLPipeline", "sdxl") if which == "sdxl"
-                                      else ("StableDiffusionPipeline", "sd1"))
+    assert single_file_kind(file) == (
+        ("StableDiffusionXLPipeline", "sdxl") if which == "sdxl" else ("StableDiffusionPipeline", "sd1")
+    )
     converted = Path(resolve_base_model(str(file), str(folder)))
     assert "converting the single-file checkpoint" in capsys.readouterr().out
     components = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if which == "sdxl" else [])
@@ -61,39 +63,121 @@ def test_single_files_convert_once_to_the_same_weights(which, tiny_sd, tiny_sd2,
     assert scheduler.get("prediction_type", "epsilon") == ("v_prediction" if which == "sd2" else "epsilon")
 
 
-def test_train_generate_and_export_from_a_single_file(sd_file, tiny_sd, tmp_path, fresh_accelerate):
+def test_train_generate_and_export_from_a_single_file(sd_file, tiny_sd, tmp_path):
     out = tmp_path / "run"
-    flags = ["--pretrained_model_name_or_path", str(sd_file), "--single_file_config", str(tiny_sd),
-             "--instance_data_dir", str(REPO / "subjects" / "robot"), "--instance_prompt", "a photo of sks toy",
-             "--resolution", "32", "--center_crop", "--rank", "2", "--report_to", "none", "--validation_steps", "0",
-             "--num_validation_images", "1", "--validation_inference_steps", "2", "--max_train_steps", "2",
-             "--output_dir", str(out)]
+    flags = [
+        "--pretrained_model_name_or_path",
+        str(sd_file),
+        "--single_file_config",
+        str(tiny_sd),
+        "--instance_data_dir",
+        str(REPO / "subjects" / "robot"),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "32",
+        "--center_crop",
+        "--rank",
+        "2",
+        "--report_to",
+        "none",
+        "--validation_steps",
+        "0",
+        "--num_validation_images",
+        "1",
+        "--validation_inference_steps",
+        "2",
+        "--max_train_steps",
+        "2",
+        "--output_dir",
+        str(out),
+    ]
     assert train_main(flags) == 0
     adapter = read_adapter(out / "adapter.safetensors")
     assert adapter.metadata["base_model"] == str(sd_file)  # the file as given, not the cache folder
     assert "from_single_file" in (out / "README.md").read_text()
     images = tmp_path / "images"
-    assert generate_main(["--pretrained_model_name_or_path", str(sd_file), "--single_file_config", str(tiny_sd),
-                          "--adapter", str(out / "adapter.safetensors"), "--prompt", "a sks toy",
-                          "--num_images_per_prompt", "1", "--num_inference_steps", "2", "--height", "32",
-                          "--width", "32", "--output_dir", str(images), "--no_progress"]) == 0
+    assert (
+        generate_main(
+            [
+                "--pretrained_model_name_or_path",
+                str(sd_file),
+                "--single_file_config",
+                str(tiny_sd),
+                "--adapter",
+                str(out / "adapter.safetensors"),
+                "--prompt",
+                "a sks toy",
+                "--num_images_per_prompt",
+                "1",
+                "--num_inference_steps",
+                "2",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--output_dir",
+                str(images),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert len(list(images.rglob("*.png"))) >= 1
 
 
-def test_an_sdxl_single_file_trains(sdxl_file, tiny_sdxl, tmp_path, fresh_accelerate):
+def test_an_sdxl_single_file_trains(sdxl_file, tiny_sdxl, tmp_path):
     out = tmp_path / "run"
-    assert train_main(["--pretrained_model_name_or_path", str(sdxl_file), "--single_file_config", str(tiny_sdxl),
-                       "--instance_data_dir", str(REPO / "subjects" / "robot"), "--instance_prompt",
-                       "a photo of sks toy", "--resolution", "32", "--center_crop", "--rank", "2", "--report_to",
-                       "none", "--validation_steps", "0", "--max_train_steps", "1", "--output_dir", str(out)]) == 0
+    assert (
+        train_main(
+            [
+                "--pretrained_model_name_or_path",
+                str(sdxl_file),
+                "--single_file_config",
+                str(tiny_sdxl),
+                "--instance_data_dir",
+                str(REPO / "subjects" / "robot"),
+                "--instance_prompt",
+                "a photo of sks toy",
+                "--resolution",
+                "32",
+                "--center_crop",
+                "--rank",
+                "2",
+                "--report_to",
+                "none",
+                "--validation_steps",
+                "0",
+                "--max_train_steps",
+                "1",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert any(".attn2." in name for name in read_adapter(out / "adapter.safetensors").layers)
 
 
-def test_a_file_the_builtin_configs_do_not_describe_stops_naming_the_flag(sd_file, tmp_path, capsys,
-                                                                          fresh_accelerate):
-    code = train_main(["--pretrained_model_name_or_path", str(sd_file), "--instance_data_dir",
-                       str(REPO / "subjects" / "robot"), "--instance_prompt", "a photo of sks toy", "--resolution",
-                       "32", "--report_to", "none", "--max_train_steps", "1", "--output_dir", str(tmp_path / "out")])
+def test_a_file_the_builtin_configs_do_not_describe_stops_naming_the_flag(sd_file, tmp_path, capsys):
+    code = train_main(
+        [
+            "--pretrained_model_name_or_path",
+            str(sd_file),
+            "--instance_data_dir",
+            str(REPO / "subjects" / "robot"),
+            "--instance_prompt",
+            "a photo of sks toy",
+            "--resolution",
+            "32",
+            "--report_to",
+            "none",
+            "--max_train_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and str(sd_file) in err and "--single_file_config" in err
 
@@ -109,11 +193,14 @@ def test_files_of_no_known_family_are_refused(tmp_path):
         check_base_model(str(lora))
 
 
-@pytest.mark.parametrize("version,unet,vae,text", [
-    ("sd1", 859_520_964, 83_653_863, [123_060_480]),
-    ("sd2", 865_910_724, 83_653_863, [340_387_840]),
-    ("sdxl", 2_567_463_684, 83_653_863, [123_060_480, 694_659_840]),
-])
+@pytest.mark.parametrize(
+    "version,unet,vae,text",
+    [
+        ("sd1", 859_520_964, 83_653_863, [123_060_480]),
+        ("sd2", 865_910_724, 83_653_863, [340_387_840]),
+        ("sdxl", 2_567_463_684, 83_653_863, [123_060_480, 694_659_840]),
+    ],
+)
 def test_builtin_configs_are_the_published_architectures(version, unet, vae, text):
     """Parameter counts of the published SD 1.5, SD 2.1 and SDXL components, and CLIP's token ids."""
     from accelerate import init_empty_weights
@@ -127,7 +214,9 @@ def test_builtin_configs_are_the_published_architectures(version, unet, vae, tex
         return sum(p.numel() for p in model.parameters())
 
     with init_empty_weights():
-        assert count(UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder, subfolder="unet"))) == unet
+        assert (
+            count(UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder, subfolder="unet"))) == unet
+        )
         assert count(AutoencoderKL.from_config(AutoencoderKL.load_config(folder, subfolder="vae"))) == vae
         encoders = [name for name in ("text_encoder", "text_encoder_2") if name in index]
         for name, expected in zip(encoders, text):

@@ -53,11 +53,18 @@ def test_generate_subcommand_help_without_heavy_imports(argv):
     assert "--maps" in result.stdout
 
 
-@pytest.mark.parametrize("entry,argv,message", [
-    ("train_dreambooth.py", ["--rank", "x"], "--rank"),
-    ("generate.py", ["--pretrained_model_name_or_path", "x", "--output_dir", "o", "--subject", "dog"], "--class_noun"),
-    ("delora-eval", ["dreambooth", "--protocol", "nope"], "--protocol"),
-])
+@pytest.mark.parametrize(
+    "entry,argv,message",
+    [
+        ("train_dreambooth.py", ["--rank", "x"], "--rank"),
+        (
+            "generate.py",
+            ["--pretrained_model_name_or_path", "x", "--output_dir", "o", "--subject", "dog"],
+            "--class_noun",
+        ),
+        ("delora-eval", ["dreambooth", "--protocol", "nope"], "--protocol"),
+    ],
+)
 def test_flag_errors_without_heavy_imports(entry, argv, message):
     result = _run(entry, argv)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -23,8 +23,11 @@ def test_column_norms_of_every_attention_projection(tiny_sd):
 
     blocks, series = per_block(rows)
     assert blocks == ["down_blocks.0", "mid_block", "up_blocks.1"]  # the path through the U
-    in_block = [r["mean_column_norm"] for r in rows
-                if r["block"] == "mid_block" and r["attention"] == "self" and r["projection"] == "to_q"]
+    in_block = [
+        r["mean_column_norm"]
+        for r in rows
+        if r["block"] == "mid_block" and r["attention"] == "self" and r["projection"] == "to_q"
+    ]
     assert series[("self", "to_q")]["mid_block"] == pytest.approx(sum(in_block) / len(in_block))
 
 

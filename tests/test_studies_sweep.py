@@ -21,12 +21,23 @@ STEPS, LOG_EVERY = 10, 5
 
 def tiny_train_config(tiny_sd: Path) -> dict:
     """The demo subject without prior preservation, 10 steps: the cheapest run that shows the mechanism."""
-    return {"pretrained_model_name_or_path": str(tiny_sd), "instance_data_dir": str(REPO / "subjects" / "robot"),
-            "instance_prompt": "a photo of sks toy", "resolution": 32, "center_crop": True, "rank": 4,
-            "train_batch_size": 2, "lr_scheduler": "constant", "report_to": "none",
-            "log_weight_distance_steps": LOG_EVERY, "checkpointing_steps": LOG_EVERY,
-            "validation_prompt": ["a photo of sks toy"], "num_validation_images": 1, "validation_steps": 0,
-            "validation_inference_steps": 2}
+    return {
+        "pretrained_model_name_or_path": str(tiny_sd),
+        "instance_data_dir": str(REPO / "subjects" / "robot"),
+        "instance_prompt": "a photo of sks toy",
+        "resolution": 32,
+        "center_crop": True,
+        "rank": 4,
+        "train_batch_size": 2,
+        "lr_scheduler": "constant",
+        "report_to": "none",
+        "log_weight_distance_steps": LOG_EVERY,
+        "checkpointing_steps": LOG_EVERY,
+        "validation_prompt": ["a photo of sks toy"],
+        "num_validation_images": 1,
+        "validation_steps": 0,
+        "validation_inference_steps": 2,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +48,28 @@ def sweep(tmp_path_factory, tiny_sd, tiny_dino, tiny_clip):
     broken.write_text("ether_blocks: 0\n")  # passes the flag types, rejected by the trainer's checks
     prompts = root / "prompts.txt"
     prompts.write_text("a {token} {class_noun} on the beach\na {token} {class_noun} in the snow\n")
-    spec = SweepSpec(output_dir=root / "sweep", methods=("delora", "lora", "etherplus"), lr_factors=(1.0, 16.0),
-                     train_config=tiny_train_config(tiny_sd), method_configs={"etherplus": {"ether_blocks": 0}},
-                     max_train_steps=STEPS)
-    evaluation = EvalSpec(subject="robot", class_noun="toy", real_dir=REPO / "subjects", steps=("5", "final"),
-                          generate_flags={"prompt_file": str(prompts), "num_images_per_prompt": 1,
-                                          "num_inference_steps": 2, "height": 32, "width": 32},
-                          eval_flags={"dino_model": str(tiny_dino), "clip_model": str(tiny_clip), "no_cache": True})
+    spec = SweepSpec(
+        output_dir=root / "sweep",
+        methods=("delora", "lora", "etherplus"),
+        lr_factors=(1.0, 16.0),
+        train_config=tiny_train_config(tiny_sd),
+        method_configs={"etherplus": {"ether_blocks": 0}},
+        max_train_steps=STEPS,
+    )
+    evaluation = EvalSpec(
+        subject="robot",
+        class_noun="toy",
+        real_dir=REPO / "subjects",
+        steps=("5", "final"),
+        generate_flags={
+            "prompt_file": str(prompts),
+            "num_images_per_prompt": 1,
+            "num_inference_steps": 2,
+            "height": 32,
+            "width": 32,
+        },
+        eval_flags={"dino_model": str(tiny_dino), "clip_model": str(tiny_clip), "no_cache": True},
+    )
     lines: list[str] = []
     results = run_sweep(spec, evaluation, jobs=2, threads=1, log=lines.append)
     return spec, evaluation, results, lines
@@ -115,8 +141,15 @@ def test_points_are_evaluated_at_a_checkpoint_and_at_the_end(sweep):
 def test_report_writes_tables_and_plots_and_a_rerun_skips_finished_points(sweep):
     spec, evaluation, results, _ = sweep
     written = {p.name for p in write_report(spec.output_dir)}
-    assert {"summary.md", "summary.csv", "distance_vs_lr.png", "metric_vs_lr.png", "distance_vs_step.png",
-            "metric_vs_step.png", "image_grid.png"} <= written
+    assert {
+        "summary.md",
+        "summary.csv",
+        "distance_vs_lr.png",
+        "metric_vs_lr.png",
+        "distance_vs_step.png",
+        "metric_vs_step.png",
+        "image_grid.png",
+    } <= written
     summary = (spec.output_dir / "report" / "summary.md").read_text()
     assert "| delora |" in summary and "| lora |" in summary and "bound" in summary
     assert "failed: " in summary  # the ETHER+ points, with their error
@@ -125,11 +158,14 @@ def test_report_writes_tables_and_plots_and_a_rerun_skips_finished_points(sweep)
     lora_row = next(r for r in rows if r["point"] == "lora-x16-seed0")
     assert float(lora_row["distance"]) == pytest.approx(results["lora-x16-seed0"]["distance"])
     assert lora_row["eval_step"] == "final" and float(lora_row["dino"]) == pytest.approx(
-        results["lora-x16-seed0"]["evaluations"]["final"]["dino"])
+        results["lora-x16-seed0"]["evaluations"]["final"]["dino"]
+    )
 
     done = SweepSpec(**{**spec.__dict__, "methods": ("delora", "lora")})
-    stamp = {name: (spec.output_dir / name / "result.json").stat().st_mtime_ns
-             for name in ("delora-x1-seed0", "lora-x16-seed0")}
+    stamp = {
+        name: (spec.output_dir / name / "result.json").stat().st_mtime_ns
+        for name in ("delora-x1-seed0", "lora-x16-seed0")
+    }
     lines: list[str] = []
     again = run_sweep(done, evaluation, jobs=2, threads=1, log=lines.append)
     assert "4 finished (skipped), 0 to run" in lines[0] and not any("eval " in line for line in lines)
@@ -139,8 +175,7 @@ def test_report_writes_tables_and_plots_and_a_rerun_skips_finished_points(sweep)
 
 def test_a_point_run_with_other_settings_is_not_overwritten(sweep):
     spec, _, _, _ = sweep
-    changed = SweepSpec(**{**spec.__dict__, "methods": ("lora",), "lr_factors": (1.0,),
-                           "train_overrides": {"rank": 2}})
+    changed = SweepSpec(**{**spec.__dict__, "methods": ("lora",), "lr_factors": (1.0,), "train_overrides": {"rank": 2}})
     lines: list[str] = []
     results = run_sweep(changed, log=lines.append)
     assert results["lora-x1-seed0"]["status"] == "failed" and "other settings" in results["lora-x1-seed0"]["error"]
@@ -148,9 +183,15 @@ def test_a_point_run_with_other_settings_is_not_overwritten(sweep):
 
 
 def test_prolonged_mode_keeps_every_checkpoint_and_fixes_steps():
-    spec = SweepSpec(output_dir=Path("sweep"), mode="prolonged", methods=("lora",), lr_factors=(1.0,),
-                     train_config={"checkpoints_total_limit": 2, "with_prior_preservation": True},
-                     max_train_steps=3000, checkpoint_every=250)
+    spec = SweepSpec(
+        output_dir=Path("sweep"),
+        mode="prolonged",
+        methods=("lora",),
+        lr_factors=(1.0,),
+        train_config={"checkpoints_total_limit": 2, "with_prior_preservation": True},
+        max_train_steps=3000,
+        checkpoint_every=250,
+    )
     spec.check()
     config = spec.train_config_for(Point("lora", 1.0, 0))
     assert config["max_train_steps"] == 3000 and config["checkpointing_steps"] == 250
@@ -161,21 +202,27 @@ def test_prolonged_mode_keeps_every_checkpoint_and_fixes_steps():
 
 
 def test_assignments_read_yaml_scalars_and_reject_malformed_items():
-    assert parse_assignments(["max_train_steps=40", "center_crop=true", "learning_rate=1e-3", "x=[a, b]"],
-                             "train") == {"max_train_steps": 40, "center_crop": True, "learning_rate": "1e-3",
-                                          "x": ["a", "b"]}
+    assert parse_assignments(["max_train_steps=40", "center_crop=true", "learning_rate=1e-3", "x=[a, b]"], "train") == {
+        "max_train_steps": 40,
+        "center_crop": True,
+        "learning_rate": "1e-3",
+        "x": ["a", "b"],
+    }
     with pytest.raises(SweepConfigError, match="--train: expected KEY=VALUE"):
         parse_assignments(["max_train_steps"], "train")
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--lr_factors", "0", "1"], "--lr_factors must all be > 0"),
-    (["--methods", "delora", "loraa"], "unknown ['loraa']"),
-    (["--base_learning_rates", "delora:6e-3"], "expected METHOD=VALUE"),
-    (["--train", "learning_rate=1"], "the sweep sets"),
-    (["--train", "max_train_step=4"], "unknown key 'max_train_step' (did you mean 'max_train_steps'?)"),
-    (["--evaluate"], "--evaluate needs --eval_subject"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lr_factors", "0", "1"], "--lr_factors must all be > 0"),
+        (["--methods", "delora", "loraa"], "unknown ['loraa']"),
+        (["--base_learning_rates", "delora:6e-3"], "expected METHOD=VALUE"),
+        (["--train", "learning_rate=1"], "the sweep sets"),
+        (["--train", "max_train_step=4"], "unknown key 'max_train_step' (did you mean 'max_train_steps'?)"),
+        (["--evaluate"], "--evaluate needs --eval_subject"),
+    ],
+)
 def test_bad_sweep_settings_are_usage_errors(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["--output_dir", str(tmp_path / "s"), *extra])
@@ -196,9 +243,23 @@ def test_the_shipped_sweep_configs_parse(tmp_path, monkeypatch):
 
     monkeypatch.chdir(REPO)  # their train_config paths are relative to the repository root
     for path in sorted((REPO / "configs" / "sweeps").glob("*.yaml")):
-        args = parse_args(run_parser(), ["--config", str(path), "--output_dir", str(tmp_path / path.stem),
-                                         "--eval_subject", "dog", "--eval_class_noun", "dog", "--eval_real_dir", "r",
-                                         "--train", "instance_prompt=a photo of sks dog"])
+        args = parse_args(
+            run_parser(),
+            [
+                "--config",
+                str(path),
+                "--output_dir",
+                str(tmp_path / path.stem),
+                "--eval_subject",
+                "dog",
+                "--eval_class_noun",
+                "dog",
+                "--eval_real_dir",
+                "r",
+                "--train",
+                "instance_prompt=a photo of sks dog",
+            ],
+        )
         spec, _ = spec_from_args(args)
         assert spec.points(), path
         config = spec.train_config_for(spec.points()[-1])

@@ -2,22 +2,64 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from delora_diffusion.configfile import parse_args
 from delora_diffusion.training.args import PAPER_LEARNING_RATES, apply_method_defaults
 from delora_diffusion.training.dreambooth import build_args, dreambooth_parser, main
 
-DIFFUSERS_FLAGS = """--pretrained_model_name_or_path --revision --variant --instance_data_dir --instance_prompt
---class_data_dir --class_prompt --with_prior_preservation --prior_loss_weight --num_class_images --sample_batch_size
---resolution --center_crop --random_flip --train_batch_size --max_train_steps --num_train_epochs --learning_rate
---scale_lr --lr_scheduler --lr_warmup_steps --gradient_accumulation_steps --gradient_checkpointing --max_grad_norm
---mixed_precision --seed --output_dir --logging_dir --report_to --checkpointing_steps --checkpoints_total_limit
---resume_from_checkpoint --validation_prompt --num_validation_images --validation_steps --snr_gamma
---dataloader_num_workers --adapter --rank --target_modules --adapter_init --delora_lambda --lambda_learning_rate
---lambda_weight_decay --lora_alpha --ether_blocks --adam_weight_decay --config""".split()
+DIFFUSERS_FLAGS = [
+    "--pretrained_model_name_or_path",
+    "--revision",
+    "--variant",
+    "--instance_data_dir",
+    "--instance_prompt",
+    "--class_data_dir",
+    "--class_prompt",
+    "--with_prior_preservation",
+    "--prior_loss_weight",
+    "--num_class_images",
+    "--sample_batch_size",
+    "--resolution",
+    "--center_crop",
+    "--random_flip",
+    "--train_batch_size",
+    "--max_train_steps",
+    "--num_train_epochs",
+    "--learning_rate",
+    "--scale_lr",
+    "--lr_scheduler",
+    "--lr_warmup_steps",
+    "--gradient_accumulation_steps",
+    "--gradient_checkpointing",
+    "--max_grad_norm",
+    "--mixed_precision",
+    "--seed",
+    "--output_dir",
+    "--logging_dir",
+    "--report_to",
+    "--checkpointing_steps",
+    "--checkpoints_total_limit",
+    "--resume_from_checkpoint",
+    "--validation_prompt",
+    "--num_validation_images",
+    "--validation_steps",
+    "--snr_gamma",
+    "--dataloader_num_workers",
+    "--adapter",
+    "--rank",
+    "--target_modules",
+    "--adapter_init",
+    "--delora_lambda",
+    "--lambda_learning_rate",
+    "--lambda_weight_decay",
+    "--lora_alpha",
+    "--ether_blocks",
+    "--adam_weight_decay",
+    "--config",
+]
 
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # runwayml's copy was deleted from the hub in 2024
@@ -34,7 +76,9 @@ def test_every_flag_of_the_issue_exists():
 
 
 def test_yaml_values_are_typed_and_explicit_flags_override(tmp_path):
-    config = write(tmp_path / "c.yaml", """
+    config = write(
+        tmp_path / "c.yaml",
+        """
 pretrained_model_name_or_path: some/model
 instance_data_dir: data/dog
 instance_prompt: a photo of sks dog
@@ -46,12 +90,15 @@ center_crop: true
 mixed_precision: no            # YAML 1.1 boolean false, meant as the choice "no"
 validation_prompt: [a sks dog, a sks dog in the snow]
 target_modules: to_q
-""")
-    args = parse_args(dreambooth_parser(), ["--config", config, "--rank", "32", "--no_center_crop",
-                                            "--validation_prompt", "only this"])
+""",
+    )
+    args = parse_args(
+        dreambooth_parser(),
+        ["--config", config, "--rank", "32", "--no_center_crop", "--validation_prompt", "only this"],
+    )
     assert args.adapter == "lora" and args.learning_rate == pytest.approx(6e-4)
-    assert args.rank == 32                      # flag over file
-    assert args.center_crop is False            # --no_x turns off a file's true
+    assert args.rank == 32  # flag over file
+    assert args.center_crop is False  # --no_x turns off a file's true
     assert args.with_prior_preservation is True
     assert args.mixed_precision == "no"
     assert args.validation_prompt == ["only this"]
@@ -59,14 +106,17 @@ target_modules: to_q
     assert args.config == config
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("learning_rte: 1e-4\n", "unknown key 'learning_rte' (did you mean 'learning_rate'?)"),
-    ("rank: sixteen\n", "key 'rank': argument --rank: invalid int value: 'sixteen'"),
-    ("adapter: vera\n", "key 'adapter': argument --adapter: invalid choice: 'vera'"),
-    ("center_crop: maybe\n", "key 'center_crop' must be true or false"),
-    ("rank: [1, 2]\n", "key 'rank' takes one value"),
-    ("- a\n- b\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("learning_rte: 1e-4\n", "unknown key 'learning_rte' (did you mean 'learning_rate'?)"),
+        ("rank: sixteen\n", "key 'rank': argument --rank: invalid int value: 'sixteen'"),
+        ("adapter: vera\n", "key 'adapter': argument --adapter: invalid choice: 'vera'"),
+        ("center_crop: maybe\n", "key 'center_crop' must be true or false"),
+        ("rank: [1, 2]\n", "key 'rank' takes one value"),
+        ("- a\n- b\n", "expected a mapping"),
+    ],
+)
 def test_bad_yaml_is_an_error_naming_file_and_key(tmp_path, capsys, text, expected):
     config = write(tmp_path / "bad.yaml", text)
     with pytest.raises(SystemExit) as exc:
@@ -118,7 +168,8 @@ def test_every_command_refuses_abbreviations():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             name = getattr(node, "func", None) and getattr(node.func, "attr", getattr(node.func, "id", None))
             if name in ("ArgumentParser", "add_parser") and not any(
-                    k.arg == "allow_abbrev" and getattr(k.value, "value", None) is False for k in node.keywords):
+                k.arg == "allow_abbrev" and getattr(k.value, "value", None) is False for k in node.keywords
+            ):
                 missing.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not missing, missing
 
@@ -141,21 +192,78 @@ def test_method_defaults_come_from_the_papers():
     assert args.learning_rate == 1e-4 and args.adam_weight_decay == 0.5
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "--pretrained_model_name_or_path is required"),
-    (["--pretrained_model_name_or_path", "m"], "--instance_data_dir is required"),
-    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d"], "--instance_prompt is required"),
-    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
-      "--with_prior_preservation"], "needs --class_prompt"),
-    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
-      "--resolution", "30"], "multiple of 8"),
-    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
-      "--train_batch_size", "0"], "--train_batch_size must be >= 1"),
-    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
-      "--output_dir", "README.md"], "--output_dir README.md is a file, not a folder"),
-    (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
-      "--output_dir", "README.md/run"], "--output_dir README.md/run is inside README.md, which is a file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "--pretrained_model_name_or_path is required"),
+        (["--pretrained_model_name_or_path", "m"], "--instance_data_dir is required"),
+        (["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d"], "--instance_prompt is required"),
+        (
+            [
+                "--pretrained_model_name_or_path",
+                "m",
+                "--instance_data_dir",
+                "d",
+                "--instance_prompt",
+                "p",
+                "--with_prior_preservation",
+            ],
+            "needs --class_prompt",
+        ),
+        (
+            [
+                "--pretrained_model_name_or_path",
+                "m",
+                "--instance_data_dir",
+                "d",
+                "--instance_prompt",
+                "p",
+                "--resolution",
+                "30",
+            ],
+            "multiple of 8",
+        ),
+        (
+            [
+                "--pretrained_model_name_or_path",
+                "m",
+                "--instance_data_dir",
+                "d",
+                "--instance_prompt",
+                "p",
+                "--train_batch_size",
+                "0",
+            ],
+            "--train_batch_size must be >= 1",
+        ),
+        (
+            [
+                "--pretrained_model_name_or_path",
+                "m",
+                "--instance_data_dir",
+                "d",
+                "--instance_prompt",
+                "p",
+                "--output_dir",
+                "README.md",
+            ],
+            "--output_dir README.md is a file, not a folder",
+        ),
+        (
+            [
+                "--pretrained_model_name_or_path",
+                "m",
+                "--instance_data_dir",
+                "d",
+                "--instance_prompt",
+                "p",
+                "--output_dir",
+                "README.md/run",
+            ],
+            "--output_dir README.md/run is inside README.md, which is a file",
+        ),
+    ],
+)
 def test_cli_usage_errors_exit_2(capsys, monkeypatch, argv, message):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     with pytest.raises(SystemExit) as exc:
@@ -165,21 +273,54 @@ def test_cli_usage_errors_exit_2(capsys, monkeypatch, argv, message):
 
 
 def test_class_data_dir_defaults_under_output_dir():
-    args, _ = build_args(["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt",
-                          "p", "--with_prior_preservation", "--class_prompt", "c", "--output_dir", "out"])
+    args, _ = build_args(
+        [
+            "--pretrained_model_name_or_path",
+            "m",
+            "--instance_data_dir",
+            "d",
+            "--instance_prompt",
+            "p",
+            "--with_prior_preservation",
+            "--class_prompt",
+            "c",
+            "--output_dir",
+            "out",
+        ]
+    )
     assert args.class_data_dir.replace("\\", "/") == "out/class_images"
 
 
-RECIPES = {"delora": (2e-2, 16, None), "lora": (6e-4, 16, 32), "dora": (6e-4, 16, 32), "ether": (6e-3, None, None),
-           "etherplus": (6e-3, None, None)}
+RECIPES = {
+    "delora": (2e-2, 16, None),
+    "lora": (6e-4, 16, 32),
+    "dora": (6e-4, 16, 32),
+    "ether": (6e-3, None, None),
+    "etherplus": (6e-3, None, None),
+}
 
 
 def test_recipe_configs_hold_the_papers_hyperparameters():
     configs = Path(__file__).resolve().parents[1] / "configs"
     for method, (lr, rank, alpha) in RECIPES.items():
-        args, filled = build_args(["--config", str(configs / f"dreambooth_sd15_{method}.yaml"), "--instance_data_dir",
-                                   "d", "--instance_prompt", "a photo of sks dog", "--class_prompt", "a photo of dog"])
-        assert (args.adapter, args.learning_rate, args.max_train_steps, args.num_class_images) == (method, lr, 1400, 200)
+        args, filled = build_args(
+            [
+                "--config",
+                str(configs / f"dreambooth_sd15_{method}.yaml"),
+                "--instance_data_dir",
+                "d",
+                "--instance_prompt",
+                "a photo of sks dog",
+                "--class_prompt",
+                "a photo of dog",
+            ]
+        )
+        assert (args.adapter, args.learning_rate, args.max_train_steps, args.num_class_images) == (
+            method,
+            lr,
+            1400,
+            200,
+        )
         assert args.pretrained_model_name_or_path == SD15 and args.with_prior_preservation
         assert rank is None or args.rank == rank
         assert args.lora_alpha == alpha
@@ -189,24 +330,42 @@ def test_recipe_configs_hold_the_papers_hyperparameters():
 
 def test_the_deleted_sd15_hub_id_appears_nowhere():
     root = Path(__file__).resolve().parents[1]
-    files = [root / "README.md", *root.glob("*.py"), *(root / "configs").rglob("*.yaml"),
-             *(root / "delora_diffusion").rglob("*.py"), *(root / "bench").rglob("*.py")]
+    files = [
+        root / "README.md",
+        *root.glob("*.py"),
+        *(root / "configs").rglob("*.yaml"),
+        *(root / "delora_diffusion").rglob("*.py"),
+        *(root / "bench").rglob("*.py"),
+    ]
     dead = "runwayml/" + "stable-diffusion"
     assert not [str(p.relative_to(root)) for p in files if dead in p.read_text(encoding="utf-8")]
 
 
-@pytest.mark.parametrize("preset, expected", [
-    ("attention", ["to_q", "to_k", "to_v", "to_out.0"]),
-    ("attention+ff", ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]),
-    ("all-linear", ".*"),
-])
+@pytest.mark.parametrize(
+    "preset, expected",
+    [
+        ("attention", ["to_q", "to_k", "to_v", "to_out.0"]),
+        ("attention+ff", ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]),
+        ("all-linear", ".*"),
+    ],
+)
 def test_target_module_presets_expand_into_the_adapter_config(preset, expected):
     from delora_diffusion.adapters import find_target_modules
     from delora_diffusion.training.args import adapter_config_from_args
     from delora_diffusion.world.denoiser import build_unet
 
-    args, _ = build_args(["--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt",
-                          "a sks dog", "--target_modules", preset])
+    args, _ = build_args(
+        [
+            "--pretrained_model_name_or_path",
+            "m",
+            "--instance_data_dir",
+            "d",
+            "--instance_prompt",
+            "a sks dog",
+            "--target_modules",
+            preset,
+        ]
+    )
     config = adapter_config_from_args(args)
     assert config.target_modules == expected
     unet = build_unet()
@@ -224,8 +383,10 @@ def _preset_sizes(unet) -> dict[str, tuple[int, float]]:
     sizes = {}
     for name, preset in TARGET_PRESETS.items():
         layers = find_target_modules(unet, preset if isinstance(preset, str) else list(preset))
-        sizes[name] = (len(layers), round(sum(16 * (modules[n].in_features + modules[n].out_features)
-                                              for n in layers) / 1e6, 2))
+        sizes[name] = (
+            len(layers),
+            round(sum(16 * (modules[n].in_features + modules[n].out_features) for n in layers) / 1e6, 2),
+        )
     return sizes
 
 
@@ -233,10 +394,16 @@ def test_preset_sizes_on_sd15_and_sdxl_are_the_ones_the_readme_gives():
     from delora_diffusion.models.sd15 import sd15_unet
     from delora_diffusion.models.sdxl import sdxl_unet
 
-    assert _preset_sizes(sd15_unet(empty=True)) == {"attention": (128, 3.19), "attention+ff": (160, 5.98),
-                                                    "all-linear": (184, 6.82)}
-    assert _preset_sizes(sdxl_unet()) == {"attention": (560, 23.22), "attention+ff": (700, 41.86),
-                                          "all-linear": (743, 43.3)}
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert _preset_sizes(sd15_unet(empty=True)) == {
+        "attention": (128, 3.19),
+        "attention+ff": (160, 5.98),
+        "all-linear": (184, 6.82),
+    }
+    assert _preset_sizes(sdxl_unet()) == {
+        "attention": (560, 23.22),
+        "attention+ff": (700, 41.86),
+        "all-linear": (743, 43.3),
+    }
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     assert "128, 160 and 184 layers: 3.19 M, 5.98 M and\n  6.82 M trainable" in readme
     assert "560, 700 and 743\n  layers: 23.22 M, 41.86 M and 43.30 M" in readme

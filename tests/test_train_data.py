@@ -10,8 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from delora_diffusion.world.subjects import DEMO_SUBJECT
-from delora_diffusion.world.views import write_views
 from delora_diffusion.data.dreambooth import (
     CLASS,
     INSTANCE,
@@ -23,9 +21,10 @@ from delora_diffusion.data.dreambooth import (
     load_image,
 )
 from delora_diffusion.training.dreambooth import main
+from delora_diffusion.world.subjects import DEMO_SUBJECT
+from delora_diffusion.world.views import write_views
 
 REPO = Path(__file__).resolve().parents[1]
-
 
 
 def save(image: Image.Image, path: Path, **kw) -> Path:
@@ -78,9 +77,20 @@ def test_empty_and_missing_folders_are_errors(tmp_path):
 
 
 def _cli(tmp_path, tiny_sd, instance_dir):
-    return ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(instance_dir),
-            "--instance_prompt", "a photo of sks toy", "--output_dir", str(tmp_path / "out"),
-            "--resolution", "32", "--report_to", "none"]
+    return [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--instance_data_dir",
+        str(instance_dir),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--resolution",
+        "32",
+        "--report_to",
+        "none",
+    ]
 
 
 def test_cli_stops_on_corrupt_image_and_empty_folder(tmp_path, tiny_sd, capsys):
@@ -153,8 +163,9 @@ def test_class_images_are_generated_seeded_and_resumable(tmp_path, tiny_sd):
 
     pipeline = sampling_pipeline(load_components(str(tiny_sd)))
     folder = tmp_path / "class"
-    kw = dict(prompt="a photo of a toy", seed=0, batch_size=2, num_inference_steps=2, resolution=32,
-              show_progress=False)
+    kw = dict(
+        prompt="a photo of a toy", seed=0, batch_size=2, num_inference_steps=2, resolution=32, show_progress=False
+    )
     written = generate_class_images(pipeline, folder, wanted=3, **kw)
     assert [p.name for p in written] == ["class-00000.png", "class-00001.png", "class-00002.png"]
     first = {p.name: np.asarray(Image.open(p)) for p in written}

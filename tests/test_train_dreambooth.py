@@ -15,31 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_helpers import grid_cell, reset_accelerate
 
 from delora_diffusion.adapters import METHODS, adapter_layers, disabled, load_adapter, read_adapter
 from delora_diffusion.inference.sampling import sample_images
-from delora_diffusion.training.checkpoint import ADAPTER_FILE, STATE_FILE
+from delora_diffusion.training.checkpoint import STATE_FILE
 from delora_diffusion.training.components import load_components, sampling_pipeline
 from delora_diffusion.training.dreambooth import build_args, main
 from delora_diffusion.training.dreambooth_task import DreamBoothTask
 from delora_diffusion.training.loop import NonFiniteLossError, train
-from delora_diffusion.training.metrics import METRICS_FILE, adapter_fingerprint, read_metrics
+from delora_diffusion.training.metrics import adapter_fingerprint, read_metrics
+from delora_diffusion.training.run_files import ADAPTER_FILE, METRICS_FILE
 from delora_diffusion.world.objects import sample_instance
 from delora_diffusion.world.views import write_views
-from train_helpers import grid_cell, reset_accelerate
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "subjects" / "robot"
 VALIDATION_PROMPT = "a sks toy on the beach"
-
-
-
-@pytest.fixture
-def fresh_accelerate():
-    """Each run builds its own Accelerator; accelerate keeps process-wide state between them."""
-    reset_accelerate()
-    yield
-    reset_accelerate()
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +43,39 @@ def class_dir(tmp_path_factory) -> Path:
 
 
 def flags(out: Path, tiny_sd: Path, class_dir: Path | None = None, **options) -> list[str]:
-    argv = ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(DEMO),
-            "--instance_prompt", "a photo of sks toy", "--resolution", "32", "--center_crop",
-            "--train_batch_size", "1", "--rank", "2", "--output_dir", str(out), "--report_to", "none",
-            "--validation_inference_steps", "2", "--num_validation_images", "1"]
+    argv = [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--instance_data_dir",
+        str(DEMO),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "32",
+        "--center_crop",
+        "--train_batch_size",
+        "1",
+        "--rank",
+        "2",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--validation_inference_steps",
+        "2",
+        "--num_validation_images",
+        "1",
+    ]
     if class_dir is not None:
-        argv += ["--with_prior_preservation", "--class_prompt", "a photo of a toy", "--class_data_dir",
-                 str(class_dir), "--num_class_images", "5"]
+        argv += [
+            "--with_prior_preservation",
+            "--class_prompt",
+            "a photo of a toy",
+            "--class_data_dir",
+            str(class_dir),
+            "--num_class_images",
+            "5",
+        ]
     for key, value in options.items():
         argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
     return argv
@@ -84,21 +102,30 @@ def no_temporary_files(folder: Path) -> bool:
 
 
 METHOD_OPTIONS = {
-    "delora": {},                                                     # cached latents, prior preservation
+    "delora": {},  # cached latents, prior preservation
     "lora": {"gradient_checkpointing": True, "gradient_accumulation_steps": 2},
     "dora": {"snr_gamma": 5, "lr_scheduler": "cosine", "lr_warmup_steps": 1},
-    "ether": {"random_flip": True},                                   # fresh VAE encodes every step
+    "ether": {"random_flip": True},  # fresh VAE encodes every step
     "etherplus": {"ether_blocks": 2},
 }
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_path, tiny_sd, class_dir,
-                                                                    fresh_accelerate):
+def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_path, tiny_sd, class_dir):
     out = tmp_path / "out"
-    result = run(flags(out, tiny_sd, None if method == "etherplus" else class_dir, adapter=method,
-                       max_train_steps=3, checkpointing_steps=2, validation_prompt=VALIDATION_PROMPT,
-                       validation_steps=0, **METHOD_OPTIONS[method]))
+    result = run(
+        flags(
+            out,
+            tiny_sd,
+            None if method == "etherplus" else class_dir,
+            adapter=method,
+            max_train_steps=3,
+            checkpointing_steps=2,
+            validation_prompt=VALIDATION_PROMPT,
+            validation_steps=0,
+            **METHOD_OPTIONS[method],
+        )
+    )
 
     assert result.global_step == 3 and [h["step"] for h in result.history] == [1, 2, 3]
     for entry in result.history:
@@ -128,8 +155,9 @@ def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_p
     components = load_components(str(tiny_sd))
     load_adapter(components.unet, result.adapter_path)
     assert adapter_fingerprint(components.unet) == result.adapter_fingerprint
-    image = sample_images(sampling_pipeline(components), [VALIDATION_PROMPT], [0], num_inference_steps=2,
-                          height=32, width=32).images[0]
+    image = sample_images(
+        sampling_pipeline(components), [VALIDATION_PROMPT], [0], num_inference_steps=2, height=32, width=32
+    ).images[0]
     cell, captioned = grid_cell(result.validation_grids[-1], 0, 0, 32)
     assert np.array_equal(np.asarray(image), np.asarray(cell)) and captioned  # the prompt is written above
     x, t, h = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 77, 32)
@@ -158,8 +186,7 @@ def test_every_method_trains_saves_and_reloads_to_the_same_outputs(method, tmp_p
     assert (theirs - adapted).abs().max() < 1e-5, method
 
 
-def test_export_kohya_writes_the_comfyui_file_and_dora_is_refused_before_training(tmp_path, tiny_sd, capsys,
-                                                                                  fresh_accelerate):
+def test_export_kohya_writes_the_comfyui_file_and_dora_is_refused_before_training(tmp_path, tiny_sd, capsys):
     from safetensors import safe_open
 
     out = tmp_path / "out"
@@ -175,8 +202,7 @@ def test_export_kohya_writes_the_comfyui_file_and_dora_is_refused_before_trainin
 
 
 @pytest.mark.parametrize("accelerate_launched", [False, True])
-def test_the_model_card_gives_the_command_as_it_was_launched(tmp_path, tiny_sd, monkeypatch, fresh_accelerate,
-                                                             accelerate_launched):
+def test_the_model_card_gives_the_command_as_it_was_launched(tmp_path, tiny_sd, monkeypatch, accelerate_launched):
     if accelerate_launched:
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` leaves for its processes
     else:
@@ -189,18 +215,26 @@ def test_the_model_card_gives_the_command_as_it_was_launched(tmp_path, tiny_sd, 
     assert json.loads((tmp_path / "out" / "training_args.json").read_text())["command"] == command
 
 
-def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_sd, class_dir, fresh_accelerate):
+def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_sd, class_dir):
     # 5 items, 1 per batch, 2 batches per step: 3 steps per epoch (the last one a partial accumulation).
     # Stopping after step 2 leaves the run mid-epoch; random flips, Min-SNR and warm-up all have to replay.
-    options = dict(adapter="delora", gradient_accumulation_steps=2, random_flip=True, snr_gamma=5,
-                   lr_scheduler="constant_with_warmup", lr_warmup_steps=3, checkpointing_steps=2)
+    options = dict(
+        adapter="delora",
+        gradient_accumulation_steps=2,
+        random_flip=True,
+        snr_gamma=5,
+        lr_scheduler="constant_with_warmup",
+        lr_warmup_steps=3,
+        checkpointing_steps=2,
+    )
     whole = run(flags(tmp_path / "whole", tiny_sd, class_dir, max_train_steps=5, **options))
 
     first = run(flags(tmp_path / "split", tiny_sd, class_dir, max_train_steps=2, **options))
     assert [p.name for p in first.checkpoints] == ["checkpoint-2"]
     reset_accelerate()
-    resumed = run(flags(tmp_path / "split", tiny_sd, class_dir, max_train_steps=5,
-                        resume_from_checkpoint="latest", **options))
+    resumed = run(
+        flags(tmp_path / "split", tiny_sd, class_dir, max_train_steps=5, resume_from_checkpoint="latest", **options)
+    )
 
     assert resumed.global_step == 5 and [h["step"] for h in resumed.history] == [3, 4, 5]
     for a, b in zip(whole.history[2:], resumed.history):
@@ -218,19 +252,19 @@ def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_
     assert final["weight_distance/total"] == pytest.approx(whole_log[-1]["weight_distance/total"], rel=1e-5)
 
 
-def test_resume_from_a_missing_checkpoint_is_a_usage_error(tmp_path, tiny_sd, capsys, fresh_accelerate):
+def test_resume_from_a_missing_checkpoint_is_a_usage_error(tmp_path, tiny_sd, capsys):
     code = main(flags(tmp_path / "out", tiny_sd, resume_from_checkpoint=str(tmp_path / "checkpoint-9")))
     assert code == 2 and "no such folder" in capsys.readouterr().err
 
 
-def test_resume_latest_without_a_checkpoint_warns_naming_the_folder(tmp_path, tiny_sd, caplog, fresh_accelerate):
+def test_resume_latest_without_a_checkpoint_warns_naming_the_folder(tmp_path, tiny_sd, caplog):
     with caplog.at_level("WARNING", logger="delora_diffusion.training"):
         run(flags(tmp_path / "typo", tiny_sd, max_train_steps=1, resume_from_checkpoint="latest"))
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("no checkpoint-N folder in" in w and str((tmp_path / "typo").resolve()) in w for w in warnings)
 
 
-def test_the_trainer_removes_debris_of_dead_runs_at_start(tmp_path, tiny_sd, fresh_accelerate):
+def test_the_trainer_removes_debris_of_dead_runs_at_start(tmp_path, tiny_sd):
     import subprocess
     import sys
 
@@ -239,7 +273,10 @@ def test_the_trainer_removes_debris_of_dead_runs_at_start(tmp_path, tiny_sd, fre
     out = tmp_path / "out"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    stale = [out / temporary_dir_name("checkpoint-2", pid), out / f".adapter.safetensors.{pid}.abcd1234.tmp.safetensors"]
+    stale = [
+        out / temporary_dir_name("checkpoint-2", pid),
+        out / f".adapter.safetensors.{pid}.abcd1234.tmp.safetensors",
+    ]
     stale[0].mkdir(parents=True)
     stale[1].write_bytes(b"half")
     result = run(flags(out, tiny_sd, max_train_steps=1, checkpointing_steps=0))
@@ -247,7 +284,7 @@ def test_the_trainer_removes_debris_of_dead_runs_at_start(tmp_path, tiny_sd, fre
     assert any("removed 2 temporary file(s) left by interrupted runs" in note for note in result.notes)
 
 
-def test_an_output_dir_of_another_adapter_is_refused_unless_overwritten(tmp_path, tiny_sd, capsys, fresh_accelerate):
+def test_an_output_dir_of_another_adapter_is_refused_unless_overwritten(tmp_path, tiny_sd, capsys):
     out = tmp_path / "out"
     run(flags(out, tiny_sd, adapter="delora", max_train_steps=2, checkpointing_steps=1))
     assert (out / "checkpoint-2").is_dir()
@@ -255,12 +292,13 @@ def test_an_output_dir_of_another_adapter_is_refused_unless_overwritten(tmp_path
     assert main(flags(out, tiny_sd, adapter="lora", max_train_steps=1)) == 2
     assert "holds a run with other adapter flags (--adapter 'delora' -> 'lora'" in capsys.readouterr().err
     reset_accelerate()
-    result = run(flags(out, tiny_sd, adapter="lora", max_train_steps=1, checkpointing_steps=0,
-                       overwrite_output_dir=True))
+    result = run(
+        flags(out, tiny_sd, adapter="lora", max_train_steps=1, checkpointing_steps=0, overwrite_output_dir=True)
+    )
     assert not list(out.glob("checkpoint-*")) and read_adapter(result.adapter_path).config.method == "lora"
 
 
-def test_one_thread_policy_recorded_and_checked_on_resume(tmp_path, tiny_sd, caplog, monkeypatch, fresh_accelerate):
+def test_one_thread_policy_recorded_and_checked_on_resume(tmp_path, tiny_sd, caplog, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     out = tmp_path / "out"
@@ -270,8 +308,16 @@ def test_one_thread_policy_recorded_and_checked_on_resume(tmp_path, tiny_sd, cap
             assert torch.get_num_threads() == 1  # not torch's every-core default
             assert json.loads((out / "training_args.json").read_text())["args"]["num_threads"] == 1
             reset_accelerate()
-            run(flags(out, tiny_sd, max_train_steps=2, checkpointing_steps=1, resume_from_checkpoint="latest",
-                      num_threads=2))
+            run(
+                flags(
+                    out,
+                    tiny_sd,
+                    max_train_steps=2,
+                    checkpointing_steps=1,
+                    resume_from_checkpoint="latest",
+                    num_threads=2,
+                )
+            )
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -280,7 +326,7 @@ def test_one_thread_policy_recorded_and_checked_on_resume(tmp_path, tiny_sd, cap
     assert any("resuming with 2 CPU threads per process where the run had 1" in m for m in messages)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_sd, monkeypatch, fresh_accelerate):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_sd, monkeypatch):
     calls = {"n": 0}
     real = DreamBoothTask.model_inputs
 
@@ -305,23 +351,32 @@ class DtypeProbe(DreamBoothTask):
     seen: list[tuple[set, set]] = []
 
     def validation_images(self, run_context, unet, step):
-        adapter = {p.dtype for layer in adapter_layers(unet).values() for p in layer.parameters()
-                   if p.requires_grad}
+        adapter = {p.dtype for layer in adapter_layers(unet).values() for p in layer.parameters() if p.requires_grad}
         base = {layer.base_layer.weight.dtype for layer in adapter_layers(unet).values()}
         DtypeProbe.seen.append((adapter, base))
         return super().validation_images(run_context, unet, step)
 
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
-def test_mixed_precision_keeps_adapter_weights_fp32_through_validation(precision, dtype, tmp_path, tiny_sd,
-                                                                       fresh_accelerate):
+def test_mixed_precision_keeps_adapter_weights_fp32_through_validation(precision, dtype, tmp_path, tiny_sd):
     # On a CPU accelerate autocasts bf16 but not fp16 (and has no grad scaler): fp16 checks that the UNet
     # inputs are cast to the frozen weights' dtype.
     DtypeProbe.seen = []
-    result = run(flags(tmp_path / "out", tiny_sd, tmp_path / "classes", mixed_precision=precision, max_train_steps=2,
-                       num_class_images=2, class_inference_steps=2, validation_prompt=VALIDATION_PROMPT,
-                       validation_steps=1, checkpointing_steps=0),
-                 task_class=DtypeProbe)
+    result = run(
+        flags(
+            tmp_path / "out",
+            tiny_sd,
+            tmp_path / "classes",
+            mixed_precision=precision,
+            max_train_steps=2,
+            num_class_images=2,
+            class_inference_steps=2,
+            validation_prompt=VALIDATION_PROMPT,
+            validation_steps=1,
+            checkpointing_steps=0,
+        ),
+        task_class=DtypeProbe,
+    )
     assert len(list((tmp_path / "classes").glob("class-*.png"))) == 2  # generated in this precision too
     assert result.mixed_precision == precision and result.global_step == 2
     assert all(math.isfinite(h["loss"]) for h in result.history)
@@ -330,16 +385,31 @@ def test_mixed_precision_keeps_adapter_weights_fp32_through_validation(precision
     assert any(f"--mixed_precision {precision} on a CPU is usually slower" in note for note in result.notes)
 
 
-def test_demo_config_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog, fresh_accelerate):
+def test_demo_config_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog):
     """The README's main job, shortened by flags, from the repository root: the shipped toy model, class
     images, training, validation, checkpoints, the adapter and where everything is."""
     monkeypatch.chdir(tmp_path)
     for name in ("subjects", "delora_diffusion"):
         os.symlink(REPO / name, tmp_path / name)
     with caplog.at_level("INFO", logger="delora_diffusion.training"):
-        code = main(["--config", str(REPO / "configs" / "demo.yaml"), "--max_train_steps", "4",
-                     "--checkpointing_steps", "1", "--validation_steps", "2", "--num_class_images", "2",
-                     "--class_inference_steps", "2", "--validation_inference_steps", "2"])
+        code = main(
+            [
+                "--config",
+                str(REPO / "configs" / "demo.yaml"),
+                "--max_train_steps",
+                "4",
+                "--checkpointing_steps",
+                "1",
+                "--validation_steps",
+                "2",
+                "--num_class_images",
+                "2",
+                "--class_inference_steps",
+                "2",
+                "--validation_inference_steps",
+                "2",
+            ]
+        )
     assert code == 0
     log = [r.getMessage() for r in caplog.records]
     made = next(i for i, m in enumerate(log) if m.startswith("generated 2 class images"))
@@ -361,8 +431,16 @@ def test_card_metadata_names_a_hub_base_model_and_its_licence(tmp_path):
 
     from delora_diffusion.training.model_card import card_metadata
 
-    args, _ = build_args(["--pretrained_model_name_or_path", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-                          "--instance_data_dir", str(DEMO), "--instance_prompt", "a photo of sks toy"])
+    args, _ = build_args(
+        [
+            "--pretrained_model_name_or_path",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "--instance_data_dir",
+            str(DEMO),
+            "--instance_prompt",
+            "a photo of sks toy",
+        ]
+    )
     yaml = card_metadata(args, DreamBoothTask(args), SimpleNamespace(validation_grids=[]), tmp_path)
     assert "base_model: stable-diffusion-v1-5/stable-diffusion-v1-5" in yaml
     assert "license: creativeml-openrail-m" in yaml and yaml.startswith("---\n")
@@ -370,11 +448,15 @@ def test_card_metadata_names_a_hub_base_model_and_its_licence(tmp_path):
 
 def test_log_lines_stand_apart_from_the_progress_bar_in_a_log_file(tmp_path, tiny_sd):
     """stderr to a file: every log line on its own line (not glued to the bar's), and not a bar line per step."""
-    argv = [sys.executable, str(REPO / "train_dreambooth.py"), *flags(tmp_path / "out", tiny_sd, max_train_steps=12,
-                                                                      checkpointing_steps=4)]
+    argv = [
+        sys.executable,
+        str(REPO / "train_dreambooth.py"),
+        *flags(tmp_path / "out", tiny_sd, max_train_steps=12, checkpointing_steps=4),
+    ]
     with open(tmp_path / "stderr.log", "w") as stderr:
-        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=stderr, timeout=600,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            argv, stdout=subprocess.DEVNULL, stderr=stderr, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
     assert done.returncode == 0
     segments = [s.strip() for s in re.split(r"[\r\n]", (tmp_path / "stderr.log").read_text()) if s.strip()]
     saved = [s for s in segments if "saved" in s and "checkpoint-" in s]

@@ -16,8 +16,10 @@ def test_a_fresh_run_starts_an_empty_file_and_appends_one_record_per_step(tmp_pa
     log.start(0)
     log.append(1, {"loss": 0.5, "weight_distance/total": 2.0, "weight_distance/a.to_q": 2.0})
     log.append(2, {"loss": float("nan")})
-    assert read_metrics(path) == [{"step": 1, "loss": 0.5, "weight_distance/total": 2.0,
-                                   "weight_distance/a.to_q": 2.0}, {"step": 2, "loss": None}]
+    assert read_metrics(path) == [
+        {"step": 1, "loss": 0.5, "weight_distance/total": 2.0, "weight_distance/a.to_q": 2.0},
+        {"step": 2, "loss": None},
+    ]
     json.loads(path.read_text().splitlines()[1])  # strict JSON: NaN written as null
 
 
@@ -33,8 +35,10 @@ def test_a_resumed_run_keeps_the_steps_up_to_its_checkpoint(tmp_path):
 
 def test_reader_ignores_a_torn_last_line_and_lets_a_restart_replace_later_steps(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss": 1}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 3}\n'
-                    '{"step": 2, "loss": 20}\n{"step": 3, "lo')
+    path.write_text(
+        '{"step": 1, "loss": 1}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 3}\n'
+        '{"step": 2, "loss": 20}\n{"step": 3, "lo'
+    )
     assert [(r["step"], r["loss"]) for r in read_metrics(path)] == [(1, 1), (2, 20)]
 
 

@@ -25,37 +25,46 @@ def test_noise_offset_shifts_the_target_per_channel():
     with_offset = _loss(0.1, True)
     assert float(with_offset.min()) > 0  # the offset part is now in the target
     # Its size: offset² per element on average (one N(0,1) per example and channel, broadcast over pixels).
-    assert float(with_offset.mean()) == pytest.approx(0.1 ** 2, rel=0.9)
+    assert float(with_offset.mean()) == pytest.approx(0.1**2, rel=0.9)
     assert torch.equal(_loss(0.0, False), _loss(0.0, False))
-
-
-@pytest.fixture
-def fresh_accelerate():
-    from train_helpers import reset_accelerate
-
-    reset_accelerate()
-    yield
-    reset_accelerate()
 
 
 def _flags(out, tiny_sd, *extra):
     from pathlib import Path
 
     robot = Path(__file__).resolve().parents[1] / "subjects" / "robot"
-    return ["--pretrained_model_name_or_path", str(tiny_sd), "--instance_data_dir", str(robot), "--instance_prompt",
-            "a photo of sks toy", "--resolution", "32", "--center_crop", "--rank", "2", "--report_to", "none",
-            "--validation_steps", "0", "--output_dir", str(out), *extra]
+    return [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--instance_data_dir",
+        str(robot),
+        "--instance_prompt",
+        "a photo of sks toy",
+        "--resolution",
+        "32",
+        "--center_crop",
+        "--rank",
+        "2",
+        "--report_to",
+        "none",
+        "--validation_steps",
+        "0",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("optimizer,rates", [("prodigy", {"adapter": 1.0, "lambda": 1.0}),
-                                             ("lion", {"adapter": 2e-2, "lambda": 1e-3})])
-def test_optimizers_train_with_lambda_in_its_own_group_and_resume_exactly(optimizer, rates, tiny_sd, tmp_path,
-                                                                          fresh_accelerate):
+@pytest.mark.parametrize(
+    "optimizer,rates", [("prodigy", {"adapter": 1.0, "lambda": 1.0}), ("lion", {"adapter": 2e-2, "lambda": 1e-3})]
+)
+def test_optimizers_train_with_lambda_in_its_own_group_and_resume_exactly(optimizer, rates, tiny_sd, tmp_path):
+    from train_helpers import reset_accelerate
+
     from delora_diffusion.adapters import read_adapter
     from delora_diffusion.training.dreambooth import build_args, main
     from delora_diffusion.training.dreambooth_task import DreamBoothTask
     from delora_diffusion.training.loop import train
-    from train_helpers import reset_accelerate
 
     args, _ = build_args(_flags(tmp_path / "whole", tiny_sd, "--optimizer", optimizer, "--max_train_steps", "4"))
     result = train(args, DreamBoothTask(args))
@@ -63,14 +72,24 @@ def test_optimizers_train_with_lambda_in_its_own_group_and_resume_exactly(optimi
     assert last["lr/adapter"] == pytest.approx(rates["adapter"]) and last["lr/lambda"] == pytest.approx(rates["lambda"])
     assert last["weight_distance/total"] > 0
     card = (result.output_dir / "README.md").read_text()
-    assert {"prodigy": "| optimizer | Prodigy (prodigyopt)", "lion": "| optimizer | Lion (lion-pytorch)"}[optimizer] in card
+    assert {"prodigy": "| optimizer | Prodigy (prodigyopt)", "lion": "| optimizer | Lion (lion-pytorch)"}[
+        optimizer
+    ] in card
     reset_accelerate()
     split = tmp_path / "split"
-    assert main(_flags(split, tiny_sd, "--optimizer", optimizer, "--max_train_steps", "2",
-                       "--checkpointing_steps", "2")) == 0
+    assert (
+        main(_flags(split, tiny_sd, "--optimizer", optimizer, "--max_train_steps", "2", "--checkpointing_steps", "2"))
+        == 0
+    )
     reset_accelerate()
-    assert main(_flags(split, tiny_sd, "--optimizer", optimizer, "--max_train_steps", "4",
-                       "--resume_from_checkpoint", "latest")) == 0
+    assert (
+        main(
+            _flags(
+                split, tiny_sd, "--optimizer", optimizer, "--max_train_steps", "4", "--resume_from_checkpoint", "latest"
+            )
+        )
+        == 0
+    )
     a, b = read_adapter(result.adapter_path), read_adapter(split / "adapter.safetensors")
     assert all(torch.equal(v, b.layers[layer][k]) for layer, t in a.layers.items() for k, v in t.items())
 
@@ -81,7 +100,9 @@ def test_a_missing_optimizer_package_names_the_install(tiny_sd, tmp_path, monkey
     from delora_diffusion.training.dreambooth import main
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lion_pytorch" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lion_pytorch" else real(name, *a)
+    )
     with pytest.raises(SystemExit) as stop:
         main(_flags(tmp_path / "out", tiny_sd, "--optimizer", "lion"))
     assert stop.value.code == 2
@@ -92,15 +113,26 @@ def test_prodigy_refuses_two_rates(tiny_sd, tmp_path, capsys):
     from delora_diffusion.training.dreambooth import main
 
     with pytest.raises(SystemExit):
-        main(_flags(tmp_path / "out", tiny_sd, "--optimizer", "prodigy", "--learning_rate", "1",
-                    "--lambda_learning_rate", "0.1"))
+        main(
+            _flags(
+                tmp_path / "out",
+                tiny_sd,
+                "--optimizer",
+                "prodigy",
+                "--learning_rate",
+                "1",
+                "--lambda_learning_rate",
+                "0.1",
+            )
+        )
     assert "must be equal" in capsys.readouterr().err
 
 
-def test_adapter_ema_is_saved_beside_the_raw_adapter_and_resumes_exactly(tiny_sd, tmp_path, fresh_accelerate):
+def test_adapter_ema_is_saved_beside_the_raw_adapter_and_resumes_exactly(tiny_sd, tmp_path):
+    from train_helpers import reset_accelerate
+
     from delora_diffusion.adapters import read_adapter
     from delora_diffusion.training.dreambooth import main
-    from train_helpers import reset_accelerate
 
     def tensors(path):
         stored = read_adapter(path)
@@ -113,16 +145,35 @@ def test_adapter_ema_is_saved_beside_the_raw_adapter_and_resumes_exactly(tiny_sd
         reset_accelerate()
         runs[name] = tensors(out / "adapter.safetensors"), tensors(out / "adapter_ema.safetensors")
     raw, ema = runs["slow"]
-    assert "| EMA of the adapter | decay 0.9: `adapter_ema.safetensors`" in (tmp_path / "slow" / "README.md").read_text()
+    assert (
+        "| EMA of the adapter | decay 0.9: `adapter_ema.safetensors`" in (tmp_path / "slow" / "README.md").read_text()
+    )
     assert raw.keys() == ema.keys() and max((raw[k] - ema[k]).abs().max().item() for k in raw) > 1e-4
     raw, ema = runs["fast"]  # a decay near 0 follows the latest weights: the average is updated every step
     assert max((raw[k] - ema[k]).abs().max().item() for k in raw) < 1e-5
 
     split = tmp_path / "split"
-    assert main(_flags(split, tiny_sd, "--adapter_ema_decay", "0.9", "--max_train_steps", "2",
-                       "--checkpointing_steps", "2")) == 0
+    assert (
+        main(
+            _flags(split, tiny_sd, "--adapter_ema_decay", "0.9", "--max_train_steps", "2", "--checkpointing_steps", "2")
+        )
+        == 0
+    )
     reset_accelerate()
-    assert main(_flags(split, tiny_sd, "--adapter_ema_decay", "0.9", "--max_train_steps", "4",
-                       "--resume_from_checkpoint", "latest")) == 0
+    assert (
+        main(
+            _flags(
+                split,
+                tiny_sd,
+                "--adapter_ema_decay",
+                "0.9",
+                "--max_train_steps",
+                "4",
+                "--resume_from_checkpoint",
+                "latest",
+            )
+        )
+        == 0
+    )
     resumed = tensors(split / "adapter_ema.safetensors")
     assert all(torch.equal(resumed[k], runs["slow"][1][k]) for k in resumed)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from train_helpers import reset_accelerate
 
 from delora_diffusion.adapters import read_adapter
 from delora_diffusion.configfile import add_config_arg
@@ -21,14 +21,6 @@ from delora_diffusion.training.args import (
 )
 from delora_diffusion.training.loop import train
 from delora_diffusion.training.task import TrainingTask
-from train_helpers import reset_accelerate
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate():
-    reset_accelerate()
-    yield
-    reset_accelerate()
 
 
 class MapDataset(Dataset):
@@ -77,8 +69,20 @@ def parse(argv):
 
 
 def test_second_task_trains_its_encoder_through_the_same_loop(tmp_path, tiny_sd):
-    common = ["--pretrained_model_name_or_path", str(tiny_sd), "--rank", "2", "--report_to", "none",
-              "--train_batch_size", "2", "--checkpointing_steps", "2", "--output_dir", str(tmp_path / "a")]
+    common = [
+        "--pretrained_model_name_or_path",
+        str(tiny_sd),
+        "--rank",
+        "2",
+        "--report_to",
+        "none",
+        "--train_batch_size",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        "--output_dir",
+        str(tmp_path / "a"),
+    ]
     task = MapTask()
     initial = task.encoder.weight.detach().clone()
     result = train(parse(common + ["--max_train_steps", "4"]), task)
@@ -86,15 +90,26 @@ def test_second_task_trains_its_encoder_through_the_same_loop(tmp_path, tiny_sd)
     stored = read_adapter(result.adapter_path)
     assert stored.metadata["extra"]["trainer"] == "toy-map"
     saved = stored.extra_tensors["map_encoder.weight"]
-    assert not torch.allclose(saved, initial)                       # the encoder was optimised
-    assert torch.equal(saved, task.encoder.weight.detach().cpu())   # and saved as it ended
+    assert not torch.allclose(saved, initial)  # the encoder was optimised
+    assert torch.equal(saved, task.encoder.weight.detach().cpu())  # and saved as it ended
 
     # Resume restores the encoder from the checkpoint along with the adapter.
     reset_accelerate()
     resumed_task = MapTask()
-    resumed = train(parse(common + ["--max_train_steps", "4", "--resume_from_checkpoint",
-                                    str(tmp_path / "a" / "checkpoint-2"), "--output_dir", str(tmp_path / "b")]),
-                    resumed_task)
+    resumed = train(
+        parse(
+            common
+            + [
+                "--max_train_steps",
+                "4",
+                "--resume_from_checkpoint",
+                str(tmp_path / "a" / "checkpoint-2"),
+                "--output_dir",
+                str(tmp_path / "b"),
+            ]
+        ),
+        resumed_task,
+    )
     assert resumed.global_step == 4
     again = read_adapter(resumed.adapter_path).extra_tensors["map_encoder.weight"]
     assert torch.allclose(again, saved, atol=1e-6)

@@ -25,8 +25,8 @@ def test_delora_on_the_toy_model_teaches_the_subject_and_keeps_other_classes(tmp
     finally:
         remove_adapter(toy_pipeline)
     # measured on this recipe: base retrieval 0.00, DINO 0.13; tuned 0.62, 0.45, context 0.81, other CLIP 0.84
-    assert base.retrieval <= 0.2, base                              # the base model does not draw the subject
+    assert base.retrieval <= 0.2, base  # the base model does not draw the subject
     assert tuned.retrieval >= base.retrieval + 0.25, (base, tuned)  # the tuned one does
     assert tuned.subject_dino >= base.subject_dino + 0.1, (base, tuned)
-    assert tuned.context_accuracy >= 0.6, tuned                     # ... in the asked-for places
+    assert tuned.context_accuracy >= 0.6, tuned  # ... in the asked-for places
     assert tuned.other_clip >= 0.75 and tuned.other_class == 1.0, tuned  # other classes stay what they were

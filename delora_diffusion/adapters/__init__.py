@@ -9,11 +9,37 @@ papers' learning rates: ``methods.py``.
 import lazy_loader
 
 # Names resolve on first use, so light commands (--help, flag errors) never import torch.
-__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
-    "base": ['AdapterLayer'],
-    "config": ['DEFAULT_TARGETS', 'METHODS', 'TARGET_PRESETS', 'AdapterConfig', 'AdapterConfigError', 'default_weight_decay'],
-    "export": ['export_lora', 'lora_state_dict'],
-    "io": ['AdapterFile', 'AdapterFileError', 'check_fits', 'load_adapter', 'read_adapter', 'save_adapter'],
-    "methods": ['METHOD_TABLE', 'PAPER_LAMBDA_LEARNING_RATE', 'Method', 'method'],
-    "registry": ['adapter_config', 'adapter_layers', 'attach', 'cast_base', 'delta_weights', 'detach', 'disabled', 'find_target_modules', 'merge', 'param_groups', 'set_enabled', 'set_scale', 'trainable_parameter_count', 'unmerge', 'weight_distances'],
-})
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "base": ["AdapterLayer"],
+        "config": [
+            "DEFAULT_TARGETS",
+            "METHODS",
+            "TARGET_PRESETS",
+            "AdapterConfig",
+            "AdapterConfigError",
+            "default_weight_decay",
+        ],
+        "export": ["export_lora", "lora_state_dict"],
+        "io": ["AdapterFile", "AdapterFileError", "check_fits", "load_adapter", "read_adapter", "save_adapter"],
+        "methods": ["METHOD_TABLE", "PAPER_LAMBDA_LEARNING_RATE", "Method", "method"],
+        "registry": [
+            "adapter_config",
+            "adapter_layers",
+            "attach",
+            "cast_base",
+            "delta_weights",
+            "detach",
+            "disabled",
+            "find_target_modules",
+            "merge",
+            "param_groups",
+            "set_enabled",
+            "set_scale",
+            "trainable_parameter_count",
+            "unmerge",
+            "weight_distances",
+        ],
+    },
+)

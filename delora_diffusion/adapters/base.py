@@ -14,7 +14,7 @@ from torch import nn
 from .config import AdapterConfig
 
 
-def fp32_region(x: torch.Tensor):
+def fp32_region(x: torch.Tensor) -> torch.autocast:
     """Autocast off: adapter norms and updates are computed in fp32 under fp16/bf16 training."""
     return torch.autocast(device_type=x.device.type, enabled=False)
 
@@ -38,6 +38,7 @@ class AdapterLayer(nn.Module):
     """
 
     method: str = ""
+    base_layer: nn.Linear  # registered by every subclass
     # Parameter names (as in named_parameters of this layer) trained with the λ learning rate.
     lambda_params: tuple[str, ...] = ()
 
@@ -72,7 +73,7 @@ class AdapterLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged or not self.enabled or self.scale == 0:
-            return self.base_layer(x)
+            return self.base_layer(x)  # type: ignore[no-any-return]  # nn.Module.__call__ is untyped
         return self.adapted_forward(x)
 
     def delta_weight(self) -> torch.Tensor:
@@ -98,7 +99,7 @@ class AdapterLayer(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        if not self.merged:
+        if self._premerge_weight is None:
             return
         self.base_layer.weight.copy_(self._premerge_weight)
         self._premerge_weight = None

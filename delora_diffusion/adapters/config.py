@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..errors import UserError
 from .methods import METHOD_TABLE, METHODS
+
 DELORA_INITS = ("residual", "zero_b")
 # The attention projections of every diffusers Attention module (self- and cross-attention).
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -21,7 +24,7 @@ TARGET_PRESETS: dict[str, tuple[str, ...] | str] = {
 }
 
 
-class AdapterConfigError(ValueError):
+class AdapterConfigError(UserError):
     """A configuration value that no method accepts."""
 
 
@@ -84,11 +87,11 @@ class AdapterConfig:
     def alpha(self) -> float:
         return float(self.rank if self.lora_alpha is None else self.lora_alpha)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "AdapterConfig":
+    def from_dict(cls, values: dict[str, Any]) -> AdapterConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -29,17 +29,20 @@ NORM_EPS = 1e-4  # clamp of ‖a_i‖, ‖b_i‖ (as PEFT) so a zero B column do
 class DeLoRALinear(AdapterLayer):
     method = "delora"
     lambda_params = ("delora_lambda",)
+    lora_A0: torch.Tensor  # buffers (residual init): the frozen copies of A and B
+    lora_B0: torch.Tensor
+    w_norm: torch.Tensor  # buffer: ‖W[:, j]‖ of the pretrained weight
 
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig) -> None:
         super().__init__(config)
         self.base_layer = base_layer
         r, weight = config.rank, base_layer.weight
-        kw = dict(device=weight.device, dtype=torch.float32)
+        device, fp32 = weight.device, torch.float32
         self.rank = r
         self.residual = config.init == "residual"
-        self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, **kw))
-        self.lora_B = nn.Parameter(torch.empty(base_layer.out_features, r, **kw))
-        self.delora_lambda = nn.Parameter(torch.full((1,), float(config.lambda_init), **kw))
+        self.lora_A = nn.Parameter(torch.empty(r, base_layer.in_features, device=device, dtype=fp32))
+        self.lora_B = nn.Parameter(torch.empty(base_layer.out_features, r, device=device, dtype=fp32))
+        self.delora_lambda = nn.Parameter(torch.full((1,), float(config.lambda_init), device=device, dtype=fp32))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         if self.residual:
             nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
@@ -54,7 +57,8 @@ class DeLoRALinear(AdapterLayer):
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(A: k×in, coef: k, B: out×k) with ΔW = B · diag(coef) · A · diag(w), k = r or 2r."""
         lam_r = self.delora_lambda / self.rank
-        A, B = self.lora_A, self.lora_B
+        A: torch.Tensor = self.lora_A
+        B: torch.Tensor = self.lora_B
         coef = lam_r / (A.norm(dim=1).clamp_min(NORM_EPS) * B.norm(dim=0).clamp_min(NORM_EPS))
         if self.residual:
             A0, B0 = self.lora_A0, self.lora_B0
@@ -65,7 +69,7 @@ class DeLoRALinear(AdapterLayer):
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         # x·diag(w) → A → scale → B without forming ΔW (out×in); diag(w) is folded into A (k×in),
         # which is cheaper than scaling every token of x. The cost over LoRA is the norms.
-        y = self.base_layer(x)
+        y: torch.Tensor = self.base_layer(x)
         with fp32_region(x):
             A, coef, B = self._factors()
             h = F.linear(x.float(), A * self.w_norm) * (coef * self.scale)

@@ -25,10 +25,11 @@ from .config import AdapterConfig
 
 
 def _unit_rows(u: torch.Tensor) -> torch.Tensor:
-    return u / u.norm(dim=-1, keepdim=True)
+    unit: torch.Tensor = u / u.norm(dim=-1, keepdim=True)
+    return unit
 
 
-def _kaiming_rows(n: int, d: int, device) -> nn.Parameter:
+def _kaiming_rows(n: int, d: int, device: torch.device) -> nn.Parameter:
     # The paper's code: Kaiming-uniform(a=√5) vectors, one per block.
     u = torch.empty(n, d, device=device, dtype=torch.float32)
     nn.init.kaiming_uniform_(u, a=math.sqrt(5))
@@ -74,7 +75,7 @@ class ETHERLinear(AdapterLayer):
         with fp32_region(x):
             x32 = x.float()
             x_ref = x32 + self.scale * self.input_update(x32)
-        return self.base_layer(x_ref.to(x.dtype))
+        return self.base_layer(x_ref.to(x.dtype))  # type: ignore[no-any-return]  # nn.Module.__call__ is untyped
 
     def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         U = block_embed(_unit_rows(self.ether_u.float()))  # n × in

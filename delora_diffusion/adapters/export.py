@@ -25,14 +25,14 @@ from .io import atomic_save_safetensors, text_encoder_layer_name
 from .peft_methods import PeftLoRALinear
 from .registry import adapter_layers
 
-
 KOHYA_PREFIXES = {"unet": "lora_unet_", "text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"}
 KOHYA_SDXL_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}  # kohya numbers two encoders
 
 
 @torch.no_grad()
-def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "unet",
-                    kohya_prefix: str | None = None) -> dict[str, torch.Tensor]:
+def lora_state_dict(
+    model: nn.Module, fmt: str = "diffusers", prefix: str = "unet", kohya_prefix: str | None = None
+) -> dict[str, torch.Tensor]:
     """LoRA tensors reproducing the current update (at the current scale) of every adapted layer of ``model``,
     the ``prefix`` component ("unet", "text_encoder" or "text_encoder_2"; ``kohya_prefix`` overrides its kohya
     prefix)."""
@@ -66,13 +66,19 @@ def lora_state_dict(model: nn.Module, fmt: str = "diffusers", prefix: str = "une
     return out
 
 
-def export_lora(model: nn.Module, out_path: str | os.PathLike, fmt: str = "diffusers",
-                text_encoders: dict[str, nn.Module] | None = None) -> Path:
+def export_lora(
+    model: nn.Module,
+    out_path: str | os.PathLike[str],
+    fmt: str = "diffusers",
+    text_encoders: dict[str, nn.Module] | None = None,
+) -> Path:
     """Write ``lora_state_dict`` of ``model`` (the UNet) and of the adapted ``text_encoders`` (pipeline name ->
     model) to ``out_path`` (safetensors, atomically)."""
     tensors = lora_state_dict(model, fmt)
     adapted = {name: encoder for name, encoder in (text_encoders or {}).items() if adapter_layers(encoder)}
     for name, encoder in adapted.items():
-        tensors.update(lora_state_dict(encoder, fmt, name, KOHYA_SDXL_TEXT_PREFIXES[name] if len(adapted) > 1 else None))
+        tensors.update(
+            lora_state_dict(encoder, fmt, name, KOHYA_SDXL_TEXT_PREFIXES[name] if len(adapted) > 1 else None)
+        )
     atomic_save_safetensors(tensors, out_path, {"format": "pt", "exported_by": "delora-diffusion"})
     return Path(out_path)

@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .. import __version__
+from ..errors import UserError
 from ..fileio import atomic_path
 from .base import AdapterLayer
 from .config import AdapterConfig, AdapterConfigError
@@ -42,7 +44,7 @@ def text_encoder_layer_name(module_name: str) -> str:
 def text_encoder_module_name(text_encoder: nn.Module, layer_name: str) -> str:
     """The module of ``text_encoder`` a file's layer name refers to, in this transformers version's naming."""
     if layer_name.startswith(CLIP_ROOT) and not hasattr(text_encoder, CLIP_ROOT[:-1]):
-        return layer_name[len(CLIP_ROOT):]
+        return layer_name[len(CLIP_ROOT) :]
     return layer_name
 
 
@@ -55,12 +57,13 @@ def adapted_layers(model: nn.Module, text_encoders: dict[str, nn.Module] | None 
     """The adapted layers of a UNet and of the ``text_encoders`` (pipeline name -> model), by their names in files."""
     layers = dict(adapter_layers(model))
     for component, encoder in (text_encoders or {}).items():
-        layers.update({f"{component}.{text_encoder_layer_name(name)}": layer
-                       for name, layer in adapter_layers(encoder).items()})
+        layers.update(
+            {f"{component}.{text_encoder_layer_name(name)}": layer for name, layer in adapter_layers(encoder).items()}
+        )
     return layers
 
 
-class AdapterFileError(ValueError):
+class AdapterFileError(UserError):
     """An adapter file that cannot be read or does not fit the model."""
 
 
@@ -70,13 +73,14 @@ class AdapterFile:
 
     path: Path
     config: AdapterConfig
-    metadata: dict
+    metadata: dict[str, Any]
     layers: dict[str, dict[str, torch.Tensor]]
     extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def shapes(self) -> dict[str, list[int]]:
-        return self.metadata["shapes"]
+        shapes: dict[str, list[int]] = self.metadata["shapes"]
+        return shapes
 
     def targets_of(self, component: str) -> dict[str, str]:
         """The layers adapted in ``component`` ("unet", "text_encoder" or "text_encoder_2"): their name in that
@@ -85,16 +89,19 @@ class AdapterFile:
         return {n[skip:]: n for n in self.metadata["targets"] if component_of(n) == component}
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
+def atomic_save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str]
+) -> None:
     """Write a safetensors file atomically (a crash never leaves half a file)."""
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def base_model_of(metadata: dict) -> str | None:
+def base_model_of(metadata: dict[str, Any]) -> str | None:
     """The base model an adapter file was trained on, usable from the current folder: as given when that
     still resolves here (a hub id, or a path relative to this folder), else the absolute path recorded."""
-    given, resolved = metadata.get("base_model"), metadata.get("base_model_resolved")
+    given: str | None = metadata.get("base_model")
+    resolved: str | None = metadata.get("base_model_resolved")
     if given and (Path(given).exists() or not resolved or not Path(resolved).exists()):
         return given
     return resolved
@@ -102,10 +109,10 @@ def base_model_of(metadata: dict) -> str | None:
 
 def save_adapter(
     model: nn.Module,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     base_model: str | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
-    extra_metadata: dict | None = None,
+    extra_metadata: dict[str, Any] | None = None,
     text_encoders: dict[str, nn.Module] | None = None,
 ) -> Path:
     """Save the adapters of ``model`` (and of the ``text_encoders``, pipeline name -> model, and optional extra
@@ -130,7 +137,8 @@ def save_adapter(
         "targets": list(layers),
         "shapes": {name: [layer.out_features, layer.in_features] for name, layer in layers.items()},
         "base_model": base_model,
-        "base_model_resolved": str(Path(base_model).resolve()) if base_model and Path(base_model).exists()
+        "base_model_resolved": str(Path(base_model).resolve())
+        if base_model and Path(base_model).exists()
         else base_model,
         "version": __version__,
         "extra": extra_metadata or {},
@@ -139,7 +147,7 @@ def save_adapter(
     return Path(path)
 
 
-def _parsed_metadata(path: Path, header: dict[str, str]) -> dict:
+def _parsed_metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
     if METADATA_KEY not in header:
         raise AdapterFileError(
             f"{path} has no '{METADATA_KEY}' metadata: it was not written by delora-diffusion "
@@ -170,19 +178,19 @@ def _open(path: Path, tensors: bool) -> tuple[dict[str, str], dict[str, torch.Te
         raise AdapterFileError(f"{path} is not a readable safetensors file ({exc})") from exc
 
 
-def is_delora_adapter(path: str | os.PathLike) -> bool:
+def is_delora_adapter(path: str | os.PathLike[str]) -> bool:
     """Whether a safetensors file was written by delora-diffusion (else: a plain LoRA or something else),
     from its header alone; ``AdapterFileError`` when it is missing or not safetensors."""
     return METADATA_KEY in _open(Path(path), tensors=False)[0]
 
 
-def read_adapter_metadata(path: str | os.PathLike) -> dict:
+def read_adapter_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """An adapter file's metadata (method, config, targets, extra), from its header alone: no tensor is read."""
     path = Path(path)
     return _parsed_metadata(path, _open(path, tensors=False)[0])
 
 
-def read_adapter(path: str | os.PathLike) -> AdapterFile:
+def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
     """Parse an adapter file; raise ``AdapterFileError`` naming the file for anything unexpected."""
     path = Path(path)
     header, tensors = _open(path, tensors=True)
@@ -198,19 +206,21 @@ def read_adapter(path: str | os.PathLike) -> AdapterFile:
     by_length = sorted(targets, key=len, reverse=True)
     for key, value in tensors.items():
         if key.startswith(EXTRA_PREFIX):
-            extra[key[len(EXTRA_PREFIX):]] = value
+            extra[key[len(EXTRA_PREFIX) :]] = value
             continue
         owner = next((n for n in by_length if key.startswith(n + ".")), None)
         if owner is None:
             raise AdapterFileError(f"{path}: tensor {key} belongs to no listed target layer")
-        layers[owner][key[len(owner) + 1:]] = value
+        layers[owner][key[len(owner) + 1 :]] = value
     if set(shapes) != set(targets):
         raise AdapterFileError(f"{path}: metadata lists shapes for other layers than its targets")
     # A diverged run's NaN/inf would otherwise render black images and exit 0.
     bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if bad:
-        raise AdapterFileError(f"{path}: {len(bad)} tensor(s) hold NaN or inf values, first {bad[0]} "
-                               f"(the run that wrote it diverged; use an earlier checkpoint)")
+        raise AdapterFileError(
+            f"{path}: {len(bad)} tensor(s) hold NaN or inf values, first {bad[0]} "
+            f"(the run that wrote it diverged; use an earlier checkpoint)"
+        )
     return AdapterFile(path=path, config=config, metadata=meta, layers=layers, extra_tensors=extra)
 
 
@@ -231,9 +241,11 @@ def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = 
         if isinstance(module, AdapterLayer):
             module = module.base_layer
         if not isinstance(module, nn.Linear):
-            raise AdapterFileError(f"{adapter.path}: layer {name} is a {type(module).__name__} in {here}, not the "
-                                   f"nn.Linear the adapter was trained on ({adapter.metadata.get('base_model')!r}): "
-                                   "wrong base model?")
+            raise AdapterFileError(
+                f"{adapter.path}: layer {name} is a {type(module).__name__} in {here}, not the "
+                f"nn.Linear the adapter was trained on ({adapter.metadata.get('base_model')!r}): "
+                "wrong base model?"
+            )
         expected = list(adapter.shapes[stored])
         actual = [module.out_features, module.in_features]
         if actual != expected:
@@ -243,8 +255,13 @@ def check_fits(model: nn.Module, adapter: AdapterFile, model_name: str | None = 
             )
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike, model_name: str | None = None,
-                 text_encoder: nn.Module | None = None, text_encoder_2: nn.Module | None = None) -> AdapterFile:
+def load_adapter(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    model_name: str | None = None,
+    text_encoder: nn.Module | None = None,
+    text_encoder_2: nn.Module | None = None,
+) -> AdapterFile:
     """Attach the adapter stored in ``path`` to ``model`` (a UNet) and, when the file holds text-encoder layers,
     to ``text_encoder`` (and SDXL's ``text_encoder_2``); load its tensors; returns the parsed file.
     ``model_name`` (what ``model`` was loaded from) is named in a mismatch error."""
@@ -253,15 +270,19 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, model_name: str | No
     for component, encoder in zip(TEXT_ENCODERS, (text_encoder, text_encoder_2)):
         if adapter.targets_of(component):
             if encoder is None:
-                raise AdapterFileError(f"{path} also adapts the pipeline's {component} (trained with "
-                                       f"--train_text_encoder): pass {component}=pipe.{component} too")
+                raise AdapterFileError(
+                    f"{path} also adapts the pipeline's {component} (trained with "
+                    f"--train_text_encoder): pass {component}=pipe.{component} too"
+                )
             models[component] = encoder
     for component, module in models.items():
         check_fits(module, adapter, model_name, component)
     try:
         for component, module in models.items():
-            targets = {name if component == "unet" else text_encoder_module_name(module, name): stored
-                       for name, stored in adapter.targets_of(component).items()}
+            targets = {
+                name if component == "unet" else text_encoder_module_name(module, name): stored
+                for name, stored in adapter.targets_of(component).items()
+            }
             layers = attach(module, adapter.config, layer_names=list(targets))
             for name, layer in layers.items():
                 layer.load_adapter_state_dict(adapter.layers[targets[name]], targets[name])

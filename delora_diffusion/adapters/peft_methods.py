@@ -9,6 +9,8 @@ adds what the shared interface needs: exact factors / dense update, scale, merge
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
@@ -23,13 +25,20 @@ ADAPTER_NAME = "default"
 class PeftLoRALinear(AdapterLayer):
     """LoRA (``method="lora"``) or DoRA (``method="dora"``) via PEFT's layer."""
 
+    peft: Any  # PEFT's lora.Linear; its attributes (lora_A, scaling, ...) are untyped ModuleDicts and dicts
+    lora_scaling: float  # α / r
+
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig) -> None:
         super().__init__(config)
         self.method = config.method
         self.use_dora = config.method == "dora"
-        lora_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, use_dora=self.use_dora,
-                                 lora_dropout=config.lora_dropout,
-                                 target_modules=["layer"])
+        lora_config = LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,  # type: ignore[arg-type]  # PEFT annotates int; any float works
+            use_dora=self.use_dora,
+            lora_dropout=config.lora_dropout,
+            target_modules=["layer"],
+        )
         # PEFT's public injection (stable across versions, unlike lora.Linear's constructor) on a holder.
         holder = nn.Module()
         holder.layer = base_layer
@@ -42,9 +51,10 @@ class PeftLoRALinear(AdapterLayer):
             tensor.data = tensor.data.float()
         self.lora_scaling = config.alpha / config.rank
 
-    @property
-    def base_layer(self) -> nn.Linear:
-        return self.peft.get_base_layer()
+    @property  # PEFT keeps the frozen layer; this reads it
+    def base_layer(self) -> nn.Linear:  # type: ignore[override]
+        layer: nn.Linear = self.peft.get_base_layer()
+        return layer
 
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         named = {
@@ -56,18 +66,22 @@ class PeftLoRALinear(AdapterLayer):
         return named
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor
         if self.scale == 1.0:
-            return self.peft(x)
+            y = self.peft(x)
+            return y
         if not self.use_dora:
             # LoRA is additive: PEFT's own scaling is exactly s·(W' − W).
             self.peft.scaling[ADAPTER_NAME] = self.lora_scaling * self.scale
             try:
-                return self.peft(x)
+                y = self.peft(x)
+                return y
             finally:
                 self.peft.scaling[ADAPTER_NAME] = self.lora_scaling
         # DoRA is not additive in its factors: blend the outputs, x·(W + s(W' − W))ᵀ.
-        y0 = self.base_layer(x)
-        return y0 + self.scale * (self.peft(x) - y0)
+        y0: torch.Tensor = self.base_layer(x)
+        y = self.peft(x)
+        return y0 + self.scale * (y - y0)
 
     def lora_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.use_dora:
@@ -81,7 +95,10 @@ class PeftLoRALinear(AdapterLayer):
         W = self.base_layer.weight.float()
         with fp32_region(W):
             directional = W + self.lora_scaling * (named["lora_B"].float() @ named["lora_A"].float())
-            return named["magnitude"].float().unsqueeze(1) * directional / directional.norm(dim=1, keepdim=True)
+            weight: torch.Tensor = (
+                named["magnitude"].float().unsqueeze(1) * directional / directional.norm(dim=1, keepdim=True)
+            )
+            return weight
 
     def delta_weight(self) -> torch.Tensor:
         if not self.use_dora:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,8 @@ from .delora import DeLoRALinear
 from .ether import ETHERLinear, ETHERPlusLinear
 from .peft_methods import PeftLoRALinear
 
-LAYER_CLASSES: dict[str, type[AdapterLayer]] = {
+# each method's layer class, built as cls(base_linear, config)
+LAYER_CLASSES: dict[str, Callable[[nn.Linear, AdapterConfig], AdapterLayer]] = {
     "delora": DeLoRALinear,
     "lora": PeftLoRALinear,
     "dora": PeftLoRALinear,
@@ -58,7 +60,9 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def attach(model: nn.Module, config: AdapterConfig, layer_names: Iterable[str] | None = None) -> dict[str, AdapterLayer]:
+def attach(
+    model: nn.Module, config: AdapterConfig, layer_names: Iterable[str] | None = None
+) -> dict[str, AdapterLayer]:
     """Freeze ``model`` and wrap its target Linear layers with ``config.method``'s adapter.
 
     ``layer_names`` (exact module names) overrides ``config.target_modules``; loading uses it.
@@ -114,7 +118,7 @@ def param_groups(
     weight_decay: float | None = None,
     lambda_lr: float | None = None,
     lambda_weight_decay: float = 0.0,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Optimizer parameter groups: adapter directions and (DeLoRA) the strengths λ.
 
     ``weight_decay=None`` uses the method default (0 for ETHER/ETHER+, 1e-2 otherwise);
@@ -129,8 +133,12 @@ def param_groups(
     groups = [{"name": "adapter", "params": params["adapter"], "lr": lr, "weight_decay": wd}]
     if params["lambda"]:
         groups.append(
-            {"name": "lambda", "params": params["lambda"], "lr": lr if lambda_lr is None else lambda_lr,
-             "weight_decay": lambda_weight_decay}
+            {
+                "name": "lambda",
+                "params": params["lambda"],
+                "lr": lr if lambda_lr is None else lambda_lr,
+                "weight_decay": lambda_weight_decay,
+            }
         )
     return groups
 
@@ -195,7 +203,7 @@ def cast_base(model: nn.Module, dtype: torch.dtype) -> None:
     adapter_ids = {id(t) for layer in adapter_layers(model).values() for t in layer.adapter_tensors().values()}
     for module in model.modules():
         for store in (module._parameters, module._buffers):
-            for key, tensor in store.items():
+            for tensor in store.values():
                 if tensor is None or id(tensor) in adapter_ids or not tensor.is_floating_point():
                     continue
                 tensor.data = tensor.data.to(dtype)

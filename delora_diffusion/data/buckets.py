@@ -30,14 +30,16 @@ class BucketSpec:
             if value % self.step:
                 return f"--{flag} {value} must be a multiple of --bucket_reso_steps {self.step}"
         if not self.min_reso <= self.resolution <= self.max_reso:
-            return (f"--resolution {self.resolution} must lie between --min_bucket_reso {self.min_reso} and "
-                    f"--max_bucket_reso {self.max_reso}")
+            return (
+                f"--resolution {self.resolution} must lie between --min_bucket_reso {self.min_reso} and "
+                f"--max_bucket_reso {self.max_reso}"
+            )
         return None
 
     def sizes(self) -> list[Size]:
         """Every bucket, sorted: the largest square of at most resolution² pixels, and for each width w from
         min to max (in steps) the tallest height within max with w·h ≤ resolution², both orientations."""
-        area = self.resolution ** 2
+        area = self.resolution**2
         side = math.isqrt(area) // self.step * self.step
         found = {(side, side)}
         for width in range(self.min_reso, self.max_reso + 1, self.step):

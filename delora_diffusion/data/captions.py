@@ -15,12 +15,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
 from ..fileio import json_lines
 
 METADATA_FILE = "metadata.jsonl"
 
 
-class CaptionError(ValueError):
+class CaptionError(UserError):
     """A caption file that cannot be used; the message names it."""
 
 
@@ -46,11 +47,15 @@ def _read_text(path: Path) -> str:
 def _metadata_captions(index: Path, images: list[Path]) -> dict[str, str]:
     by_name = {path.name: path for path in images}
     captions = {}
-    lines = json_lines(index, CaptionError, 'JSON; expected {"file_name": "...", "text": "..."} per line',
-                       text=_read_text(index))
+    lines = json_lines(
+        index, CaptionError, 'JSON; expected {"file_name": "...", "text": "..."} per line', text=_read_text(index)
+    )
     for where, record in lines:
-        if not isinstance(record, dict) or not isinstance(record.get("file_name"), str) \
-                or not isinstance(record.get("text"), str):
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("file_name"), str)
+            or not isinstance(record.get("text"), str)
+        ):
             raise CaptionError(f"{where}: expected string fields file_name and text, got {json.dumps(record)[:80]}")
         name = Path(record["file_name"]).name
         if name not in by_name:
@@ -67,8 +72,9 @@ def read_captions(folder: str | Path, images: list[Path], extension: str = ".txt
     if index.is_file():
         captions = _metadata_captions(index, images)
         return Captions([captions.get(path.name) for path in images], METADATA_FILE)
-    texts = [_read_text(path.with_suffix(extension)) if path.with_suffix(extension).is_file() else None
-             for path in images]
+    texts = [
+        _read_text(path.with_suffix(extension)) if path.with_suffix(extension).is_file() else None for path in images
+    ]
     return Captions(texts, f"*{extension} files" if any(t is not None for t in texts) else "none")
 
 
@@ -95,6 +101,6 @@ class CaptionPolicy:
         if not self.shuffle:
             return caption
         tags = [tag.strip() for tag in caption.split(",") if tag.strip()]
-        kept, rest = tags[:self.keep_tokens], tags[self.keep_tokens:]
+        kept, rest = tags[: self.keep_tokens], tags[self.keep_tokens :]
         rng.shuffle(rest)
         return ", ".join(kept + rest)

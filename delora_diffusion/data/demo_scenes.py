@@ -36,7 +36,7 @@ def draw_scene(rng: random.Random, size: int = 64, boxes: int = 3) -> tuple[Imag
         cls = rng.choice(OBJECTS)
         width, height = rng.randint(size // 6, size // 2), rng.randint(size // 6, size // 2)
         left, top = rng.randint(0, size - width), rng.randint(0, size - height)
-        ids[top:top + height, left:left + width] = cls
+        ids[top : top + height, left : left + width] = cls
         if cls not in present:
             present.append(cls)
     present = [c for c in present if (ids == c).any()]
@@ -62,8 +62,15 @@ def _caption(classes: list[int]) -> str:
     return f"a scene of {names[0]} with " + ", ".join(names[1:-1]) + (" and " if len(names) > 2 else "") + names[-1]
 
 
-def write_scenes(out: str | Path, count: int = 16, size: int = 64, seed: int = 0, layout: str = "generic",
-                 annotations: bool = False, split: str = "training") -> list[str]:
+def write_scenes(
+    out: str | Path,
+    count: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    layout: str = "generic",
+    annotations: bool = False,
+    split: str = "training",
+) -> list[str]:
     """Write ``count`` scenes under ``out``; returns their stems.
 
     ``generic``: ``images/<stem>.png``, ``maps/<stem>.png``, ``captions.jsonl``. ``ade20k``:
@@ -83,7 +90,11 @@ def write_scenes(out: str | Path, count: int = 16, size: int = 64, seed: int = 0
     maps_dir.mkdir(parents=True, exist_ok=True)
     stems, lines = [], []
     for index in range(count):
-        stem = f"scene_{index:04d}" if layout == "generic" else f"ADE_{'train' if split == 'training' else 'val'}_{index + 1:08d}"
+        stem = (
+            f"scene_{index:04d}"
+            if layout == "generic"
+            else f"ADE_{'train' if split == 'training' else 'val'}_{index + 1:08d}"
+        )
         photo, ids, caption = draw_scene(rng, size)
         photo.save(images_dir / f"{stem}{suffix}", quality=95)
         if annotations:
@@ -93,8 +104,9 @@ def write_scenes(out: str | Path, count: int = 16, size: int = 64, seed: int = 0
         if layout == "generic":
             lines.append(json.dumps({"file_name": f"{stem}{suffix}", "text": caption}))
         else:
-            lines.append(json.dumps({"source": f"source/{stem}.png", "target": f"target/{stem}.jpg",
-                                     "prompt": caption}))
+            lines.append(
+                json.dumps({"source": f"source/{stem}.png", "target": f"target/{stem}.jpg", "prompt": caption})
+            )
         stems.append(stem)
     captions = out / ("captions.jsonl" if layout == "generic" else f"prompt_{split}_blip.json")
     atomic_write_text(captions, "\n".join(lines) + "\n")
@@ -102,9 +114,12 @@ def write_scenes(out: str | Path, count: int = 16, size: int = 64, seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m delora_diffusion.data.demo_scenes",
-                                     description="Draw a synthetic semantic-map data set (random rectangles of "
-                                                 "ADE20K classes, textured photos, captions).", allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m delora_diffusion.data.demo_scenes",
+        description="Draw a synthetic semantic-map data set (random rectangles of "
+        "ADE20K classes, textured photos, captions).",
+        allow_abbrev=False,
+    )
     parser.add_argument("--out", required=True, help="folder to write into")
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--size", type=int, default=64, help="side in pixels")

@@ -75,9 +75,17 @@ class ImageSet:
     original_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) as decoded: SDXL's input
 
     @classmethod
-    def load(cls, folder: str | Path, prompt: str, resolution: int, what: str, limit: int | None = None,
-             background: tuple[int, int, int] = WHITE, caption_extension: str | None = None,
-             interpolation: str = "bilinear") -> "ImageSet":
+    def load(
+        cls,
+        folder: str | Path,
+        prompt: str,
+        resolution: int,
+        what: str,
+        limit: int | None = None,
+        background: tuple[int, int, int] = WHITE,
+        caption_extension: str | None = None,
+        interpolation: str = "bilinear",
+    ) -> ImageSet:
         """The images of ``folder`` (the first ``limit``), transparency composited on ``background`` (RGB);
         with ``caption_extension``, their captions (``captions.read_captions``), ``prompt`` being the fallback.
         Resized with ``interpolation`` (bilinear, bicubic, lanczos or nearest) to a short side of ``resolution``."""
@@ -99,25 +107,45 @@ class ImageSet:
             except ImageReadError as exc:
                 raise ImageDataError(str(exc)) from exc
         notes = []
-        for found, says in ((skipped, "named like images but not files, skipped"),
-                            ([p for p, d in zip(paths, decoded) if d.had_alpha], f"with transparency, composited on {_colour_name(background)}"),
-                            ([p for p, d in zip(paths, decoded) if d.high_bit_depth], "16/32-bit, scaled to 8 bits"),
-                            ([p for p, d in zip(paths, decoded) if min(d.image.size) < SMALL_SHARE * resolution],
-                             f"under {SMALL_SHARE:g}× the resolution {resolution} px, upscaled")):
+        for found, says in (
+            (skipped, "named like images but not files, skipped"),
+            (
+                [p for p, d in zip(paths, decoded) if d.had_alpha],
+                f"with transparency, composited on {_colour_name(background)}",
+            ),
+            ([p for p, d in zip(paths, decoded) if d.high_bit_depth], "16/32-bit, scaled to 8 bits"),
+            (
+                [p for p, d in zip(paths, decoded) if min(d.image.size) < SMALL_SHARE * resolution],
+                f"under {SMALL_SHARE:g}× the resolution {resolution} px, upscaled",
+            ),
+        ):
             if found:
                 notes.append(f"{what} {folder}: {len(found)} {says}: {_names(found)}")
         if caption_extension is not None:  # said every run: which captions trained
             count = sum(c is not None for c in captions)
             if not count:
-                notes.append(f"{what} {folder}: no captions ({source}; metadata.jsonl or *{caption_extension} "
-                             f"beside the images): every image trains with “{prompt}”")
+                notes.append(
+                    f"{what} {folder}: no captions ({source}; metadata.jsonl or *{caption_extension} "
+                    f"beside the images): every image trains with “{prompt}”"
+                )
             else:
                 rest = f"; the others train with “{prompt}”" if count < len(paths) else ""
                 notes.append(f"{what} {folder}: captions from {source} for {count} of {len(paths)} images{rest}")
         mode = InterpolationMode[interpolation.upper()]
         images = [TF.resize(d.image, resolution, interpolation=mode, antialias=True) for d in decoded]
-        return cls(Path(folder), prompt, paths, images, resolution, [im.size for im in images], notes, captions,
-                   source, interpolation, [d.image.size for d in decoded])
+        return cls(
+            Path(folder),
+            prompt,
+            paths,
+            images,
+            resolution,
+            [im.size for im in images],
+            notes,
+            captions,
+            source,
+            interpolation,
+            [d.image.size for d in decoded],
+        )
 
     def prompt_of(self, index: int) -> str:
         """Image ``index``'s caption, or the set's prompt when it has none."""
@@ -142,9 +170,17 @@ class DreamBoothDataset(Dataset):
     image. ``time_ids`` are SDXL's size conditioning (``time_ids``).
     """
 
-    def __init__(self, instance: ImageSet, class_images: ImageSet | None, resolution: int,
-                 center_crop: bool, random_flip: bool, seed: int, captions: CaptionPolicy | None = None,
-                 buckets: BucketSpec | None = None) -> None:
+    def __init__(
+        self,
+        instance: ImageSet,
+        class_images: ImageSet | None,
+        resolution: int,
+        center_crop: bool,
+        random_flip: bool,
+        seed: int,
+        captions: CaptionPolicy | None = None,
+        buckets: BucketSpec | None = None,
+    ) -> None:
         self.sets = {INSTANCE: instance}
         if class_images is not None:
             self.sets[CLASS] = class_images
@@ -168,16 +204,26 @@ class DreamBoothDataset(Dataset):
 
     def item_crops(self) -> list[tuple[str, int, Size]]:
         """Every distinct (role, image index, crop size) an item trains with, in item order."""
-        return list(dict.fromkeys((role, index % len(images), self.item_sizes[index])
-                                  for index in range(len(self)) for role, images in self.sets.items()))
+        return list(
+            dict.fromkeys(
+                (role, index % len(images), self.item_sizes[index])
+                for index in range(len(self))
+                for role, images in self.sets.items()
+            )
+        )
 
     def fresh_encode_reason(self) -> str | None:
         """Why an image's pixels can differ between steps (so latents cannot be cached), or None."""
         if self.views.random_flip:
             return "--random_flip flips images at random"
         if not self.views.center_crop:
-            uneven = list(dict.fromkeys(self.sets[role].paths[i].name for role, i, size in self.item_crops()
-                                        if covering_size(*self.sets[role].sizes[i], size) != size))
+            uneven = list(
+                dict.fromkeys(
+                    self.sets[role].paths[i].name
+                    for role, i, size in self.item_crops()
+                    if covering_size(*self.sets[role].sizes[i], size) != size
+                )
+            )
             if uneven:
                 shown = ", ".join(uneven[:3]) + (" ..." if len(uneven) > 3 else "")
                 shape = "not of their bucket's shape" if self.buckets else "non-square"

@@ -30,30 +30,38 @@ _ATTRIBUTES = [
     "a wet {token} {class_noun}",
     "a cube shaped {token} {class_noun}",
 ]
-OBJECT_PROMPTS: list[str] = _SHARED + [
-    "a {token} {class_noun} with a wheat field in the background",
-    "a {token} {class_noun} with a tree and autumn leaves in the background",
-    "a {token} {class_noun} with the Eiffel Tower in the background",
-    "a {token} {class_noun} floating on top of water",
-    "a {token} {class_noun} floating in an ocean of milk",
-    "a {token} {class_noun} on top of green grass with sunflowers around it",
-    "a {token} {class_noun} on top of a mirror",
-    "a {token} {class_noun} on top of the sidewalk in a crowded street",
-    "a {token} {class_noun} on top of a dirt road",
-    "a {token} {class_noun} on top of a white rug",
-] + _ATTRIBUTES
-LIVE_PROMPTS: list[str] = _SHARED + [
-    "a {token} {class_noun} wearing a red hat",
-    "a {token} {class_noun} wearing a santa hat",
-    "a {token} {class_noun} wearing a rainbow scarf",
-    "a {token} {class_noun} wearing a black top hat and a monocle",
-    "a {token} {class_noun} in a chef outfit",
-    "a {token} {class_noun} in a firefighter outfit",
-    "a {token} {class_noun} in a police outfit",
-    "a {token} {class_noun} wearing pink glasses",
-    "a {token} {class_noun} wearing a yellow shirt",
-    "a {token} {class_noun} in a purple wizard outfit",
-] + _ATTRIBUTES
+OBJECT_PROMPTS: list[str] = (
+    _SHARED
+    + [
+        "a {token} {class_noun} with a wheat field in the background",
+        "a {token} {class_noun} with a tree and autumn leaves in the background",
+        "a {token} {class_noun} with the Eiffel Tower in the background",
+        "a {token} {class_noun} floating on top of water",
+        "a {token} {class_noun} floating in an ocean of milk",
+        "a {token} {class_noun} on top of green grass with sunflowers around it",
+        "a {token} {class_noun} on top of a mirror",
+        "a {token} {class_noun} on top of the sidewalk in a crowded street",
+        "a {token} {class_noun} on top of a dirt road",
+        "a {token} {class_noun} on top of a white rug",
+    ]
+    + _ATTRIBUTES
+)
+LIVE_PROMPTS: list[str] = (
+    _SHARED
+    + [
+        "a {token} {class_noun} wearing a red hat",
+        "a {token} {class_noun} wearing a santa hat",
+        "a {token} {class_noun} wearing a rainbow scarf",
+        "a {token} {class_noun} wearing a black top hat and a monocle",
+        "a {token} {class_noun} in a chef outfit",
+        "a {token} {class_noun} in a firefighter outfit",
+        "a {token} {class_noun} in a police outfit",
+        "a {token} {class_noun} wearing pink glasses",
+        "a {token} {class_noun} wearing a yellow shirt",
+        "a {token} {class_noun} in a purple wizard outfit",
+    ]
+    + _ATTRIBUTES
+)
 
 # The dataset's live subjects are its pets; every other class gets the object prompts.
 LIVE_CLASS_NOUNS = frozenset({"dog", "cat"})

@@ -17,8 +17,8 @@ from .semantic_files import SemanticDataError, SemanticPair
 from .semantic_maps import MapError, read_color_map
 from .views import EpochViews, View
 
-
 # --- the dataset ------------------------------------------------------------------------------------
+
 
 class SemanticDataset(Dataset):
     """Item i: ``{"pixel_values": (3, R, R) in [-1, 1] | "latent_dist": (2·C, R/f, R/f), "control_image":
@@ -28,8 +28,15 @@ class SemanticDataset(Dataset):
     the image is resized bilinearly, the map with nearest neighbours so its colours stay exact.
     """
 
-    def __init__(self, pairs: list[SemanticPair], resolution: int, center_crop: bool, random_flip: bool,
-                 seed: int, palette=PALETTE) -> None:
+    def __init__(
+        self,
+        pairs: list[SemanticPair],
+        resolution: int,
+        center_crop: bool,
+        random_flip: bool,
+        seed: int,
+        palette=PALETTE,
+    ) -> None:
         self.pairs = pairs
         self.resolution = resolution
         self.palette = palette
@@ -62,8 +69,10 @@ class SemanticDataset(Dataset):
         pair = self.pairs[index]
         image = self._resize(load_image(pair.image), nearest=False)
         if image.size != control.size:
-            raise SemanticDataError(f"map {pair.map} and image {pair.image} have different sizes (after the "
-                                    "image's EXIF rotation): a map must have its image's size")
+            raise SemanticDataError(
+                f"map {pair.map} and image {pair.image} have different sizes (after the "
+                "image's EXIF rotation): a map must have its image's size"
+            )
         return image
 
     def pixels(self, index: int) -> torch.Tensor:
@@ -85,6 +94,8 @@ class SemanticDataset(Dataset):
 def collate_semantic(items: list[dict]) -> dict:
     """``{"pixel_values" | "latent_dist": (B, ...), "control_image": (B, 3, R, R), "prompts": [str] * B}``."""
     key = "latent_dist" if "latent_dist" in items[0] else "pixel_values"
-    return {key: torch.stack([item[key] for item in items]).contiguous(),
-            "control_image": torch.stack([item["control_image"] for item in items]).contiguous(),
-            "prompts": [item["prompt"] for item in items]}
+    return {
+        key: torch.stack([item[key] for item in items]).contiguous(),
+        "control_image": torch.stack([item["control_image"] for item in items]).contiguous(),
+        "prompts": [item["prompt"] for item in items],
+    }

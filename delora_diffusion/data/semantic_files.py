@@ -22,8 +22,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from ..fileio import json_lines
+from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from ..images import ImageDataError
 from .semantic_maps import MAP_EXTENSIONS
 
@@ -66,14 +66,17 @@ class SemanticData:
 
 # --- captions ---------------------------------------------------------------------------------------
 
+
 def _record_caption(record, where: str) -> tuple[str, str]:
     if not isinstance(record, dict):
         raise SemanticDataError(f"{where}: expected a JSON object with a file name and a caption, got {record!r}")
     name = next((record[k] for k in FILE_KEYS if isinstance(record.get(k), str)), None)
     text = next((record[k] for k in TEXT_KEYS if isinstance(record.get(k), str)), None)
     if name is None or text is None:
-        raise SemanticDataError(f"{where}: expected a file name (one of {', '.join(FILE_KEYS)}) and a caption "
-                                f"(one of {', '.join(TEXT_KEYS)}), got keys {sorted(record)}")
+        raise SemanticDataError(
+            f"{where}: expected a file name (one of {', '.join(FILE_KEYS)}) and a caption "
+            f"(one of {', '.join(TEXT_KEYS)}), got keys {sorted(record)}"
+        )
     return Path(name).stem, text
 
 
@@ -109,8 +112,9 @@ def read_captions(path: str | Path) -> dict[str, str]:
             stem, caption = _record_caption(record, f"{path}: entry {index}")
             captions[stem] = caption
         return captions
-    for where, record in json_lines(path, SemanticDataError, "JSON", "; expected JSON lines or one JSON document",
-                                    text=text):
+    for where, record in json_lines(
+        path, SemanticDataError, "JSON", "; expected JSON lines or one JSON document", text=text
+    ):
         stem, caption = _record_caption(record, where)
         captions[stem] = caption
     return captions
@@ -118,17 +122,20 @@ def read_captions(path: str | Path) -> dict[str, str]:
 
 # --- finding pairs ----------------------------------------------------------------------------------
 
+
 def _files_by_stem(folder: Path, extensions: tuple[str, ...], what: str) -> dict[str, Path]:
     if not folder.is_dir():
-        raise SemanticDataError(f"{what} {folder} does not exist" if not folder.exists() else
-                                f"{what} {folder} is not a folder")
+        raise SemanticDataError(
+            f"{what} {folder} does not exist" if not folder.exists() else f"{what} {folder} is not a folder"
+        )
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.suffix.lower() not in extensions:
             continue
         if path.stem in found:
-            raise SemanticDataError(f"{what} {folder} has two files for {path.stem!r}: {found[path.stem].name} and "
-                                    f"{path.name}; keep one")
+            raise SemanticDataError(
+                f"{what} {folder} has two files for {path.stem!r}: {found[path.stem].name} and {path.name}; keep one"
+            )
         found[path.stem] = path
     return found
 
@@ -137,9 +144,14 @@ def _default_captions(root: Path, layout: str, split: str) -> Path | None:
     if layout == "generic":
         candidates = [root / "captions.jsonl", root / "captions.json"]
     else:
-        candidates = [root / f"prompt_{split}_blip.json", root / "captions" / f"{split}.jsonl",
-                      root / "captions" / f"{split}.json", root / f"captions_{split}.jsonl",
-                      root / f"captions_{split}.json", root / "captions.jsonl"]
+        candidates = [
+            root / f"prompt_{split}_blip.json",
+            root / "captions" / f"{split}.jsonl",
+            root / "captions" / f"{split}.json",
+            root / f"captions_{split}.jsonl",
+            root / f"captions_{split}.json",
+            root / "captions.jsonl",
+        ]
     return next((p for p in candidates if p.is_file()), None)
 
 
@@ -162,9 +174,14 @@ def detect_layout(root: Path) -> str:
     )
 
 
-def find_pairs(root: str | Path, layout: str = "auto", split: str = DEFAULT_SPLIT,
-               images_dir: str | Path | None = None, maps_dir: str | Path | None = None,
-               captions_file: str | Path | None = None) -> SemanticData:
+def find_pairs(
+    root: str | Path,
+    layout: str = "auto",
+    split: str = DEFAULT_SPLIT,
+    images_dir: str | Path | None = None,
+    maps_dir: str | Path | None = None,
+    captions_file: str | Path | None = None,
+) -> SemanticData:
     """Match images, maps and captions of a data folder by file stem (see the module docstring).
 
     ``images_dir``/``maps_dir``/``captions_file`` override the layout's folders (relative to ``root``
@@ -172,8 +189,9 @@ def find_pairs(root: str | Path, layout: str = "auto", split: str = DEFAULT_SPLI
     """
     root = Path(root)
     if not root.is_dir():
-        raise SemanticDataError(f"--data_dir {root} does not exist" if not root.exists() else
-                                f"--data_dir {root} is not a folder")
+        raise SemanticDataError(
+            f"--data_dir {root} does not exist" if not root.exists() else f"--data_dir {root} is not a folder"
+        )
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if layout == "auto":
@@ -184,8 +202,9 @@ def find_pairs(root: str | Path, layout: str = "auto", split: str = DEFAULT_SPLI
         default_images, default_maps = root / "images", root / "maps"
     images_path = _resolve(root, images_dir, default_images)
     maps_path = _resolve(root, maps_dir, default_maps)
-    captions_path = (_resolve(root, captions_file, root) if captions_file is not None
-                     else _default_captions(root, layout, split))
+    captions_path = (
+        _resolve(root, captions_file, root) if captions_file is not None else _default_captions(root, layout, split)
+    )
 
     images = _files_by_stem(images_path, IMAGE_EXTENSIONS, "images folder")
     maps = _files_by_stem(maps_path, tuple(dict.fromkeys(MAP_EXTENSIONS + IMAGE_EXTENSIONS)), "maps folder")
@@ -219,5 +238,7 @@ def _header_size(path: Path) -> tuple[int, int]:
 def check_same_size(image: Path, map_file: Path) -> None:
     image_size, map_size = _header_size(image), _header_size(map_file)
     if image_size != map_size:
-        raise SemanticDataError(f"map {map_file} is {map_size[0]}×{map_size[1]} but its image {image} is "
-                                f"{image_size[0]}×{image_size[1]}: a map must have its image's size")
+        raise SemanticDataError(
+            f"map {map_file} is {map_size[0]}×{map_size[1]} but its image {image} is "
+            f"{image_size[0]}×{image_size[1]}: a map must have its image's size"
+        )

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import UserError
 from .ade20k import CLASS_NAMES, IGNORE_INDEX, OTHER_COLOR, PALETTE
 
 MAP_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".webp")
 ANNOTATION_MODES = ("L", "I", "I;16")
 
 
-class MapError(ValueError):
+class MapError(UserError):
     """A map or palette file that cannot be used; the message names it."""
 
 
@@ -156,7 +157,9 @@ def center_box(width: int, height: int, target_width: int, target_height: int) -
     return left, top, left + crop_w, top + crop_h
 
 
-def fit_map(image: Image.Image, width: int, height: int, palette=PALETTE) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def fit_map(
+    image: Image.Image, width: int, height: int, palette=PALETTE
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """The colour map an image of ``width`` × ``height`` is generated from: the centred region of the
     target's aspect ratio, resized with nearest neighbours (colours stay exact); and that region's box."""
     box = center_box(*image.size, width, height)

@@ -60,8 +60,12 @@ class Backbone:
             return _as_tensor(self._texts(texts)).float().cpu()
 
     def describe(self) -> dict:
-        return {"spec": self.spec, "library": self.library, "fingerprint": self.fingerprint,
-                "image_size": self.image_size}
+        return {
+            "spec": self.spec,
+            "library": self.library,
+            "fingerprint": self.fingerprint,
+            "image_size": self.image_size,
+        }
 
 
 def _as_tensor(output) -> torch.Tensor:
@@ -100,9 +104,15 @@ def _load_transformers(spec: str, role: str, device: torch.device) -> Backbone:
             tokens = tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(device)
             return model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
 
-        return Backbone(spec, "transformers", model.to(device).eval(), device,
-                        _square(config.vision_config.image_size),
-                        lambda pixels: model.get_image_features(pixel_values=pixels), texts)
+        return Backbone(
+            spec,
+            "transformers",
+            model.to(device).eval(),
+            device,
+            _square(config.vision_config.image_size),
+            lambda pixels: model.get_image_features(pixel_values=pixels),
+            texts,
+        )
     if role == "clip":
         raise EvaluationInputError(
             f"{spec!r} is a {config.model_type!r} model; CLIP-I and CLIP-T need a CLIP model (image and text towers)"
@@ -111,14 +121,20 @@ def _load_transformers(spec: str, role: str, device: torch.device) -> Backbone:
     model = AutoModel.from_pretrained(spec, **extra)
     # DINOv2 interpolates its position embeddings to any input size; ViT-style models need their own size
     size = None if config.model_type.startswith("dinov2") else _square(getattr(config, "image_size", None))
-    return Backbone(spec, "transformers", model.to(device).eval(), device, size,
-                    lambda pixels: model(pixel_values=pixels).last_hidden_state[:, 0])
+    return Backbone(
+        spec,
+        "transformers",
+        model.to(device).eval(),
+        device,
+        size,
+        lambda pixels: model(pixel_values=pixels).last_hidden_state[:, 0],
+    )
 
 
 def _load_timm(spec: str, role: str, device: torch.device) -> Backbone:
     import timm
 
-    name = spec[len(TIMM_PREFIX):]
+    name = spec[len(TIMM_PREFIX) :]
     if role == "clip":
         raise EvaluationInputError(f"{spec!r}: timm models have no text tower; use a CLIP model for CLIP-I/CLIP-T")
     model = timm.create_model(name, pretrained=True, num_classes=0)
@@ -132,7 +148,7 @@ def _load_timm(spec: str, role: str, device: torch.device) -> Backbone:
 def _load_open_clip(spec: str, role: str, device: torch.device) -> Backbone:
     import open_clip
 
-    name = spec[len(OPEN_CLIP_PREFIX):]
+    name = spec[len(OPEN_CLIP_PREFIX) :]
     if name.startswith(("local-dir:", "hf-hub:")):
         model = open_clip.create_model(name)
     elif "/" in name:
@@ -145,9 +161,15 @@ def _load_open_clip(spec: str, role: str, device: torch.device) -> Backbone:
             "open_clip:local-dir:PATH or open_clip:hf-hub:ORG/REPO"
         )
     tokenizer = open_clip.get_tokenizer(name)
-    return Backbone(spec, "open_clip", model.to(device).eval(), device, _square(model.visual.image_size),
-                    lambda pixels: model.encode_image(pixels),
-                    lambda prompts: model.encode_text(tokenizer(prompts).to(device)))
+    return Backbone(
+        spec,
+        "open_clip",
+        model.to(device).eval(),
+        device,
+        _square(model.visual.image_size),
+        lambda pixels: model.encode_image(pixels),
+        lambda prompts: model.encode_text(tokenizer(prompts).to(device)),
+    )
 
 
 def load_backbone(spec: str, role: str, device: str | torch.device = "cpu", flag: str | None = None) -> Backbone:

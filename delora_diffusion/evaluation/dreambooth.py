@@ -30,7 +30,13 @@ from .backbones import Backbone, load_backbone
 from .embedding_cache import EmbeddingCache
 from .errors import EvaluationInputError
 from .folders import (
-    GENERATION_KEYS, GeneratedImage, clip_t_prompt, generated_subjects, load_class_nouns, read_generated, real_images,
+    GENERATION_KEYS,
+    GeneratedImage,
+    clip_t_prompt,
+    generated_subjects,
+    load_class_nouns,
+    read_generated,
+    real_images,
 )
 from .images import is_black, load_rgb
 from .preprocessing import ImagePreprocess
@@ -46,7 +52,7 @@ DEFINITIONS = {
     "per_subject": "all (generated, real) pairs of the subject; CLIP-T over all its images",
     "mean_over_subjects": "unweighted mean of the per-subject values (every subject counts once)",
     "pooled": "mean over all (generated, real) pairs of all subjects, CLIP-T over all images (OFT eval.py's number; "
-              "subjects with more real or generated images weigh more)",
+    "subjects with more real or generated images weigh more)",
 }
 
 
@@ -103,7 +109,7 @@ def _mean(values) -> float | None:
 
 def _batches(items: list, size: int):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class _Embedder:
@@ -171,7 +177,9 @@ class _Embedder:
             present = [d for d in decoded if d is not None]
             if present:
                 for encoder in self.encoders:
-                    kept[encoder.role].append(encoder.backbone.embed_images(torch.stack([d[encoder.role] for d in present])))
+                    kept[encoder.role].append(
+                        encoder.backbone.embed_images(torch.stack([d[encoder.role] for d in present]))
+                    )
             self.bar.update(len(chunk))
         return black, {role: torch.cat(parts) if parts else torch.empty(0) for role, parts in kept.items()}
 
@@ -182,8 +190,9 @@ def _embed_texts(backbone: Backbone, texts: list[str], batch_size: int) -> dict[
     return dict(zip(unique, embeddings))
 
 
-def _score(generated: dict[str, torch.Tensor], real: dict[str, torch.Tensor], clip: Backbone, texts: list[str],
-           batch_size: int) -> dict[str, list[float]]:
+def _score(
+    generated: dict[str, torch.Tensor], real: dict[str, torch.Tensor], clip: Backbone, texts: list[str], batch_size: int
+) -> dict[str, list[float]]:
     """Per scored generated image: DINO and CLIP-I (mean over the real images) and CLIP-T (against its text)."""
     if not texts:
         return {metric: [] for metric in METRICS}
@@ -195,14 +204,28 @@ def _score(generated: dict[str, torch.Tensor], real: dict[str, torch.Tensor], cl
     }
 
 
-def _subject_tables(subject: str, class_noun: str | None, images: list[GeneratedImage], texts: list[str],
-                    black: list[bool], scores: dict[str, list[float]], n_real: int) -> tuple[list, list, dict]:
+def _subject_tables(
+    subject: str,
+    class_noun: str | None,
+    images: list[GeneratedImage],
+    texts: list[str],
+    black: list[bool],
+    scores: dict[str, list[float]],
+    n_real: int,
+) -> tuple[list, list, dict]:
     """Rows of one subject: per image, per prompt, and the subject's own summary (None where nothing scored)."""
     kept = [i for i, is_black_image in enumerate(black) if not is_black_image]
     by_image = {i: {metric: scores[metric][k] for metric in METRICS} for k, i in enumerate(kept)}
     image_rows = [
-        {"subject": subject, "prompt_index": image.prompt_index, "file": image.file, "seed": image.seed,
-         "black": black[i], "clip_t_prompt": texts[i], **by_image.get(i, dict.fromkeys(METRICS))}
+        {
+            "subject": subject,
+            "prompt_index": image.prompt_index,
+            "file": image.file,
+            "seed": image.seed,
+            "black": black[i],
+            "clip_t_prompt": texts[i],
+            **by_image.get(i, dict.fromkeys(METRICS)),
+        }
         for i, image in enumerate(images)
     ]
     by_prompt: dict[int, list[int]] = defaultdict(list)
@@ -213,18 +236,28 @@ def _subject_tables(subject: str, class_noun: str | None, images: list[Generated
         scored = [i for i in members if i in by_image]
         prompts = {images[i].prompt for i in members} - {None}
         clip_texts = {texts[i] for i in members}
-        prompt_rows.append({
-            "subject": subject, "prompt_index": prompt_index,
-            "prompt": prompts.pop() if len(prompts) == 1 else None,
-            "clip_t_prompt": clip_texts.pop() if len(clip_texts) == 1 else None,
-            "n_images": len(scored), "n_black": len(members) - len(scored), "n_real": n_real,
-            "n_pairs": len(scored) * n_real,
-            **{metric: _mean(by_image[i][metric] for i in scored) for metric in METRICS},
-        })
+        prompt_rows.append(
+            {
+                "subject": subject,
+                "prompt_index": prompt_index,
+                "prompt": prompts.pop() if len(prompts) == 1 else None,
+                "clip_t_prompt": clip_texts.pop() if len(clip_texts) == 1 else None,
+                "n_images": len(scored),
+                "n_black": len(members) - len(scored),
+                "n_real": n_real,
+                "n_pairs": len(scored) * n_real,
+                **{metric: _mean(by_image[i][metric] for i in scored) for metric in METRICS},
+            }
+        )
     # every image's DINO / CLIP-I is a mean over the same n_real photos, so their mean is the mean over all pairs
     subject_row = {
-        "subject": subject, "class_noun": class_noun, "n_images": len(kept), "n_black": len(images) - len(kept),
-        "n_real": n_real, "n_pairs": len(kept) * n_real, **{metric: _mean(scores[metric]) for metric in METRICS},
+        "subject": subject,
+        "class_noun": class_noun,
+        "n_images": len(kept),
+        "n_black": len(images) - len(kept),
+        "n_real": n_real,
+        "n_pairs": len(kept) * n_real,
+        **{metric: _mean(scores[metric]) for metric in METRICS},
     }
     return image_rows, prompt_rows, subject_row
 
@@ -282,8 +315,11 @@ def _summarize_generation(images: list[GeneratedImage]) -> dict:
     for image in images:
         for key, value in image.generation.items():
             values[key][json.dumps(value, sort_keys=True)] = value
-    return {key: (next(iter(v.values())) if len(v) == 1 else [v[k] for k in sorted(v)])
-            for key, v in values.items() if key in GENERATION_KEYS}
+    return {
+        key: (next(iter(v.values())) if len(v) == 1 else [v[k] for k in sorted(v)])
+        for key, v in values.items()
+        if key in GENERATION_KEYS
+    }
 
 
 def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
@@ -300,19 +336,30 @@ def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
     subjects = _select_subjects(settings)
     class_nouns = load_class_nouns(real_dir, settings.class_nouns)
     reals = {subject: real_images(real_dir, subject) for subject in subjects}
-    generated = {subject: first_per_prompt(read_generated(gen_dir, subject), settings.max_images_per_prompt)
-                 for subject in subjects}
-    texts = {s: [clip_t_prompt(image, settings.clip_t_prompt, class_nouns.get(s)) for image in generated[s]]
-             for s in subjects}
+    generated = {
+        subject: first_per_prompt(read_generated(gen_dir, subject), settings.max_images_per_prompt)
+        for subject in subjects
+    }
+    texts = {
+        s: [clip_t_prompt(image, settings.clip_t_prompt, class_nouns.get(s)) for image in generated[s]]
+        for s in subjects
+    }
 
     specs = {"dino": settings.dino_model or protocol.dino_model, "clip": settings.clip_model or protocol.clip_model}
     dino = load_backbone(specs["dino"], "dino", settings.device, flag="--dino_model")
     clip = load_backbone(specs["clip"], "clip", settings.device, flag="--clip_model")
     encoders = []
-    for role, backbone, preprocess, flag in (("dino", dino, protocol.dino_preprocess, "--dino_model"),
-                                             ("clip_i", clip, protocol.clip_preprocess, "--clip_model")):
-        key = {"backbone": backbone.spec, "weights": backbone.fingerprint, "role": role, "protocol": protocol.name,
-               "preprocess": preprocess.describe()}
+    for role, backbone, preprocess, flag in (
+        ("dino", dino, protocol.dino_preprocess, "--dino_model"),
+        ("clip_i", clip, protocol.clip_preprocess, "--clip_model"),
+    ):
+        key = {
+            "backbone": backbone.spec,
+            "weights": backbone.fingerprint,
+            "role": role,
+            "protocol": protocol.name,
+            "preprocess": preprocess.describe(),
+        }
         cache_root = None if settings.cache_dir is None else Path(settings.cache_dir)
         encoder = _Encoder(role, backbone, preprocess, EmbeddingCache(cache_root, key))
         _check_input_size(encoder, flag, protocol.name)
@@ -330,9 +377,11 @@ def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
             kept_texts = [text for text, is_black_image in zip(texts[subject], black) if not is_black_image]
             scores = _score(generated_embeddings, real, clip, kept_texts, settings.batch_size)
             class_noun = class_nouns.get(subject) or next(
-                (image.class_noun for image in generated[subject] if image.class_noun), None)
-            images, prompts, summary = _subject_tables(subject, class_noun, generated[subject], texts[subject],
-                                                       black, scores, len(reals[subject]))
+                (image.class_noun for image in generated[subject] if image.class_noun), None
+            )
+            images, prompts, summary = _subject_tables(
+                subject, class_noun, generated[subject], texts[subject], black, scores, len(reals[subject])
+            )
             per_image += images
             per_prompt += prompts
             per_subject.append(summary)
@@ -361,21 +410,31 @@ def evaluate_dreambooth(settings: DreamBoothEvalSettings) -> dict:
         "generation": _summarize_generation([image for s in subjects for image in generated[s]]),
         "definitions": DEFINITIONS,
         "counts": {
-            "generated_images": n_generated, "scored_images": n_scored, "black_skipped": n_generated - n_scored,
-            "real_images": sum(len(reals[s]) for s in subjects), "pairs": sum(row["n_pairs"] for row in per_subject),
-            "subjects": len(subjects), "scored_subjects": len(scored_subjects),
+            "generated_images": n_generated,
+            "scored_images": n_scored,
+            "black_skipped": n_generated - n_scored,
+            "real_images": sum(len(reals[s]) for s in subjects),
+            "pairs": sum(row["n_pairs"] for row in per_subject),
+            "subjects": len(subjects),
+            "scored_subjects": len(scored_subjects),
         },
         "mean_over_subjects": {
-            **{m: _mean(row[m] for row in scored_subjects) for m in METRICS}, "n_subjects": len(scored_subjects),
+            **{m: _mean(row[m] for row in scored_subjects) for m in METRICS},
+            "n_subjects": len(scored_subjects),
         },
         "pooled": _pooled(scored_subjects),
         "per_subject": per_subject,
         "per_prompt": per_prompt,
         "per_image": per_image,
         "black_images": [f"{row['subject']}/{row['file']}" for row in per_image if row["black"]],
-        "cache": {"dir": None if settings.cache_dir is None else str(settings.cache_dir),
-                  **{f"{e.role}_hits": e.cache.hits for e in encoders},
-                  **{f"{e.role}_misses": e.cache.misses for e in encoders}},
-        "timing": {"seconds": seconds, "device": settings.device,
-                   "generated_images_per_second": n_generated / seconds if seconds > 0 else None},
+        "cache": {
+            "dir": None if settings.cache_dir is None else str(settings.cache_dir),
+            **{f"{e.role}_hits": e.cache.hits for e in encoders},
+            **{f"{e.role}_misses": e.cache.misses for e in encoders},
+        },
+        "timing": {
+            "seconds": seconds,
+            "device": settings.device,
+            "generated_images_per_second": n_generated / seconds if seconds > 0 else None,
+        },
     }

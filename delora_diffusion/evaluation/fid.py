@@ -39,8 +39,9 @@ class FidExtractor:
         return {"spec": self.spec, "features": "custom"}
 
 
-def load_fid_extractor(spec: str = INCEPTION, weights_path: str | Path | None = None,
-                       flag: str = "--fid_extractor") -> FidExtractor:
+def load_fid_extractor(
+    spec: str = INCEPTION, weights_path: str | Path | None = None, flag: str = "--fid_extractor"
+) -> FidExtractor:
     """``inception`` (the standard FID features) or the path of a ``torch.export`` program (``.pt2``)."""
     if spec == INCEPTION:
         if weights_path is not None and not Path(weights_path).is_file():
@@ -50,13 +51,16 @@ def load_fid_extractor(spec: str = INCEPTION, weights_path: str | Path | None = 
         raise EvaluationInputError("--fid_weights goes with --fid_extractor inception")
     path = Path(spec)
     if not path.is_file():
-        raise EvaluationInputError(f"{flag} {spec!r}: expected 'inception' or an existing torch.export program "
-                                   "file (.pt2) mapping uint8 images (B, 3, H, W) to features (B, D)")
+        raise EvaluationInputError(
+            f"{flag} {spec!r}: expected 'inception' or an existing torch.export program "
+            "file (.pt2) mapping uint8 images (B, 3, H, W) to features (B, D)"
+        )
     try:
         module = torch.export.load(str(path)).module()
     except Exception as exc:  # torch.export raises many kinds on a foreign or corrupt file
-        raise EvaluationInputError(f"{flag} {spec}: not a loadable torch.export program ({type(exc).__name__}: "
-                                   f"{exc})") from None
+        raise EvaluationInputError(
+            f"{flag} {spec}: not a loadable torch.export program ({type(exc).__name__}: {exc})"
+        ) from None
     return FidExtractor(str(path), module)
 
 
@@ -66,15 +70,19 @@ def _metric(extractor: FidExtractor, device: torch.device):
     if extractor.module is not None:
         return FrechetInceptionDistance(feature=extractor.module, reset_real_features=False).to(device)
     try:
-        return FrechetInceptionDistance(feature=INCEPTION_FEATURES, reset_real_features=False,
-                                        feature_extractor_weights_path=extractor.weights_path).to(device)
+        return FrechetInceptionDistance(
+            feature=INCEPTION_FEATURES, reset_real_features=False, feature_extractor_weights_path=extractor.weights_path
+        ).to(device)
     except ModuleNotFoundError as exc:
-        raise EvaluationInputError(f"FID with Inception features needs torch-fidelity ({exc}); pip install "
-                                   "torch-fidelity") from None
+        raise EvaluationInputError(
+            f"FID with Inception features needs torch-fidelity ({exc}); pip install torch-fidelity"
+        ) from None
     except (OSError, RuntimeError, ValueError) as exc:
-        raise EvaluationInputError(f"cannot load the FID Inception weights ({type(exc).__name__}: {exc}); "
-                                   "torch-fidelity downloads them on first use — offline, pass --fid_weights "
-                                   "with a copy (weights-inception-2015-12-05-6726825d.pth)") from None
+        raise EvaluationInputError(
+            f"cannot load the FID Inception weights ({type(exc).__name__}: {exc}); "
+            "torch-fidelity downloads them on first use — offline, pass --fid_weights "
+            "with a copy (weights-inception-2015-12-05-6726825d.pth)"
+        ) from None
 
 
 def _batches_by_size(paths: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
@@ -90,17 +98,23 @@ def _batches_by_size(paths: list[Path], batch_size: int) -> Iterable[torch.Tenso
         yield torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
 
 
-def compute_fid(real: list[Path], generated: list[Path], extractor: FidExtractor | nn.Module | None = None,
-                batch_size: int = 32, device: str | torch.device = "cpu",
-                progress: Callable[[int], None] | None = None) -> float:
+def compute_fid(
+    real: list[Path],
+    generated: list[Path],
+    extractor: FidExtractor | nn.Module | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> float:
     """FID between the ``real`` and ``generated`` image files (at least 2 of each).
 
     ``extractor``: a ``FidExtractor``, a module (uint8 (B, 3, H, W) → (B, D)), or None for Inception.
     ``progress`` is called with the number of images of each batch fed.
     """
     if len(real) < 2 or len(generated) < 2:
-        raise EvaluationInputError(f"FID needs at least 2 real and 2 generated images, got {len(real)} and "
-                                   f"{len(generated)}")
+        raise EvaluationInputError(
+            f"FID needs at least 2 real and 2 generated images, got {len(real)} and {len(generated)}"
+        )
     if extractor is None or isinstance(extractor, nn.Module):
         extractor = FidExtractor("module" if extractor is not None else INCEPTION, extractor)
     device = torch.device(device)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.prompts import DEFAULT_TOKEN, fill, prompt_templates, read_class_nouns
-from ..images import IMAGE_SUFFIXES
 from ..fileio import json_lines
+from ..images import IMAGE_SUFFIXES
 from ..layout import METADATA_FILE
 from .errors import EvaluationInputError
 from .images import list_images
@@ -51,8 +51,11 @@ def generated_subjects(gen_dir: Path) -> list[str]:
     """Subject folders of a generated-images folder (those holding metadata or prompt subfolders), sorted."""
     if not gen_dir.is_dir():
         raise EvaluationInputError(f"--generated_dir {gen_dir}: not a folder")
-    names = [p.name for p in sorted(gen_dir.iterdir())
-             if _is_subject_dir(p) and ((p / METADATA_FILE).is_file() or any(_is_subject_dir(c) for c in p.iterdir()))]
+    names = [
+        p.name
+        for p in sorted(gen_dir.iterdir())
+        if _is_subject_dir(p) and ((p / METADATA_FILE).is_file() or any(_is_subject_dir(c) for c in p.iterdir()))
+    ]
     if not names:
         raise EvaluationInputError(
             f"--generated_dir {gen_dir}: no subject folders (expected {gen_dir}/<subject>/<prompt_index>/<seed>.png "
@@ -104,7 +107,9 @@ def _read_metadata(subject_dir: Path) -> list[GeneratedImage]:
     by_file: dict[str, GeneratedImage] = {}
     for where, record in json_lines(path, EvaluationInputError, "a JSON object"):
         if not isinstance(record, dict) or not isinstance(record.get("file"), str) or not record["file"]:
-            raise EvaluationInputError(f"{where}: expected a JSON object with a 'file' (path relative to {subject_dir})")
+            raise EvaluationInputError(
+                f"{where}: expected a JSON object with a 'file' (path relative to {subject_dir})"
+            )
         if record.get("subject", subject_dir.name) != subject_dir.name:
             raise EvaluationInputError(
                 f"{where}: subject {record['subject']!r} does not match its folder {subject_dir.name!r}"
@@ -115,7 +120,10 @@ def _read_metadata(subject_dir: Path) -> list[GeneratedImage]:
             prompt_index = _prompt_index_from_folder(Path(file).parent.name, where)
         # a resumed generation run appends again: the last line about a file wins
         by_file[file] = GeneratedImage(
-            subject=subject_dir.name, prompt_index=prompt_index, path=subject_dir / file, file=file,
+            subject=subject_dir.name,
+            prompt_index=prompt_index,
+            path=subject_dir / file,
+            file=file,
             prompt=_optional_str(record.get("prompt"), where, "prompt"),
             class_prompt=_optional_str(record.get("class_prompt"), where, "class_prompt"),
             token=_optional_str(record.get("token"), where, "token"),

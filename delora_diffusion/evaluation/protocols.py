@@ -39,11 +39,20 @@ PROTOCOLS: dict[str, EvalProtocol] = {
         clip_model="openai/clip-vit-large-patch14",
         # ViTFeatureExtractor of facebook/dino-vits16: straight 224×224 bilinear resize (aspect not kept), mean = std = 0.5
         dino_preprocess=ImagePreprocess(
-            resize=(224, 224), interpolation="bilinear", crop=None, crop_offset="floor", mean=HALF, std=HALF,
+            resize=(224, 224),
+            interpolation="bilinear",
+            crop=None,
+            crop_offset="floor",
+            mean=HALF,
+            std=HALF,
         ),
         # CLIPProcessor of openai/clip-vit-large-patch14: shorter side 224 bicubic, centre crop 224, CLIP mean/std
         clip_preprocess=ImagePreprocess(
-            resize=224, interpolation="bicubic", crop=224, crop_offset="floor", mean=OPENAI_CLIP_MEAN,
+            resize=224,
+            interpolation="bicubic",
+            crop=224,
+            crop_offset="floor",
+            mean=OPENAI_CLIP_MEAN,
             std=OPENAI_CLIP_STD,
         ),
         summary="OFT's eval.py (used by the OFT, ETHER and DeLoRA papers)",
@@ -54,11 +63,20 @@ PROTOCOLS: dict[str, EvalProtocol] = {
         clip_model="openai/clip-vit-base-patch32",
         # DINO's evaluation transform: shorter side 256 bicubic, centre crop 224, ImageNet mean/std
         dino_preprocess=ImagePreprocess(
-            resize=256, interpolation="bicubic", crop=224, crop_offset="round", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            resize=256,
+            interpolation="bicubic",
+            crop=224,
+            crop_offset="round",
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
         ),
         # CLIP's own transform: shorter side 224 bicubic, centre crop 224, CLIP mean/std
         clip_preprocess=ImagePreprocess(
-            resize=224, interpolation="bicubic", crop=224, crop_offset="round", mean=OPENAI_CLIP_MEAN,
+            resize=224,
+            interpolation="bicubic",
+            crop=224,
+            crop_offset="round",
+            mean=OPENAI_CLIP_MEAN,
             std=OPENAI_CLIP_STD,
         ),
         summary="DreamBooth paper, Sec. 4.1 (original DINO ViT-S/16 release, CLIP ViT-B/32)",

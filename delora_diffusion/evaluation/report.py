@@ -10,13 +10,22 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from ..plotting import labelled_scatter, pyplot, save_png
+from .errors import EvaluationInputError
 from .protocols import DREAMBOOTH_METRICS as METRICS
 from .protocols import DREAMBOOTH_RESULTS_FORMAT as RESULTS_FORMAT
-from .errors import EvaluationInputError
 
 METRIC_TITLES = {"dino": "DINO", "clip_i": "CLIP-I", "clip_t": "CLIP-T"}
-CSV_COLUMNS = ("level", "subject", "prompt_index", "clip_t_prompt", "n_images", "n_black", "n_real", "n_pairs",
-               *METRICS)
+CSV_COLUMNS = (
+    "level",
+    "subject",
+    "prompt_index",
+    "clip_t_prompt",
+    "n_images",
+    "n_black",
+    "n_real",
+    "n_pairs",
+    *METRICS,
+)
 SUMMARY_LABELS = {"mean_over_subjects": "mean over subjects", "pooled": "pooled over all pairs (OFT eval.py)"}
 
 
@@ -46,8 +55,15 @@ def csv_rows(results: dict) -> list[dict]:
     summary = results["mean_over_subjects"]
     rows.append({"level": "mean_over_subjects", "subject": f"{summary['n_subjects']} subjects", **summary})
     pooled = results["pooled"]
-    rows.append({"level": "pooled", "subject": "all", "n_images": pooled["n_images"], "n_pairs": pooled["n_pairs"],
-                 **{m: pooled[m] for m in METRICS}})
+    rows.append(
+        {
+            "level": "pooled",
+            "subject": "all",
+            "n_images": pooled["n_images"],
+            "n_pairs": pooled["n_pairs"],
+            **{m: pooled[m] for m in METRICS},
+        }
+    )
     return [{column: row.get(column) for column in CSV_COLUMNS} for row in rows]
 
 
@@ -80,18 +96,26 @@ def markdown_summary(results: dict) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["per_subject"]:
-        lines.append(f"| {row['subject']} | {row['class_noun'] or ''} | {row['n_images']} | {row['n_black']} | "
-                     f"{row['n_real']} | " + " | ".join(_fmt(row[m]) for m in METRICS) + " |")
+        lines.append(
+            f"| {row['subject']} | {row['class_noun'] or ''} | {row['n_images']} | {row['n_black']} | "
+            f"{row['n_real']} | " + " | ".join(_fmt(row[m]) for m in METRICS) + " |"
+        )
     for key, label in SUMMARY_LABELS.items():
         summary = results[key]
-        lines.append(f"| **{label}** | | {counts['scored_images']} | {counts['black_skipped']} | "
-                     f"{counts['real_images']} | " + " | ".join(f"**{_fmt(summary[m])}**" for m in METRICS) + " |")
+        lines.append(
+            f"| **{label}** | | {counts['scored_images']} | {counts['black_skipped']} | "
+            f"{counts['real_images']} | " + " | ".join(f"**{_fmt(summary[m])}**" for m in METRICS) + " |"
+        )
     return "\n".join(lines)
 
 
 def _run_identity(results: dict) -> tuple:
-    return (results["protocol"], results["backbones"]["dino"]["spec"], results["backbones"]["clip"]["spec"],
-            results["clip_t_prompt"])
+    return (
+        results["protocol"],
+        results["backbones"]["dino"]["spec"],
+        results["backbones"]["clip"]["spec"],
+        results["clip_t_prompt"],
+    )
 
 
 def check_comparable(runs: list[tuple[str, dict]]) -> None:
@@ -119,17 +143,29 @@ def compare_table(runs: list[tuple[str, dict]], per_subject: bool = False) -> st
     ]
     for name, results in runs:
         mean, pooled, counts = results["mean_over_subjects"], results["pooled"], results["counts"]
-        lines.append(f"| {name} | {results['protocol']} | {mean['n_subjects']} | {counts['scored_images']} | "
-                     f"{counts['black_skipped']} | " + " | ".join(_fmt(mean[m]) for m in METRICS) + " | "
-                     + " | ".join(_fmt(pooled[m]) for m in METRICS) + " |")
-    lines += ["", "DINO, CLIP-I, CLIP-T: mean over subjects. (pooled): mean over all (generated, real) pairs / all "
-                  "images of all subjects, as OFT's eval.py reports."]
+        lines.append(
+            f"| {name} | {results['protocol']} | {mean['n_subjects']} | {counts['scored_images']} | "
+            f"{counts['black_skipped']} | "
+            + " | ".join(_fmt(mean[m]) for m in METRICS)
+            + " | "
+            + " | ".join(_fmt(pooled[m]) for m in METRICS)
+            + " |"
+        )
+    lines += [
+        "",
+        "DINO, CLIP-I, CLIP-T: mean over subjects. (pooled): mean over all (generated, real) pairs / all "
+        "images of all subjects, as OFT's eval.py reports.",
+    ]
     if per_subject:
         subjects = sorted({row["subject"] for _, results in runs for row in results["per_subject"]})
         for metric in METRICS:
-            lines += ["", f"{METRIC_TITLES[metric]} per subject:", "",
-                      "| subject | " + " | ".join(name for name, _ in runs) + " |",
-                      "| --- |" + " ---: |" * len(runs)]
+            lines += [
+                "",
+                f"{METRIC_TITLES[metric]} per subject:",
+                "",
+                "| subject | " + " | ".join(name for name, _ in runs) + " |",
+                "| --- |" + " ---: |" * len(runs),
+            ]
             for subject in subjects:
                 cells = []
                 for _, results in runs:
@@ -144,7 +180,9 @@ def bar_rows(results: dict) -> tuple[list[str], list[dict], dict, str]:
     prompts of a single subject."""
     if len(results["per_subject"]) == 1:
         rows = [row for row in results.get("per_prompt", []) if row["n_images"]]
-        names = [f"{row['prompt_index']:02d} {row.get('clip_t_prompt') or row.get('prompt') or ''}"[:48] for row in rows]
+        names = [
+            f"{row['prompt_index']:02d} {row.get('clip_t_prompt') or row.get('prompt') or ''}"[:48] for row in rows
+        ]
         return names, rows, results["per_subject"][0], "subject mean"
     rows = results["per_subject"]
     return [row["subject"] for row in rows], rows, results["mean_over_subjects"], "mean over subjects"
@@ -174,5 +212,10 @@ def plot_compare(runs: list[tuple[str, dict]], path: Path) -> Path:
     """DINO (subject fidelity) against CLIP-T (prompt fidelity), one labelled point per run."""
     means = [(name, results["mean_over_subjects"]) for name, results in runs]
     points = [(name, m["clip_t"], m["dino"]) for name, m in means if m["dino"] is not None and m["clip_t"] is not None]
-    return labelled_scatter(points, "CLIP-T (mean over subjects)", "DINO (mean over subjects)", path,
-                            title=f"protocol {runs[0][1]['protocol']}")
+    return labelled_scatter(
+        points,
+        "CLIP-T (mean over subjects)",
+        "DINO (mean over subjects)",
+        path,
+        title=f"protocol {runs[0][1]['protocol']}",
+    )

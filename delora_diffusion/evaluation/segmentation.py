@@ -38,8 +38,13 @@ class Segmenter:
         return int(self.model.config.num_labels)
 
     def describe(self) -> dict:
-        return {"spec": self.spec, "library": "transformers", "architecture": type(self.model).__name__,
-                "num_labels": self.num_labels, "fingerprint": self.fingerprint}
+        return {
+            "spec": self.spec,
+            "library": "transformers",
+            "architecture": type(self.model).__name__,
+            "num_labels": self.num_labels,
+            "fingerprint": self.fingerprint,
+        }
 
     @torch.inference_mode()
     def predict(self, images: list[Image.Image], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -60,21 +65,29 @@ def load_segmenter(spec: str, device: str | torch.device = "cpu", flag: str = "-
         model = AutoModelForSemanticSegmentation.from_pretrained(spec)
         processor = AutoImageProcessor.from_pretrained(spec)
     except (OSError, ValueError, KeyError) as exc:
-        raise EvaluationInputError(f"{flag} {spec!r}: cannot load a semantic-segmentation model and its image "
-                                   f"processor ({type(exc).__name__}: {exc})") from None
+        raise EvaluationInputError(
+            f"{flag} {spec!r}: cannot load a semantic-segmentation model and its image "
+            f"processor ({type(exc).__name__}: {exc})"
+        ) from None
     if not hasattr(processor, "post_process_semantic_segmentation"):
-        raise EvaluationInputError(f"{flag} {spec!r}: its image processor ({type(processor).__name__}) has no "
-                                   "semantic-segmentation post-processing")
+        raise EvaluationInputError(
+            f"{flag} {spec!r}: its image processor ({type(processor).__name__}) has no "
+            "semantic-segmentation post-processing"
+        )
     model.to(device).eval()
     return Segmenter(spec, model, processor, device, weights_fingerprint(model))
 
 
-def confusion_matrix(prediction: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def confusion_matrix(
+    prediction: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int = 255
+) -> np.ndarray:
     """(K, K) int64 counts of (ground truth, prediction) over pixels whose label is a class (< K, not ignored)."""
     if prediction.shape != label.shape:
         raise ValueError(f"prediction {prediction.shape} and label {label.shape} differ in shape")
     valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
-    pairs = label[valid].astype(np.int64) * num_classes + np.clip(prediction[valid].astype(np.int64), 0, num_classes - 1)
+    pairs = label[valid].astype(np.int64) * num_classes + np.clip(
+        prediction[valid].astype(np.int64), 0, num_classes - 1
+    )
     return np.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
@@ -97,6 +110,15 @@ def segmentation_scores(confusion: np.ndarray) -> dict:
     def mean(values: np.ndarray) -> float | None:
         return float(np.nanmean(values)) if np.isfinite(values).any() else None
 
-    return {"iou": iou, "acc": acc, "intersect": intersect, "area_label": area_label, "area_pred": area_pred,
-            "mIoU": mean(iou), "mAcc": mean(acc), "aAcc": float(intersect.sum() / total) if total else None,
-            "classes_with_iou": int(np.isfinite(iou).sum()), "classes_with_acc": int(np.isfinite(acc).sum())}
+    return {
+        "iou": iou,
+        "acc": acc,
+        "intersect": intersect,
+        "area_label": area_label,
+        "area_pred": area_pred,
+        "mIoU": mean(iou),
+        "mAcc": mean(acc),
+        "aAcc": float(intersect.sum() / total) if total else None,
+        "classes_with_iou": int(np.isfinite(iou).sum()),
+        "classes_with_acc": int(np.isfinite(acc).sum()),
+    }

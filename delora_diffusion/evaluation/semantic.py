@@ -35,14 +35,25 @@ from .protocols import DEFAULT_SEG_MODEL, INCEPTION
 from .protocols import SEMANTIC_RESULTS_FORMAT as RESULTS_FORMAT
 from .segmentation import confusion_matrix, load_segmenter, segmentation_scores
 
-GENERATION_FIELDS = ("adapter", "adapter_method", "control", "control_scale", "scale", "base_model",
-                     "num_inference_steps", "guidance_scale", "scheduler", "height", "width")
+GENERATION_FIELDS = (
+    "adapter",
+    "adapter_method",
+    "control",
+    "control_scale",
+    "scale",
+    "base_model",
+    "num_inference_steps",
+    "guidance_scale",
+    "scheduler",
+    "height",
+    "width",
+)
 DEFINITIONS = {
     "mIoU": "mean over classes of TP / (GT + PRED - TP), pixels accumulated over all images (mmseg IoU)",
     "mAcc": "mean over classes of TP / GT (mean class accuracy, mmseg Acc)",
     "aAcc": "sum of TP / sum of GT over all classes (overall pixel accuracy, mmseg aAcc)",
     "ignored": f"ground-truth pixels that are 'other' or a colour outside the palette (id {IGNORE_INDEX}) are not "
-               "scored (mmseg reduce_zero_label)",
+    "scored (mmseg reduce_zero_label)",
     "fid": "Frechet distance between feature statistics of the generated and the real images",
 }
 
@@ -79,15 +90,19 @@ def _ground_truth(map_file: Path, image: GeneratedImage, palette) -> np.ndarray:
         raise EvaluationInputError(str(exc)) from None
     recorded = image.record.get("map_size")
     if recorded is not None and list(recorded) != list(source.size):
-        raise EvaluationInputError(f"{map_file} is {source.size[0]}×{source.size[1]}, but {image.path} was generated "
-                                   f"from a {recorded[0]}×{recorded[1]} map: is --maps the folder given to generate.py?")
+        raise EvaluationInputError(
+            f"{map_file} is {source.size[0]}×{source.size[1]}, but {image.path} was generated "
+            f"from a {recorded[0]}×{recorded[1]} map: is --maps the folder given to generate.py?"
+        )
     ids = label_ids(source, palette)
     box = image.record.get("map_crop")
     if box is not None:
         left, top, right, bottom = (int(v) for v in box)
         if not (0 <= left < right <= source.size[0] and 0 <= top < bottom <= source.size[1]):
-            raise EvaluationInputError(f"{image.path.parent.parent / 'metadata.jsonl'}: map_crop {box} lies outside "
-                                       f"{map_file} ({source.size[0]}×{source.size[1]})")
+            raise EvaluationInputError(
+                f"{image.path.parent.parent / 'metadata.jsonl'}: map_crop {box} lies outside "
+                f"{map_file} ({source.size[0]}×{source.size[1]})"
+            )
         ids = ids[top:bottom, left:right]
     return ids
 
@@ -105,27 +120,30 @@ def _float(value) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _segmentation(settings: SemanticEvalSettings, images: list[GeneratedImage], black: dict[Path, bool],
-                  bar) -> dict:
+def _segmentation(settings: SemanticEvalSettings, images: list[GeneratedImage], black: dict[Path, bool], bar) -> dict:
     names, palette = read_palette(settings.palette) if settings.palette else default_palette()
     segmenter = load_segmenter(settings.seg_model, settings.device)
     if segmenter.num_labels != len(palette):
-        raise EvaluationInputError(f"--seg_model {settings.seg_model!r} predicts {segmenter.num_labels} classes but "
-                                   f"the palette has {len(palette)} ({settings.palette or 'ADE20K'}); they must match")
+        raise EvaluationInputError(
+            f"--seg_model {settings.seg_model!r} predicts {segmenter.num_labels} classes but "
+            f"the palette has {len(palette)} ({settings.palette or 'ADE20K'}); they must match"
+        )
     maps = _map_files(Path(settings.maps_dir))
     truths: dict[str, np.ndarray] = {}
     confusion = np.zeros((len(palette), len(palette)), dtype=np.int64)
     per_image, ignored = [], 0
     scored = [image for image in images if not black[image.path]]
     for start in range(0, len(scored), settings.batch_size):
-        batch = scored[start:start + settings.batch_size]
+        batch = scored[start : start + settings.batch_size]
         labels = []
         for image in batch:
             key = f"{image.subject}/{json.dumps(image.record.get('map_crop'))}"
             if key not in truths:
                 if image.subject not in maps:
-                    raise EvaluationInputError(f"generated map {image.subject!r} has no map in --maps "
-                                               f"{settings.maps_dir} (expected {image.subject}.png)")
+                    raise EvaluationInputError(
+                        f"generated map {image.subject!r} has no map in --maps "
+                        f"{settings.maps_dir} (expected {image.subject}.png)"
+                    )
                 truths[key] = _ground_truth(maps[image.subject], image, palette)
             labels.append(truths[key])
         predictions = segmenter.predict([load_rgb(image.path) for image in batch], [label.shape for label in labels])
@@ -134,20 +152,45 @@ def _segmentation(settings: SemanticEvalSettings, images: list[GeneratedImage], 
             confusion += own
             valid = int(own.sum())
             ignored += int(label.size - valid)
-            per_image.append({"map": image.subject, "seed": image.seed, "file": image.file, "valid_pixels": valid,
-                              "pixel_accuracy": float(np.trace(own) / valid) if valid else None})
+            per_image.append(
+                {
+                    "map": image.subject,
+                    "seed": image.seed,
+                    "file": image.file,
+                    "valid_pixels": valid,
+                    "pixel_accuracy": float(np.trace(own) / valid) if valid else None,
+                }
+            )
         bar.update(len(batch))
         # Images come map by map: keep only the current map's ground truth (ADE20K has 2000 of them).
         truths = {k: v for k, v in truths.items() if k.startswith(f"{batch[-1].subject}/")}
     scores = segmentation_scores(confusion)
-    per_class = [{"id": k, "name": names[k], "iou": _float(scores["iou"][k]), "acc": _float(scores["acc"][k]),
-                  "gt_pixels": int(scores["area_label"][k]), "pred_pixels": int(scores["area_pred"][k]),
-                  "tp_pixels": int(scores["intersect"][k])} for k in range(len(palette))]
-    return {"model": segmenter.describe(), "palette": str(settings.palette) if settings.palette else "ade20k",
-            "ignore_index": IGNORE_INDEX, "mIoU": scores["mIoU"], "mAcc": scores["mAcc"], "aAcc": scores["aAcc"],
-            "classes_with_iou": scores["classes_with_iou"], "classes_with_acc": scores["classes_with_acc"],
-            "scored_pixels": int(confusion.sum()), "ignored_pixels": ignored,
-            "per_class": per_class, "per_image": per_image}
+    per_class = [
+        {
+            "id": k,
+            "name": names[k],
+            "iou": _float(scores["iou"][k]),
+            "acc": _float(scores["acc"][k]),
+            "gt_pixels": int(scores["area_label"][k]),
+            "pred_pixels": int(scores["area_pred"][k]),
+            "tp_pixels": int(scores["intersect"][k]),
+        }
+        for k in range(len(palette))
+    ]
+    return {
+        "model": segmenter.describe(),
+        "palette": str(settings.palette) if settings.palette else "ade20k",
+        "ignore_index": IGNORE_INDEX,
+        "mIoU": scores["mIoU"],
+        "mAcc": scores["mAcc"],
+        "aAcc": scores["aAcc"],
+        "classes_with_iou": scores["classes_with_iou"],
+        "classes_with_acc": scores["classes_with_acc"],
+        "scored_pixels": int(confusion.sum()),
+        "ignored_pixels": ignored,
+        "per_class": per_class,
+        "per_image": per_image,
+    }
 
 
 def evaluate_semantic(settings: SemanticEvalSettings, fid_extractor=None) -> dict:
@@ -184,9 +227,17 @@ def evaluate_semantic(settings: SemanticEvalSettings, fid_extractor=None) -> dic
         segmentation = _segmentation(settings, images, black, bar) if settings.maps_dir is not None else None
         fid = None
         if real:
-            value = compute_fid(real, [image.path for image in kept], fid_extractor or extractor,
-                                batch_size=settings.batch_size, device=settings.device, progress=bar.update)
-            described = extractor.describe() if extractor is not None else {"spec": "injected module", "features": "custom"}
+            value = compute_fid(
+                real,
+                [image.path for image in kept],
+                fid_extractor or extractor,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                progress=bar.update,
+            )
+            described = (
+                extractor.describe() if extractor is not None else {"spec": "injected module", "features": "custom"}
+            )
             fid = {"value": value, "extractor": described, "n_real": len(real), "n_generated": len(kept)}
     finally:
         bar.close()
@@ -196,14 +247,21 @@ def evaluate_semantic(settings: SemanticEvalSettings, fid_extractor=None) -> dic
         "generated_dir": str(gen_dir),
         "maps_dir": None if settings.maps_dir is None else str(settings.maps_dir),
         "real_dir": None if settings.real_dir is None else str(settings.real_dir),
-        "summary": {"mIoU": segmentation["mIoU"] if segmentation else None,
-                    "mAcc": segmentation["mAcc"] if segmentation else None,
-                    "aAcc": segmentation["aAcc"] if segmentation else None,
-                    "fid": fid["value"] if fid else None},
+        "summary": {
+            "mIoU": segmentation["mIoU"] if segmentation else None,
+            "mAcc": segmentation["mAcc"] if segmentation else None,
+            "aAcc": segmentation["aAcc"] if segmentation else None,
+            "fid": fid["value"] if fid else None,
+        },
         "segmentation": segmentation,
         "fid": fid,
-        "counts": {"maps": len(stems), "generated_images": len(images), "scored_images": len(kept),
-                   "black_skipped": len(images) - len(kept), "real_images": len(real)},
+        "counts": {
+            "maps": len(stems),
+            "generated_images": len(images),
+            "scored_images": len(kept),
+            "black_skipped": len(images) - len(kept),
+            "real_images": len(real),
+        },
         "black_images": [f"{image.subject}/{image.file}" for image in images if black[image.path]],
         "generation": _generation_summary(images),
         "definitions": DEFINITIONS,

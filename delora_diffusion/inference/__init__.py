@@ -8,8 +8,11 @@ solvers; ``sampling.py`` renders one image per seed; ``prompt_sets.py`` builds a
 import lazy_loader
 
 # Names resolve on first use, so light commands (--help, flag errors) never import torch.
-__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
-    "pipeline": ['LoadedAdapter', 'PipelineLoadError', 'apply_adapter', 'load_pipeline', 'remove_adapter'],
-    "sampling": ['Samples', 'default_size', 'sample_images'],
-    "schedulers": ['SCHEDULERS', 'set_scheduler'],
-})
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "pipeline": ["LoadedAdapter", "PipelineLoadError", "apply_adapter", "load_pipeline", "remove_adapter"],
+        "sampling": ["Samples", "default_size", "sample_images"],
+        "schedulers": ["SCHEDULERS", "set_scheduler"],
+    },
+)

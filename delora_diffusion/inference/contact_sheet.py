@@ -12,7 +12,7 @@ from ..fileio import save_png_atomic
 
 SHEET_FILE = "contact_sheet.png"
 COLUMNS = 5
-CELL = 192        # pixels per image side on the sheet (small models' 64-px images are enlarged)
+CELL = 192  # pixels per image side on the sheet (small models' 64-px images are enlarged)
 TEXT_LINES = 3
 LINE_HEIGHT = 12  # of PIL's default bitmap font
 MIN_GRID_CELL = 128  # grid images smaller than this are enlarged (nearest) so the caption fits a row

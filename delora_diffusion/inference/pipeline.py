@@ -14,14 +14,21 @@ from pathlib import Path
 
 import torch
 
-from ..adapters import AdapterFile, detach, load_adapter, merge as merge_adapter, set_scale
+from ..adapters import AdapterFile, detach, load_adapter, set_scale
+from ..adapters import merge as merge_adapter
 from ..fileio import file_sha256
 from .schedulers import DEFAULT_SCHEDULER, set_scheduler
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 class PipelineLoadError(OSError):
@@ -74,8 +81,9 @@ def _dtype_keyword() -> str:
     return "dtype"
 
 
-def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool = False,
-                  base_model: str | None = None) -> LoadedAdapter:
+def apply_adapter(
+    pipe, path: str | os.PathLike[str], scale: float = 1.0, merge: bool = False, base_model: str | None = None
+) -> LoadedAdapter:
     """Load the adapter file onto ``pipe.unet`` and, when it holds text-encoder layers, ``pipe.text_encoder``
     (and SDXL's ``pipe.text_encoder_2``), replacing any adapter already there.
 
@@ -85,8 +93,13 @@ def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool
     Raises ``AdapterFileError`` naming the file when it is missing, not ours, or does not fit the UNet.
     """
     remove_adapter(pipe)
-    loaded = load_adapter(pipe.unet, path, model_name=base_model, text_encoder=pipe.text_encoder,
-                          text_encoder_2=getattr(pipe, "text_encoder_2", None))
+    loaded = load_adapter(
+        pipe.unet,
+        path,
+        model_name=base_model,
+        text_encoder=pipe.text_encoder,
+        text_encoder_2=getattr(pipe, "text_encoder_2", None),
+    )
     recorded = loaded.metadata.get("base_model")
     known = {str(recorded), str(loaded.metadata.get("base_model_resolved"))}
     given = {str(base_model), str(Path(base_model).resolve()) if base_model and Path(base_model).exists() else None}
@@ -97,8 +110,15 @@ def apply_adapter(pipe, path: str | os.PathLike, scale: float = 1.0, merge: bool
             set_scale(model, scale)
         if merge:
             merge_adapter(model)
-    return LoadedAdapter(path=str(path), sha256=file_sha256(path), method=loaded.config.method,
-                         base_model=recorded, scale=float(scale), merged=merge, file=loaded)
+    return LoadedAdapter(
+        path=str(path),
+        sha256=file_sha256(path),
+        method=loaded.config.method,
+        base_model=recorded,
+        scale=float(scale),
+        merged=merge,
+        file=loaded,
+    )
 
 
 def remove_adapter(pipe) -> None:
@@ -112,14 +132,14 @@ def _adaptable(pipe) -> list:
 
 
 def load_pipeline(
-    pretrained_model_name_or_path: str | os.PathLike,
+    pretrained_model_name_or_path: str | os.PathLike[str],
     *,
     revision: str | None = None,
     variant: str | None = None,
     single_file_config: str | None = None,
     dtype: str | torch.dtype | None = "auto",
     device: str | torch.device | None = "auto",
-    adapter: str | os.PathLike | None = None,
+    adapter: str | os.PathLike[str] | None = None,
     scale: float = 1.0,
     merge: bool = False,
     scheduler: str = DEFAULT_SCHEDULER,
@@ -158,7 +178,8 @@ def load_pipeline(
     kwargs[_dtype_keyword()] = torch_dtype
     try:
         pipe = (StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline).from_pretrained(
-            source, revision=revision, variant=variant, **kwargs)
+            source, revision=revision, variant=variant, **kwargs
+        )
     except (OSError, ValueError, TypeError) as exc:
         raise PipelineLoadError(
             f"could not load a Stable Diffusion pipeline from {name!r} (a diffusers pipeline folder with "

@@ -11,8 +11,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+from ..errors import UserError
 
-class PlainLoraError(ValueError):
+
+class PlainLoraError(UserError):
     """A plain LoRA file diffusers cannot put on this pipeline; the message names it."""
 
 
@@ -40,8 +42,10 @@ def fuse_plain_loras(pipe, loras: list[PlainLora]) -> None:
                 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
                 pipe.load_lora_weights(lora.path, adapter_name=name)
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
-            raise PlainLoraError(f"--adapter {lora.path}: not a delora-diffusion adapter, and diffusers cannot load "
-                                 f"it as a LoRA of this model ({str(exc).splitlines()[0][:300]})") from None
+            raise PlainLoraError(
+                f"--adapter_file {lora.path}: not a delora-diffusion adapter, and diffusers cannot load "
+                f"it as a LoRA of this model ({str(exc).splitlines()[0][:300]})"
+            ) from None
         names.append(name)
     pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
     pipe.fuse_lora(adapter_names=names)

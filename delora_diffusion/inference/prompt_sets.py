@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.prompts import LIVE_PROMPTS, OBJECT_PROMPTS, fill, prompt_templates
+from ..errors import UserError
 
 PROMPT_SETS = ("auto", "object", "live")
 PLACEHOLDERS = ("token", "class_noun")
 
 
-class PromptFileError(ValueError):
+class PromptFileError(UserError):
     """A prompt file that cannot be used (missing, empty, or with unknown placeholders)."""
 
 
@@ -42,7 +43,7 @@ def templates_for(class_noun: str, prompt_set: str = "auto") -> list[str]:
     raise ValueError(f"prompt set must be one of {', '.join(PROMPT_SETS)}, got {prompt_set!r}")
 
 
-def read_prompt_file(path: str | os.PathLike) -> list[str]:
+def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
     """Templates from a text file: one per line, ``{token}`` and ``{class_noun}`` optional, ``#`` comments.
 
     Raises ``PromptFileError`` naming the file (and line) when it is missing, empty, or malformed.
@@ -62,7 +63,9 @@ def read_prompt_file(path: str | os.PathLike) -> list[str]:
         try:
             fields = [name for _, name, _, _ in string.Formatter().parse(line) if name is not None]
         except ValueError as exc:
-            raise PromptFileError(f"{path}:{number}: {exc} in {line!r} (write literal braces as '{{{{' and '}}}}')") from exc
+            raise PromptFileError(
+                f"{path}:{number}: {exc} in {line!r} (write literal braces as '{{{{' and '}}}}')"
+            ) from exc
         unknown = sorted(set(fields) - set(PLACEHOLDERS))
         if unknown:
             raise PromptFileError(

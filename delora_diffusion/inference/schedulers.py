@@ -34,5 +34,7 @@ def set_scheduler(pipe, name: str = DEFAULT_SCHEDULER, zero_terminal_snr: bool =
         scheduler_class = getattr(diffusers, class_name) if class_name else type(pipe.scheduler)
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **overrides)
     if zero_snr and not pipe.scheduler.config.get("rescale_betas_zero_snr", False):
-        raise ValueError(f"scheduler {name} ({type(pipe.scheduler).__name__}) cannot rescale its betas to zero "
-                         "terminal SNR; use dpmsolver++, ddim or euler")
+        raise ValueError(
+            f"scheduler {name} ({type(pipe.scheduler).__name__}) cannot rescale its betas to zero "
+            "terminal SNR; use dpmsolver++, ddim or euler"
+        )

@@ -21,11 +21,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .control_kinds import CONTROLS, MODULE_NAMES
 from .hint_encoder import HINT_WIDTHS, HintEncoder, inject_hint
 
 
-class ControlFileError(ValueError):
+class ControlFileError(UserError):
     """An adapter file whose control module is missing or does not load; the message names the file."""
 
 
@@ -43,7 +44,7 @@ def build_control(kind: str, unet: nn.Module, downsampling: int) -> nn.Module:
         steps = int(round(math.log2(downsampling)))
         # SD's ControlNet embeds the map with widths (16, 32, 96, 256) and three stride-2 steps (×8); a VAE
         # with a smaller factor keeps the first widths so the embedding still lands on the latent grid.
-        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=HINT_WIDTHS[:steps + 1])
+        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=HINT_WIDTHS[: steps + 1])
     raise ValueError(f"control must be one of {', '.join(CONTROLS)}, got {kind!r}")
 
 
@@ -73,15 +74,17 @@ def load_control(adapter_file) -> tuple[str, nn.Module]:
     path = adapter_file.path
     entry = adapter_file.metadata.get("extra", {}).get("control")
     if not isinstance(entry, dict) or entry.get("type") not in CONTROLS:
-        raise ControlFileError(f"{path} holds no semantic-map control module (it was not trained with "
-                               "train_semantic.py); use generate.py without the semantic subcommand")
+        raise ControlFileError(
+            f"{path} holds no semantic-map control module (it was not trained with "
+            "train_semantic.py); use generate.py without the semantic subcommand"
+        )
     kind, name = entry["type"], entry.get("module", MODULE_NAMES[entry["type"]])
     try:
         module = control_from_config(kind, entry["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ControlFileError(f"{path}: the {kind} configuration in its metadata is unusable ({exc})") from exc
     prefix = f"{name}."
-    state = {key[len(prefix):]: value for key, value in adapter_file.extra_tensors.items() if key.startswith(prefix)}
+    state = {key[len(prefix) :]: value for key, value in adapter_file.extra_tensors.items() if key.startswith(prefix)}
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
@@ -93,6 +96,7 @@ def load_control(adapter_file) -> tuple[str, nn.Module]:
 def residuals_as(controlnet: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """While open, the ControlNet's residuals come out in ``dtype`` (a trained fp32 ControlNet beside a
     half-precision UNet inside diffusers' pipeline, which adds them as they come)."""
+
     def cast(module, inputs, output):
         if isinstance(output, tuple) and len(output) == 2:
             down, mid = output
@@ -120,18 +124,35 @@ class ControlledUNet:
             raise ValueError(f"control must be one of {', '.join(CONTROLS)}, got {kind!r}")
         self.unet, self.kind, self.control, self.scale = unet, kind, control, scale
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 control_image: torch.Tensor, return_dict: bool = False):
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        control_image: torch.Tensor,
+        return_dict: bool = False,
+    ):
         """``sample`` (B, C, h, w) noisy latents; ``control_image`` (B, 3, h·f, w·f) colour maps in [0, 1]."""
         if self.kind == "hint":
             features = self.control(control_image) * self.scale
             with inject_hint(self.unet, features):
                 return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict)
-        down, mid = self.control(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                                 controlnet_cond=control_image, conditioning_scale=self.scale, return_dict=False)
+        down, mid = self.control(
+            sample,
+            timestep,
+            encoder_hidden_states=encoder_hidden_states,
+            controlnet_cond=control_image,
+            conditioning_scale=self.scale,
+            return_dict=False,
+        )
         # The trained ControlNet is fp32; under mixed precision the frozen UNet's activations are not, and
         # an fp32 residual would carry fp32 into its half-precision normalisation layers.
         down, mid = [d.to(sample.dtype) for d in down], mid.to(sample.dtype)
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                         down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                         return_dict=return_dict)
+        return self.unet(
+            sample,
+            timestep,
+            encoder_hidden_states=encoder_hidden_states,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=return_dict,
+        )

@@ -13,17 +13,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import UserError
+
 SD, SDXL = "StableDiffusionPipeline", "StableDiffusionXLPipeline"
 SUPPORTED = {SD: "Stable Diffusion 1.x / 2.x (epsilon or v-prediction)", SDXL: "SDXL"}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 SINGLE_FILE_SUFFIX = ".safetensors"
 # A tensor-name prefix each family's original single-file checkpoints have and the others lack.
-FAMILY_PREFIXES = [("conditioner.embedders.1.model.", SDXL, "sdxl"),
-                   ("cond_stage_model.model.", SD, "sd2"),  # SD 2.x: the OpenCLIP text encoder
-                   ("cond_stage_model.transformer.", SD, "sd1")]
+FAMILY_PREFIXES = [
+    ("conditioner.embedders.1.model.", SDXL, "sdxl"),
+    ("cond_stage_model.model.", SD, "sd2"),  # SD 2.x: the OpenCLIP text encoder
+    ("cond_stage_model.transformer.", SD, "sd1"),
+]
 
 
-class ModelFamilyError(ValueError):
+class ModelFamilyError(UserError):
     """The base model is of a kind delora-diffusion does not run; the message names what was found."""
 
 
@@ -56,13 +60,16 @@ def single_file_kind(path: str | Path) -> tuple[str, str]:
     except (OSError, ValueError, OverflowError) as exc:
         raise ModelFamilyError(f"{path} is not a readable safetensors file ({exc})") from exc
     if not any(n.startswith("model.diffusion_model.") for n in names):
-        raise ModelFamilyError(f"{path} holds no Stable Diffusion UNet (no model.diffusion_model.* tensors): give a "
-                               "whole-pipeline checkpoint (UNet, VAE and text encoders in one file)")
+        raise ModelFamilyError(
+            f"{path} holds no Stable Diffusion UNet (no model.diffusion_model.* tensors): give a "
+            "whole-pipeline checkpoint (UNet, VAE and text encoders in one file)"
+        )
     for prefix, family, version in FAMILY_PREFIXES:
         if any(n.startswith(prefix) for n in names):
             return family, version
-    raise ModelFamilyError(f"{path}: no SD 1.x, SD 2.x or SDXL text encoder in it; delora-diffusion runs "
-                           f"{_supported(tuple(SUPPORTED))}")
+    raise ModelFamilyError(
+        f"{path}: no SD 1.x, SD 2.x or SDXL text encoder in it; delora-diffusion runs {_supported(tuple(SUPPORTED))}"
+    )
 
 
 def _hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
@@ -72,7 +79,11 @@ def _hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path 
     hub id, no such repository, no such revision, or offline (or no network) with nothing of it cached."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
-        EntryNotFoundError, HFValidationError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
@@ -85,7 +96,8 @@ def _hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path 
     except RepositoryNotFoundError as exc:  # gated and private repositories answer so without a token
         raise ModelUnavailableError(
             f"{repo_id}: no such file or folder here, and no hub repository of that name (if it is private or gated, "
-            "accept its terms on the hub and log in with `hf auth login`)") from exc
+            "accept its terms on the hub and log in with `hf auth login`)"
+        ) from exc
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         cached = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
         if cached.is_dir():  # something of it is cached (a bare UNet repository has no model_index.json)
@@ -93,7 +105,8 @@ def _hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path 
         why = "the hub is off (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
         raise ModelUnavailableError(
             f"{repo_id}: no such folder here, and not in the Hugging Face cache ({constants.HF_HUB_CACHE}) while "
-            f"{why}: download it once with `hf download {repo_id}`, or give a local folder") from exc
+            f"{why}: download it once with `hf download {repo_id}`, or give a local folder"
+        ) from exc
     except EntryNotFoundError:
         return None
     except Exception:  # the hub's other answers (a server error, a timeout): the loader says what is missing
@@ -121,8 +134,12 @@ def pipeline_class(name_or_path: str, revision: str | None = None) -> str | None
         return None
 
 
-def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_path",
-                     revision: str | None = None, families: tuple[str, ...] = tuple(SUPPORTED)) -> str | None:
+def check_base_model(
+    name_or_path: str,
+    flag: str = "--pretrained_model_name_or_path",
+    revision: str | None = None,
+    families: tuple[str, ...] = tuple(SUPPORTED),
+) -> str | None:
     """Stop early (``ModelFamilyError``) for a base model delora-diffusion cannot run: a pickle, or a pipeline
     class (of a folder, hub id or single file) other than ``families``. Returns the class found (or None)."""
     path = Path(str(name_or_path)).expanduser()
@@ -130,9 +147,11 @@ def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_
         raise ModelUnavailableError(f"{flag}: base model folder {name_or_path} does not exist")
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        raise ModelFamilyError(f"{flag} {name_or_path}: a pickled checkpoint can run arbitrary code when it is "
-                               "loaded; delora-diffusion reads safetensors only (convert it to a diffusers folder "
-                               "with diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py)")
+        raise ModelFamilyError(
+            f"{flag} {name_or_path}: a pickled checkpoint can run arbitrary code when it is "
+            "loaded; delora-diffusion reads safetensors only (convert it to a diffusers folder "
+            "with diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py)"
+        )
     try:
         found = pipeline_class(str(name_or_path), revision)
     except ModelUnavailableError as exc:
@@ -143,8 +162,10 @@ def check_base_model(name_or_path: str, flag: str = "--pretrained_model_name_or_
     return found
 
 
-SINGLE_FILE_CONFIG_HELP = ("with a single-file .safetensors base model: a diffusers folder or hub id whose configs "
-                           "describe it (default: the built-in SD 1.x, 2.x (768 px, v-prediction) and SDXL configs)")
+SINGLE_FILE_CONFIG_HELP = (
+    "with a single-file .safetensors base model: a diffusers folder or hub id whose configs "
+    "describe it (default: the built-in SD 1.x, 2.x (768 px, v-prediction) and SDXL configs)"
+)
 # The flags besides the base model that name a folder or hub id, and the file each must hold.
 OTHER_MODEL_FLAGS = (("single_file_config", "model_index.json"), ("pretrained_vae_model_name_or_path", "config.json"))
 

@@ -32,13 +32,19 @@ class HintEncoder(nn.Module):
     model); the first k width changes step by 2, the others by 1, so the layer count never changes.
     """
 
-    def __init__(self, out_channels: int, downsampling: int = 8, in_channels: int = 3,
-                 widths: tuple[int, ...] = HINT_WIDTHS) -> None:
+    def __init__(
+        self, out_channels: int, downsampling: int = 8, in_channels: int = 3, widths: tuple[int, ...] = HINT_WIDTHS
+    ) -> None:
         super().__init__()
         steps = round(math.log2(downsampling)) if downsampling >= 1 else -1
         if steps < 0 or 2**steps != downsampling or steps > len(widths) - 1:
             raise ValueError(f"downsampling must be a power of two up to {2 ** (len(widths) - 1)}, got {downsampling}")
-        self.out_channels, self.downsampling, self.in_channels, self.widths = out_channels, downsampling, in_channels, tuple(widths)
+        self.out_channels, self.downsampling, self.in_channels, self.widths = (
+            out_channels,
+            downsampling,
+            in_channels,
+            tuple(widths),
+        )
         self.conv_in = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1)
         blocks = []
         for i in range(len(widths) - 1):
@@ -52,13 +58,21 @@ class HintEncoder(nn.Module):
     @property
     def config(self) -> dict:
         """JSON-able constructor arguments (stored in the adapter file)."""
-        return {"out_channels": self.out_channels, "downsampling": self.downsampling,
-                "in_channels": self.in_channels, "widths": list(self.widths)}
+        return {
+            "out_channels": self.out_channels,
+            "downsampling": self.downsampling,
+            "in_channels": self.in_channels,
+            "widths": list(self.widths),
+        }
 
     @classmethod
-    def from_config(cls, config: dict) -> "HintEncoder":
-        return cls(int(config["out_channels"]), int(config.get("downsampling", 8)),
-                   int(config.get("in_channels", 3)), tuple(config.get("widths", HINT_WIDTHS)))
+    def from_config(cls, config: dict) -> HintEncoder:
+        return cls(
+            int(config["out_channels"]),
+            int(config.get("downsampling", 8)),
+            int(config.get("in_channels", 3)),
+            tuple(config.get("widths", HINT_WIDTHS)),
+        )
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         features = F.silu(self.conv_in(maps))
@@ -85,17 +99,21 @@ def inject_hint(unet: nn.Module, features: torch.Tensor) -> Iterator[None]:
     and conditional halves as one batch of 2B) gets the features tiled k times, so the control reaches both
     branches. A shape that does not fit raises ``ValueError`` naming both shapes.
     """
+
     def add(module, inputs, output):
         hint = features
         if output.shape[0] != hint.shape[0]:
             if output.shape[0] % hint.shape[0]:
-                raise ValueError(f"hint features for {hint.shape[0]} images cannot be added to a UNet batch of "
-                                 f"{output.shape[0]}")
+                raise ValueError(
+                    f"hint features for {hint.shape[0]} images cannot be added to a UNet batch of {output.shape[0]}"
+                )
             hint = hint.repeat(output.shape[0] // hint.shape[0], 1, 1, 1)
         if output.shape[1:] != hint.shape[1:]:
-            raise ValueError(f"hint features of shape {tuple(hint.shape[1:])} do not fit the UNet's first feature map "
-                             f"{tuple(output.shape[1:])}: the map must have the image's size (latent size × the VAE "
-                             "factor) and the encoder the UNet's first block width")
+            raise ValueError(
+                f"hint features of shape {tuple(hint.shape[1:])} do not fit the UNet's first feature map "
+                f"{tuple(output.shape[1:])}: the map must have the image's size (latent size × the VAE "
+                "factor) and the encoder the UNet's first block width"
+            )
         return output + hint.to(output.dtype)
 
     handle = unet_conv_in(unet).register_forward_hook(add)

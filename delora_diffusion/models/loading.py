@@ -12,7 +12,9 @@ def load_unet(name_or_path: str, revision: str | None = None, variant: str | Non
     local = Path(name_or_path)
     subfolder = None if (local / "config.json").is_file() else "unet"
     try:
-        return UNet2DConditionModel.from_pretrained(name_or_path, subfolder=subfolder, revision=revision, variant=variant)
+        return UNet2DConditionModel.from_pretrained(
+            name_or_path, subfolder=subfolder, revision=revision, variant=variant
+        )
     except (OSError, ValueError) as exc:
         raise OSError(
             f"could not load a UNet from {name_or_path!r} (expected a diffusers pipeline folder or hub id with a "
@@ -20,8 +22,9 @@ def load_unet(name_or_path: str, revision: str | None = None, variant: str | Non
         ) from exc
 
 
-def load_text_encoder(name_or_path: str, subfolder: str = "text_encoder", revision: str | None = None,
-                      variant: str | None = None):
+def load_text_encoder(
+    name_or_path: str, subfolder: str = "text_encoder", revision: str | None = None, variant: str | None = None
+):
     """A CLIP text encoder of a Stable Diffusion pipeline (``<path>/text_encoder``; SDXL's second, with its
     projection, in ``text_encoder_2``)."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -30,5 +33,7 @@ def load_text_encoder(name_or_path: str, subfolder: str = "text_encoder", revisi
     try:
         return model_class.from_pretrained(name_or_path, subfolder=subfolder, revision=revision, variant=variant)
     except (OSError, ValueError) as exc:
-        raise OSError(f"could not load the {subfolder} of {name_or_path!r} (expected a diffusers pipeline folder "
-                      f"or hub id with a {subfolder}/ subfolder): {exc}") from exc
+        raise OSError(
+            f"could not load the {subfolder} of {name_or_path!r} (expected a diffusers pipeline folder "
+            f"or hub id with a {subfolder}/ subfolder): {exc}"
+        ) from exc

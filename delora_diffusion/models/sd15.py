@@ -41,6 +41,7 @@ def sd15_unet(empty: bool = False):
     """An SD 1.5-shaped ``UNet2DConditionModel``; ``empty=True`` puts its weights on the meta device."""
     return build_unet(SD15_UNET_CONFIG, empty)
 
+
 SD15_VAE_CONFIG = {
     "in_channels": 3,
     "out_channels": 3,

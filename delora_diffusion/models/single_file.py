@@ -47,16 +47,20 @@ def resolve_base_model(name_or_path: str, config: str | None = None, log=print) 
     from diffusers.loaders.single_file_utils import SingleFileComponentError  # a component's weights missing
 
     source = config or str(builtin_config(version, cache_root()))
-    log(f"converting the single-file checkpoint {path} ({version}) to a diffusers folder in {target} (once; "
-        f"configs from {source})")
+    log(
+        f"converting the single-file checkpoint {path} ({version}) to a diffusers folder in {target} (once; "
+        f"configs from {source})"
+    )
     pipeline_class = StableDiffusionXLPipeline if family == SDXL else StableDiffusionPipeline
     try:
         pipeline = pipeline_class.from_single_file(str(path), config=source, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFamilyError(f"{path} could not be converted with the configs of {source} ({reason}); if the file "
-                               "has another architecture, give --single_file_config a diffusers folder or hub id "
-                               "that describes it") from exc
+        raise ModelFamilyError(
+            f"{path} could not be converted with the configs of {source} ({reason}); if the file "
+            "has another architecture, give --single_file_config a diffusers folder or hub id "
+            "that describes it"
+        ) from exc
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     pipeline.save_pretrained(tmp)

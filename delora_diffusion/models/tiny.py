@@ -8,8 +8,8 @@ Each component is built into ``<out>/<component>`` (``sd`` for the Stable Diffus
 
 from __future__ import annotations
 
-import os
 import importlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,11 +51,20 @@ def build_tiny_sdxl(out: Path) -> None:
     # the two apart by their widths.
     width_2 = TEXT_WIDTH + 16
     unet = UNet2DConditionModel(
-        sample_size=TINY_SD_RESOLUTION // 2, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_WIDTH + width_2,
-        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
-        transformer_layers_per_block=(1, 2), addition_embed_type="text_time", addition_time_embed_dim=time_width,
+        sample_size=TINY_SD_RESOLUTION // 2,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH + width_2,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        norm_num_groups=8,
+        transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_width,
         projection_class_embeddings_input_dim=width_2 + 6 * time_width,
     )
     with tempfile.TemporaryDirectory() as vocab_dir:
@@ -64,28 +73,57 @@ def build_tiny_sdxl(out: Path) -> None:
         tokenizer_2 = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
     text_encoder = CLIPTextModel(_text_config(len(tokenizer.get_vocab()), "quick_gelu"))
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(len(tokenizer.get_vocab()), "gelu", width_2))
-    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
     # force_upcast: SDXL's VAE overflows in fp16, and its config says so (the trainer keeps it fp32)
-    StableDiffusionXLPipeline(vae=_tiny_vae(), text_encoder=text_encoder,
-                              text_encoder_2=text_encoder_2, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
-                              unet=unet, scheduler=scheduler).save_pretrained(out)
+    StableDiffusionXLPipeline(
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+    ).save_pretrained(out)
 
 
 def _text_config(vocab_size: int, activation: str, width: int = TEXT_WIDTH):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=77, projection_dim=width,
-                          bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_act=activation)
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=width,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_act=activation,
+    )
 
 
 def _tiny_vae():
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), latent_channels=4,
-                         norm_num_groups=8, sample_size=TINY_SD_RESOLUTION)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(16, 32),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=TINY_SD_RESOLUTION,
+    )
 
 
 def _build_tiny_pipeline(out: Path, sd2: bool) -> None:
@@ -113,12 +151,23 @@ def _build_tiny_pipeline(out: Path, sd2: bool) -> None:
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
     text_encoder = CLIPTextModel(_text_config(len(tokenizer.get_vocab()), "gelu" if sd2 else "quick_gelu"))
     scheduler = DDPMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
-        clip_sample=False, steps_offset=1, prediction_type="v_prediction" if sd2 else "epsilon",
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        num_train_timesteps=1000,
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type="v_prediction" if sd2 else "epsilon",
     )
     pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(out)
 
@@ -128,10 +177,15 @@ def _build_tiny_pipeline(out: Path, sd2: bool) -> None:
 # and the semantic-map evaluation models (an ADE20K SegFormer, an exported FID feature extractor).
 # Named as "module:function" and imported when built, so listing them (delora-make-tiny --help) loads no torch.
 TINY_BUILDERS: dict[str, str] = {
-    "sd": "tiny:build_tiny_sd", "sd2": "tiny:build_tiny_sd2", "sdxl": "tiny:build_tiny_sdxl",
-    "dino": "tiny_backbones:build_tiny_dino", "clip": "tiny_backbones:build_tiny_clip",
-    "dino_timm": "tiny_backbones:build_tiny_dino_timm", "clip_openclip": "tiny_backbones:build_tiny_clip_openclip",
-    "segformer": "tiny_semantic:build_tiny_segformer", "fid_features": "tiny_semantic:build_tiny_fid_features",
+    "sd": "tiny:build_tiny_sd",
+    "sd2": "tiny:build_tiny_sd2",
+    "sdxl": "tiny:build_tiny_sdxl",
+    "dino": "tiny_backbones:build_tiny_dino",
+    "clip": "tiny_backbones:build_tiny_clip",
+    "dino_timm": "tiny_backbones:build_tiny_dino_timm",
+    "clip_openclip": "tiny_backbones:build_tiny_clip_openclip",
+    "segformer": "tiny_semantic:build_tiny_segformer",
+    "fid_features": "tiny_semantic:build_tiny_fid_features",
 }
 
 
@@ -140,7 +194,7 @@ def _builder(component: str):
     return getattr(importlib.import_module(f"{__package__}.{module}"), function)
 
 
-def ensure_tiny(component: str = "sd", root: str | os.PathLike = DEFAULT_TINY_DIR, force: bool = False) -> Path:
+def ensure_tiny(component: str = "sd", root: str | os.PathLike[str] = DEFAULT_TINY_DIR, force: bool = False) -> Path:
     """Path of the tiny ``component`` under ``root``, building it first if absent (or ``force``).
 
     Built into a temporary folder and renamed when complete, so an interrupted build is never used.
@@ -164,7 +218,8 @@ def ensure_tiny(component: str = "sd", root: str | os.PathLike = DEFAULT_TINY_DI
     return target
 
 
-def make_tiny(root: str | os.PathLike = DEFAULT_TINY_DIR, components: list[str] | None = None,
-              force: bool = False) -> dict[str, Path]:
+def make_tiny(
+    root: str | os.PathLike[str] = DEFAULT_TINY_DIR, components: list[str] | None = None, force: bool = False
+) -> dict[str, Path]:
     """Build every (or the listed) tiny component under ``root``; returns component -> folder."""
     return {name: ensure_tiny(name, root, force) for name in (components or list(TINY_BUILDERS))}

@@ -35,13 +35,19 @@ def build_tiny_dino(out: Path) -> None:
 
     torch.manual_seed(BACKBONE_SEED)
     config = ViTConfig(
-        image_size=IMAGE_SIZE, patch_size=16, hidden_size=WIDTH, num_hidden_layers=2, num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=16,
+        hidden_size=WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=4,
         intermediate_size=2 * WIDTH,
     )
     ViTModel(config, add_pooling_layer=False).save_pretrained(out)
     ViTImageProcessor(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, resample=PILImageResampling.BILINEAR,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        resample=PILImageResampling.BILINEAR,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     ).save_pretrained(out)
 
 
@@ -55,13 +61,23 @@ def build_tiny_clip(out: Path) -> None:
     torch.manual_seed(BACKBONE_SEED)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(tokenizer.get_vocab()), hidden_size=WIDTH, intermediate_size=2 * WIDTH,
-            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-            bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=len(tokenizer.get_vocab()),
+            hidden_size=WIDTH,
+            intermediate_size=2 * WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         ),
         vision_config=dict(
-            image_size=IMAGE_SIZE, patch_size=32, hidden_size=WIDTH, intermediate_size=2 * WIDTH,
-            num_hidden_layers=2, num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=32,
+            hidden_size=WIDTH,
+            intermediate_size=2 * WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=4,
         ),
         projection_dim=EMBED_DIM,
     )

@@ -29,14 +29,24 @@ def build_tiny_segformer(out: Path) -> None:
 
     torch.manual_seed(TINY_SEED)
     config = SegformerConfig(
-        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
-        patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=32,
-        num_labels=len(CLASS_NAMES), id2label=dict(enumerate(CLASS_NAMES)),
+        num_channels=3,
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[16, 32],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=32,
+        num_labels=len(CLASS_NAMES),
+        id2label=dict(enumerate(CLASS_NAMES)),
         label2id={name: i for i, name in enumerate(CLASS_NAMES)},
     )
     SegformerForSemanticSegmentation(config).save_pretrained(out)
-    SegformerImageProcessor(size={"height": SEGFORMER_SIZE, "width": SEGFORMER_SIZE},
-                            do_reduce_labels=True).save_pretrained(out)
+    SegformerImageProcessor(
+        size={"height": SEGFORMER_SIZE, "width": SEGFORMER_SIZE}, do_reduce_labels=True
+    ).save_pretrained(out)
 
 
 class TinyImageFeatures(nn.Module):
@@ -56,8 +66,11 @@ def build_tiny_fid_features(out: Path) -> None:
     torch.manual_seed(TINY_SEED)
     model = TinyImageFeatures().eval()
     example = torch.zeros(2, 3, 48, 40, dtype=torch.uint8)
-    dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("height", min=8),
-            3: torch.export.Dim("width", min=8)}
+    dims = {
+        0: torch.export.Dim("batch", min=1),
+        2: torch.export.Dim("height", min=8),
+        3: torch.export.Dim("width", min=8),
+    }
     program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
     out.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(out / FID_FEATURES_FILE))

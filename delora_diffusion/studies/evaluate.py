@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..fileio import atomic_write_text
-from ..training.checkpoint import ADAPTER_FILE, CHECKPOINT_PREFIX
+from ..training.run_files import ADAPTER_FILE, CHECKPOINT_PREFIX
 
 FINAL = "final"
 METRIC_KEYS = ("dino", "clip_i", "clip_t")
@@ -56,17 +56,41 @@ def evaluate_step(point_dir: Path, base_model: str, spec: EvalSpec, step: str) -
     if not adapter.is_file():
         return {"error": f"{adapter}: no adapter at step {step} (is it among the checkpoints kept?)"}
     images, results = folder / "images", folder / "eval.json"
-    generate_argv = ["--config", str(_write_flags(folder / "generate.yaml", spec.generate_flags)),
-                     "--pretrained_model_name_or_path", base_model, "--adapter", str(adapter),
-                     "--subject", spec.subject, "--class_noun", spec.class_noun, "--output_dir", str(images),
-                     "--no_progress"]
-    eval_argv = ["dreambooth", "--config", str(_write_flags(folder / "evaluate.yaml", spec.eval_flags)),
-                 "--real_dir", str(spec.real_dir), "--generated_dir", str(images), "--subjects", spec.subject,
-                 "--out", str(results), "--no_progress"]
-    with (folder / "eval.log").open("w", encoding="utf-8") as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        for name, entry, argv in (("generate.py", generate_main, generate_argv),
-                                  ("delora-eval", eval_main, eval_argv)):
+    generate_argv = [
+        "--config",
+        str(_write_flags(folder / "generate.yaml", spec.generate_flags)),
+        "--pretrained_model_name_or_path",
+        base_model,
+        "--adapter_file",
+        str(adapter),
+        "--subject",
+        spec.subject,
+        "--class_noun",
+        spec.class_noun,
+        "--output_dir",
+        str(images),
+        "--no_progress",
+    ]
+    eval_argv = [
+        "dreambooth",
+        "--config",
+        str(_write_flags(folder / "evaluate.yaml", spec.eval_flags)),
+        "--real_dir",
+        str(spec.real_dir),
+        "--generated_dir",
+        str(images),
+        "--subjects",
+        spec.subject,
+        "--out",
+        str(results),
+        "--no_progress",
+    ]
+    with (
+        (folder / "eval.log").open("w", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        for name, entry, argv in (("generate.py", generate_main, generate_argv), ("delora-eval", eval_main, eval_argv)):
             try:
                 code = entry(argv)
             except SystemExit as exc:  # argparse errors

@@ -17,6 +17,7 @@ import yaml
 
 from ..adapters import METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE
 from ..configfile import ConfigFileError, load_yaml
+from ..errors import UserError
 
 # The DeLoRA paper's learning-rate robustness study (Fig. 2): base rates per method, DeLoRA's λ rate.
 PAPER_BASE_LEARNING_RATES = {name: row.sweep_lr for name, row in METHOD_TABLE.items()}
@@ -27,7 +28,7 @@ MODES = ("grid", "prolonged")
 POINT_KEYS = ("adapter", "learning_rate", "seed", "output_dir", "resume_from_checkpoint")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(UserError):
     """Sweep settings that cannot be used; the message names the flag (or file) and what was expected."""
 
 
@@ -55,8 +56,9 @@ def parse_method_table(items: list[str] | None, flag: str, convert=str) -> dict[
     for item in items or []:
         method, sep, text = item.partition("=")
         if not sep or method not in METHODS:
-            raise SweepConfigError(f"--{flag}: expected METHOD=VALUE with METHOD one of {', '.join(METHODS)}, "
-                                   f"got {item!r}")
+            raise SweepConfigError(
+                f"--{flag}: expected METHOD=VALUE with METHOD one of {', '.join(METHODS)}, got {item!r}"
+            )
         try:
             table[method] = convert(text)
         except ValueError:
@@ -138,11 +140,15 @@ class SweepSpec:
                 raise SweepConfigError(f"--base_learning_rates {method}={lr}: must be > 0")
         fixed = sorted(set(POINT_KEYS) & set(self.train_overrides))
         if fixed:
-            raise SweepConfigError(f"--train {fixed[0]}=...: the sweep sets {', '.join(POINT_KEYS)} for each point "
-                                   "(use --methods, --base_learning_rates, --lr_factors, --seeds)")
+            raise SweepConfigError(
+                f"--train {fixed[0]}=...: the sweep sets {', '.join(POINT_KEYS)} for each point "
+                "(use --methods, --base_learning_rates, --lr_factors, --seeds)"
+            )
         if self.mode == "prolonged" and not (self.max_train_steps and self.checkpoint_every):
-            raise SweepConfigError("--mode prolonged needs --max_train_steps and --checkpoint_every "
-                                   "(the long run and its checkpoint interval)")
+            raise SweepConfigError(
+                "--mode prolonged needs --max_train_steps and --checkpoint_every "
+                "(the long run and its checkpoint interval)"
+            )
         for name in ("max_train_steps", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -155,8 +161,13 @@ class SweepSpec:
         if config.get("with_prior_preservation") and not config.get("class_data_dir"):
             # One set of class images for the whole sweep instead of one per point.
             config["class_data_dir"] = str(self.output_dir / "class_images")
-        config.update(adapter=point.method, learning_rate=self.base_learning_rate(point.method) * point.lr_factor,
-                      seed=point.seed, output_dir=str(self.point_dir(point)), resume_from_checkpoint="latest")
+        config.update(
+            adapter=point.method,
+            learning_rate=self.base_learning_rate(point.method) * point.lr_factor,
+            seed=point.seed,
+            output_dir=str(self.point_dir(point)),
+            resume_from_checkpoint="latest",
+        )
         if point.method == "delora":
             scale = point.lr_factor if self.scale_lambda_learning_rate else 1.0
             config["lambda_learning_rate"] = self.lambda_learning_rate * scale
@@ -172,13 +183,18 @@ class SweepSpec:
 
     def describe(self) -> dict:
         """JSON-able summary written to ``SWEEP/sweep.json`` (read by the report)."""
-        return {"mode": self.mode, "methods": list(self.methods), "lr_factors": list(self.lr_factors),
-                "seeds": list(self.seeds),
-                "base_learning_rates": {m: self.base_learning_rate(m) for m in self.methods},
-                "lambda_learning_rate": self.lambda_learning_rate,
-                "scale_lambda_learning_rate": self.scale_lambda_learning_rate,
-                "max_train_steps": self.max_train_steps, "checkpoint_every": self.checkpoint_every,
-                "points": [p.name for p in self.points()]}
+        return {
+            "mode": self.mode,
+            "methods": list(self.methods),
+            "lr_factors": list(self.lr_factors),
+            "seeds": list(self.seeds),
+            "base_learning_rates": {m: self.base_learning_rate(m) for m in self.methods},
+            "lambda_learning_rate": self.lambda_learning_rate,
+            "scale_lambda_learning_rate": self.scale_lambda_learning_rate,
+            "max_train_steps": self.max_train_steps,
+            "checkpoint_every": self.checkpoint_every,
+            "points": [p.name for p in self.points()],
+        }
 
 
 def config_digest(config: dict) -> str:

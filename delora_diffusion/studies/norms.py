@@ -48,10 +48,18 @@ def column_norms(unet) -> list[dict]:
             if not isinstance(layer, torch.nn.Linear):
                 continue
             norms = layer.weight.detach().float().norm(dim=0)
-            rows.append({"layer": f"{name}.{projection}", "block": block_of(name), "attention": kind,
-                         "projection": projection, "in_features": layer.in_features,
-                         "out_features": layer.out_features, "mean_column_norm": norms.mean().item(),
-                         "max_column_norm": norms.max().item()})
+            rows.append(
+                {
+                    "layer": f"{name}.{projection}",
+                    "block": block_of(name),
+                    "attention": kind,
+                    "projection": projection,
+                    "in_features": layer.in_features,
+                    "out_features": layer.out_features,
+                    "mean_column_norm": norms.mean().item(),
+                    "max_column_norm": norms.max().item(),
+                }
+            )
     return rows
 
 
@@ -73,8 +81,11 @@ def per_block(rows: list[dict]) -> tuple[list[str], dict[tuple[str, str], dict[s
 def markdown_table(blocks: list[str], series: dict) -> str:
     lines = ["| attention | projection | " + " | ".join(blocks) + " |", "| --- | --- |" + " ---: |" * len(blocks)]
     for (attention, projection), values in series.items():
-        lines.append(f"| {attention} | {projection} | "
-                     + " | ".join(f"{values[b]:.3f}" if b in values else "–" for b in blocks) + " |")
+        lines.append(
+            f"| {attention} | {projection} | "
+            + " | ".join(f"{values[b]:.3f}" if b in values else "–" for b in blocks)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -92,9 +103,14 @@ def plot(blocks: list[str], series: dict, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(blocks) + 2), 4.2))
     x = range(len(blocks))
     for (attention, projection), values in series.items():
-        ax.plot([i for i, b in zip(x, blocks) if b in values], [values[b] for b in blocks if b in values],
-                marker="o", color=colors[projection], linestyle="-" if attention == "self" else "--",
-                label=f"{attention}-attn {projection}")
+        ax.plot(
+            [i for i, b in zip(x, blocks) if b in values],
+            [values[b] for b in blocks if b in values],
+            marker="o",
+            color=colors[projection],
+            linestyle="-" if attention == "self" else "--",
+            label=f"{attention}-attn {projection}",
+        )
     ax.set_xticks(list(x))
     ax.set_xticklabels(blocks, rotation=30, ha="right")
     ax.set_ylabel("mean column norm  mean_j ‖W[:, j]‖")
@@ -105,14 +121,23 @@ def plot(blocks: list[str], series: dict, title: str, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--model", required=True, metavar="ID_OR_PATH",
-                        help="diffusers pipeline folder or hub id (its unet/), or a UNet folder")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="ID_OR_PATH",
+        help="diffusers pipeline folder or hub id (its unet/), or a UNet folder",
+    )
     parser.add_argument("--revision", help="hub revision")
     parser.add_argument("--variant", help="weight variant, e.g. fp16")
-    parser.add_argument("--out", type=Path, default=Path("outputs/norms/attention_column_norms.png"),
-                        help="PNG to write; the per-layer CSV goes beside it (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/norms/attention_column_norms.png"),
+        help="PNG to write; the per-layer CSV goes beside it (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     from ..models.loading import load_unet
 

@@ -6,12 +6,17 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..adapters import METHOD_TABLE
-from ..plotting import pyplot, save_png
 from ..evaluation.report import METRIC_TITLES
+from ..plotting import pyplot, save_png
 from .evaluate import FINAL, METRIC_KEYS, reported_eval_step
 
-METHOD_COLORS = {"delora": "tab:blue", "lora": "tab:red", "dora": "tab:orange", "ether": "tab:purple",
-                 "etherplus": "tab:green"}
+METHOD_COLORS = {
+    "delora": "tab:blue",
+    "lora": "tab:red",
+    "dora": "tab:orange",
+    "ether": "tab:purple",
+    "etherplus": "tab:green",
+}
 METHOD_LABELS = {name: row.label for name, row in METHOD_TABLE.items()}
 
 
@@ -55,7 +60,9 @@ def distance_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
         color, label = METHOD_COLORS.get(method), METHOD_LABELS.get(method, method)
         _line(ax, distances[method], color=color, marker="o", label=label)
         if method in bounds:
-            _line(ax, bounds[method], color=color, linestyle="--", marker=None, label=f"{label} bound 2|λ|·max‖W[:, j]‖")
+            _line(
+                ax, bounds[method], color=color, linestyle="--", marker=None, label=f"{label} bound 2|λ|·max‖W[:, j]‖"
+            )
     ax.set_yscale("log")
     _factor_axis(ax, info["lr_factors"])
     ax.set_ylabel("‖W_ft − W_0‖_F (sum over layers)")
@@ -76,8 +83,13 @@ def metric_vs_lr(info: dict, results: list[dict], path: Path) -> Path | None:
     for ax, (metric, table) in zip(axes[0], tables.items()):
         for method in info["methods"]:
             if method in table:
-                _line(ax, table[method], color=METHOD_COLORS.get(method), marker="o",
-                      label=METHOD_LABELS.get(method, method))
+                _line(
+                    ax,
+                    table[method],
+                    color=METHOD_COLORS.get(method),
+                    marker="o",
+                    label=METHOD_LABELS.get(method, method),
+                )
         _factor_axis(ax, info["lr_factors"])
         ax.set_ylabel(METRIC_TITLES[metric])
     axes[0][0].legend(fontsize=8)
@@ -103,12 +115,17 @@ def distance_vs_step(info: dict, results: list[dict], path: Path) -> Path | None
 
     cmap = matplotlib.colormaps["viridis"]
     factors = info["lr_factors"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.4 * len(methods), 3.8), squeeze=False, sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(4.4 * len(methods), 3.8), squeeze=False, sharey=True, layout="constrained"
+    )
     for ax, method in zip(axes[0], methods):
         for r in (r for r in done if r["method"] == method and r["seed"] == first_seed):
             # viridis without its last, pale-yellow stretch: the largest factor stays visible on white
-            color = cmap(0.85 * factors.index(r["lr_factor"]) / max(1, len(factors) - 1)) if len(factors) > 1 else "tab:blue"
+            color = (
+                cmap(0.85 * factors.index(r["lr_factor"]) / max(1, len(factors) - 1))
+                if len(factors) > 1
+                else "tab:blue"
+            )
             steps = [c["step"] for c in r["curve"]]
             ax.plot(steps, [c["total"] for c in r["curve"]], color=color, linewidth=1.8, label=f"×{r['lr_factor']:g}")
             bound = [c.get("bound_total") for c in r["curve"]]
@@ -136,13 +153,19 @@ def metric_vs_step(info: dict, results: list[dict], path: Path) -> Path | None:
     if not series:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(METRIC_KEYS), figsize=(4.4 * len(METRIC_KEYS), 3.8), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(METRIC_KEYS), figsize=(4.4 * len(METRIC_KEYS), 3.8), squeeze=False, layout="constrained"
+    )
     for ax, metric in zip(axes[0], METRIC_KEYS):
         for (method, factor), points in series.items():
             steps = sorted(points)
-            ax.plot(steps, [points[s].get(metric) for s in steps], marker="o", color=METHOD_COLORS.get(method),
-                    label=f"{METHOD_LABELS.get(method, method)} ×{factor:g}")
+            ax.plot(
+                steps,
+                [points[s].get(metric) for s in steps],
+                marker="o",
+                color=METHOD_COLORS.get(method),
+                label=f"{METHOD_LABELS.get(method, method)} ×{factor:g}",
+            )
         ax.set_xlabel("step")
         ax.set_ylabel(METRIC_TITLES[metric])
         ax.grid(True, alpha=0.3)
@@ -182,8 +205,13 @@ def image_grid(sweep_dir: Path, info: dict, results: list[dict], path: Path) -> 
     methods = [m for m in info["methods"] if any(key[0] == m for key in cells)]
     factors = [f for f in info["lr_factors"] if any(key[1] == f for key in cells)]
     plt = pyplot()
-    fig, axes = plt.subplots(len(factors), len(methods), figsize=(2.2 * len(methods) + 0.6, 2.2 * len(factors)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(factors),
+        len(methods),
+        figsize=(2.2 * len(methods) + 0.6, 2.2 * len(factors)),
+        squeeze=False,
+        layout="constrained",
+    )
     for i, factor in enumerate(factors):
         for j, method in enumerate(methods):
             ax = axes[i, j]
@@ -202,9 +230,11 @@ def image_grid(sweep_dir: Path, info: dict, results: list[dict], path: Path) -> 
 
 
 def write_plots(sweep_dir: Path, info: dict, results: list[dict], out_dir: Path) -> list[Path]:
-    figures = [distance_vs_lr(info, results, out_dir / "distance_vs_lr.png"),
-               metric_vs_lr(info, results, out_dir / "metric_vs_lr.png"),
-               distance_vs_step(info, results, out_dir / "distance_vs_step.png"),
-               metric_vs_step(info, results, out_dir / "metric_vs_step.png"),
-               image_grid(sweep_dir, info, results, out_dir / "image_grid.png")]
+    figures = [
+        distance_vs_lr(info, results, out_dir / "distance_vs_lr.png"),
+        metric_vs_lr(info, results, out_dir / "metric_vs_lr.png"),
+        distance_vs_step(info, results, out_dir / "distance_vs_step.png"),
+        metric_vs_step(info, results, out_dir / "metric_vs_step.png"),
+        image_grid(sweep_dir, info, results, out_dir / "image_grid.png"),
+    ]
     return [p for p in figures if p is not None]

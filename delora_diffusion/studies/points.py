@@ -22,8 +22,9 @@ import delora_diffusion
 
 from ..configfile import ConfigFileError, config_file_tokens
 from ..fileio import atomic_write_text, write_json_atomic
-from ..training.dreambooth import dreambooth_parser
 from ..training.checkpoint import list_checkpoints
+from ..training.dreambooth import dreambooth_parser
+from ..training.run_files import ADAPTER_FILE
 from .grid import Point, SweepConfigError, SweepSpec, config_digest
 
 RESULT_FILE = "result.json"
@@ -54,8 +55,9 @@ def write_point_config(spec: SweepSpec, point: Point) -> tuple[Path, dict]:
     """
     config = spec.train_config_for(point)
     path = spec.point_dir(point) / CONFIG_FILE
-    text = (f"# delora-sweep point {point.name}: the complete trainer config of this run\n"
-            + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    text = f"# delora-sweep point {point.name}: the complete trainer config of this run\n" + yaml.safe_dump(
+        config, sort_keys=False, allow_unicode=True
+    )
     atomic_write_text(path, text)
     try:
         config_file_tokens(dreambooth_parser(), path)
@@ -84,8 +86,9 @@ def _point_env(threads: int | None) -> dict[str, str]:
 def _error_line(log: Path) -> str:
     """The line of the run's log that says what went wrong (the last ``error`` line, else the last line)."""
     try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-                 if line.strip()]
+        lines = [
+            line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        ]
     except OSError:
         return "no log"
     for line in reversed(lines):
@@ -99,7 +102,7 @@ def point_state(spec: SweepSpec, point: Point, digest: str) -> str:
     folder = spec.point_dir(point)
     previous = read_result(folder)
     if previous is not None and previous.get("config_digest") != digest:
-        if list_checkpoints(folder) or (folder / "adapter.safetensors").exists():
+        if list_checkpoints(folder) or (folder / ADAPTER_FILE).exists():
             return "conflict"
         return "todo"
     if previous is not None and previous.get("status") == "done":
@@ -115,9 +118,16 @@ def run_point(spec: SweepSpec, point: Point, launcher: str | None = None, thread
     folder = spec.point_dir(point)
     config_path, config = write_point_config(spec, point)
     digest = config_digest(config)
-    result = {"point": point.name, "method": point.method, "lr_factor": point.lr_factor, "seed": point.seed,
-              "learning_rate": config["learning_rate"], "lambda_learning_rate": config.get("lambda_learning_rate"),
-              "config_digest": digest, "status": "running"}
+    result = {
+        "point": point.name,
+        "method": point.method,
+        "lr_factor": point.lr_factor,
+        "seed": point.seed,
+        "learning_rate": config["learning_rate"],
+        "lambda_learning_rate": config.get("lambda_learning_rate"),
+        "config_digest": digest,
+        "status": "running",
+    }
     write_result(folder, result)
     command = [*launch_command(launcher), "-m", TRAINER_MODULE, "--config", str(config_path)]
     started = time.perf_counter()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..adapters import read_adapter
 from ..adapters.delora import bound_coefficient
-from ..training.checkpoint import ADAPTER_FILE
-from ..training.metrics import METRICS_FILE, read_metrics
+from ..training.metrics import read_metrics
+from ..training.run_files import ADAPTER_FILE, METRICS_FILE
 
 DISTANCE_PREFIX = "weight_distance/"
 LAMBDA_PREFIX = "lambda/"
@@ -34,8 +34,11 @@ def bound_coefficients(adapter_path: Path) -> dict[str, float]:
 def final_lambdas(adapter_path: Path) -> dict[str, float]:
     """λ per layer of a DeLoRA adapter file; empty for other methods."""
     stored = read_adapter(adapter_path)
-    return {layer: float(tensors["delora_lambda"].flatten()[0]) for layer, tensors in stored.layers.items()
-            if "delora_lambda" in tensors}
+    return {
+        layer: float(tensors["delora_lambda"].flatten()[0])
+        for layer, tensors in stored.layers.items()
+        if "delora_lambda" in tensors
+    }
 
 
 def distance_curve(records: list[dict], coefficients: dict[str, float]) -> list[dict]:
@@ -46,15 +49,22 @@ def distance_curve(records: list[dict], coefficients: dict[str, float]) -> list[
         total = record.get(DISTANCE_PREFIX + "total")
         if total is None:
             continue
-        layers = {k[len(DISTANCE_PREFIX):]: v for k, v in record.items()
-                  if k.startswith(DISTANCE_PREFIX) and k != DISTANCE_PREFIX + "total"}
-        lambdas = {k[len(LAMBDA_PREFIX):]: v for k, v in record.items()
-                   if k.startswith(LAMBDA_PREFIX) and k not in RUN_LEVEL_LAMBDA}
+        layers = {
+            k[len(DISTANCE_PREFIX) :]: v
+            for k, v in record.items()
+            if k.startswith(DISTANCE_PREFIX) and k != DISTANCE_PREFIX + "total"
+        }
+        lambdas = {
+            k[len(LAMBDA_PREFIX) :]: v
+            for k, v in record.items()
+            if k.startswith(LAMBDA_PREFIX) and k not in RUN_LEVEL_LAMBDA
+        }
         bound = None
         if coefficients and set(coefficients) <= set(lambdas):
             bound = sum(coefficients[layer] * abs(lambdas[layer]) for layer in coefficients)
-        curve.append({"step": record["step"], "total": total, "layers": layers, "lambda": lambdas,
-                      "bound_total": bound})
+        curve.append(
+            {"step": record["step"], "total": total, "layers": layers, "lambda": lambdas, "bound_total": bound}
+        )
     return curve
 
 
@@ -62,7 +72,7 @@ def _mean_tail(values: list[float], fraction: float = 0.1) -> float | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return None
-    tail = values[-max(1, int(len(values) * fraction)):]
+    tail = values[-max(1, int(len(values) * fraction)) :]
     return sum(tail) / len(tail)
 
 

@@ -18,6 +18,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from ..errors import UserError
 from ..evaluation.report import METRIC_TITLES
 from ..fileio import atomic_write_text
 from . import plots
@@ -25,11 +26,27 @@ from .evaluate import METRIC_KEYS, reported_eval_step
 from .points import RESULT_FILE
 
 PROG = "delora-sweep report"
-CSV_COLUMNS = ("point", "method", "lr_factor", "learning_rate", "lambda_learning_rate", "seed", "status", "steps",
-               "distance", "bound", "lambda_mean", "final_loss", "wall_seconds", "eval_step", *METRIC_KEYS, "error")
+CSV_COLUMNS = (
+    "point",
+    "method",
+    "lr_factor",
+    "learning_rate",
+    "lambda_learning_rate",
+    "seed",
+    "status",
+    "steps",
+    "distance",
+    "bound",
+    "lambda_mean",
+    "final_loss",
+    "wall_seconds",
+    "eval_step",
+    *METRIC_KEYS,
+    "error",
+)
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A folder that is not a sweep, or holds no results; the message names it."""
 
 
@@ -55,8 +72,11 @@ def csv_row(result: dict) -> dict:
     step = reported_eval_step(result)
     scores = result["evaluations"][step] if step else {}
     row = {key: result.get(key) for key in CSV_COLUMNS}
-    row.update(lambda_mean=sum(lambdas) / len(lambdas) if lambdas else None, eval_step=step,
-               **{k: scores.get(k) for k in METRIC_KEYS})
+    row.update(
+        lambda_mean=sum(lambdas) / len(lambdas) if lambdas else None,
+        eval_step=step,
+        **{k: scores.get(k) for k in METRIC_KEYS},
+    )
     return row
 
 
@@ -83,11 +103,15 @@ def summary_markdown(info: dict, results: list[dict]) -> str:
         if r.get("status") == "done" and r.get("bound") is not None:
             bounds[r["method"]][r["lr_factor"]].append(r["bound"])
     done = sum(r.get("status") == "done" for r in results)
-    lines = [f"## Sweep: {info['mode']} mode, {done} of {len(info['points'])} points finished", "",
-             "Final ‖W_ft − W_0‖_F summed over adapted layers (mean over seeds), per method and learning-rate factor "
-             "(base rates: " + ", ".join(f"{m} {lr:g}" for m, lr in info["base_learning_rates"].items()) + ").", "",
-             "| method | " + " | ".join(f"×{f:g}" for f in factors) + " |",
-             "| --- |" + " ---: |" * len(factors)]
+    lines = [
+        f"## Sweep: {info['mode']} mode, {done} of {len(info['points'])} points finished",
+        "",
+        "Final ‖W_ft − W_0‖_F summed over adapted layers (mean over seeds), per method and learning-rate factor "
+        "(base rates: " + ", ".join(f"{m} {lr:g}" for m, lr in info["base_learning_rates"].items()) + ").",
+        "",
+        "| method | " + " | ".join(f"×{f:g}" for f in factors) + " |",
+        "| --- |" + " ---: |" * len(factors),
+    ]
     for method in info["methods"]:
         cells = [_fmt(_mean(table[method].get(f))) for f in factors]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -95,18 +119,28 @@ def summary_markdown(info: dict, results: list[dict]) -> str:
             cells = [_fmt(_mean(bounds[method].get(f))) for f in factors]
             lines.append(f"| {method} bound Σ c·abs(λ)·max‖W[:, j]‖ | " + " | ".join(cells) + " |")
     if bounds:
-        lines += ["", "Bound: Σ over layers of c·|λ|·max_j ‖W[:, j]‖ (DeLoRA; c = 2 with the residual init, 1 with "
-                      "zero_b), with the final λ of each layer."]
-    lines += ["", "| point | lr | steps | ‖W_ft − W_0‖_F | bound | mean λ | final loss | "
-                  + " | ".join(METRIC_TITLES[k] for k in METRIC_KEYS) + " | wall s | status |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | " + "---: | " * len(METRIC_KEYS) + "---: | --- |"]
+        lines += [
+            "",
+            "Bound: Σ over layers of c·|λ|·max_j ‖W[:, j]‖ (DeLoRA; c = 2 with the residual init, 1 with "
+            "zero_b), with the final λ of each layer.",
+        ]
+    lines += [
+        "",
+        "| point | lr | steps | ‖W_ft − W_0‖_F | bound | mean λ | final loss | "
+        + " | ".join(METRIC_TITLES[k] for k in METRIC_KEYS)
+        + " | wall s | status |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | " + "---: | " * len(METRIC_KEYS) + "---: | --- |",
+    ]
     for r in results:
         row = csv_row(r)
         status = r.get("status", "?") if r.get("status") == "done" else f"{r.get('status')}: {r.get('error', '')}"
-        lines.append(f"| {r['point']} | {_fmt(row['learning_rate'], '.3g')} | {_fmt(row['steps'])} | "
-                     f"{_fmt(row['distance'])} | {_fmt(row['bound'])} | {_fmt(row['lambda_mean'])} | "
-                     f"{_fmt(row['final_loss'])} | " + " | ".join(_fmt(row[k], '.4f') for k in METRIC_KEYS)
-                     + f" | {_fmt(row['wall_seconds'], '.0f')} | {status.replace('|', '/')} |")
+        lines.append(
+            f"| {r['point']} | {_fmt(row['learning_rate'], '.3g')} | {_fmt(row['steps'])} | "
+            f"{_fmt(row['distance'])} | {_fmt(row['bound'])} | {_fmt(row['lambda_mean'])} | "
+            f"{_fmt(row['final_loss'])} | "
+            + " | ".join(_fmt(row[k], ".4f") for k in METRIC_KEYS)
+            + f" | {_fmt(row['wall_seconds'], '.0f')} | {status.replace('|', '/')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -137,8 +171,9 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("sweep_dir", type=Path, help="the folder given to delora-sweep as --output_dir")
     parser.add_argument("--out", type=Path, help="report folder (default: SWEEP_DIR/report)")
     args = parser.parse_args(argv)

@@ -40,67 +40,124 @@ PROG = "delora-sweep"
 
 def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a grid of DreamBooth trainings (methods × learning-rate factors × seeds, or long runs "
-                    "with checkpoints) and record each run's weight distance ‖W_ft − W_0‖_F, λ and DeLoRA bound.\n"
-                    f"Summarise with: {PROG} report SWEEP_DIR", allow_abbrev=False)
+        "with checkpoints) and record each run's weight distance ‖W_ft − W_0‖_F, λ and DeLoRA bound.\n"
+        f"Summarise with: {PROG} report SWEEP_DIR",
+        allow_abbrev=False,
+    )
     add_config_arg(parser)
     g = parser.add_argument_group("grid")
     g.add_argument("--output_dir", help="the sweep folder: one subfolder per point, sweep.json, report/")
-    g.add_argument("--mode", choices=MODES, default="grid",
-                   help="grid: the learning-rate study (paper Fig. 2); prolonged: long runs with a checkpoint every "
-                        "--checkpoint_every steps (Fig. 3) (default: %(default)s)")
+    g.add_argument(
+        "--mode",
+        choices=MODES,
+        default="grid",
+        help="grid: the learning-rate study (paper Fig. 2); prolonged: long runs with a checkpoint every "
+        "--checkpoint_every steps (Fig. 3) (default: %(default)s)",
+    )
     g.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="(default: %(default)s)")
-    g.add_argument("--lr_factors", nargs="+", type=float,
-                   help=f"multiples of each method's base rate (default: grid {' '.join(map(factor_label, DEFAULT_LR_FACTORS))}; "
-                        "prolonged 1)")
+    g.add_argument(
+        "--lr_factors",
+        nargs="+",
+        type=float,
+        help=f"multiples of each method's base rate (default: grid {' '.join(map(factor_label, DEFAULT_LR_FACTORS))}; "
+        "prolonged 1)",
+    )
     g.add_argument("--seeds", nargs="+", type=int, default=[0], help="(default: %(default)s)")
     # KEY=VALUE lists extend (a command line adds to the config file's list; for a key given twice the last wins).
-    g.add_argument("--base_learning_rates", nargs="+", action="extend", metavar="METHOD=LR",
-                   help="base rate per method (default: the DeLoRA paper's: delora=6e-3 lora=6e-4 dora=6e-4 "
-                        "ether=6e-3 etherplus=6e-3)")
-    g.add_argument("--lambda_learning_rate", type=float, default=PAPER_LAMBDA_LEARNING_RATE,
-                   help="DeLoRA's λ rate (default: %(default)g, not scaled by the factor)")
-    g.add_argument("--scale_lambda_learning_rate", action="store_true",
-                   help="multiply DeLoRA's λ rate by the factor too")
+    g.add_argument(
+        "--base_learning_rates",
+        nargs="+",
+        action="extend",
+        metavar="METHOD=LR",
+        help="base rate per method (default: the DeLoRA paper's: delora=6e-3 lora=6e-4 dora=6e-4 "
+        "ether=6e-3 etherplus=6e-3)",
+    )
+    g.add_argument(
+        "--lambda_learning_rate",
+        type=float,
+        default=PAPER_LAMBDA_LEARNING_RATE,
+        help="DeLoRA's λ rate (default: %(default)g, not scaled by the factor)",
+    )
+    g.add_argument(
+        "--scale_lambda_learning_rate", action="store_true", help="multiply DeLoRA's λ rate by the factor too"
+    )
     t = parser.add_argument_group("the trainer runs")
     t.add_argument("--train_config", metavar="YAML", help="train_dreambooth.py config every point starts from")
-    t.add_argument("--method_configs", nargs="+", action="extend", metavar="METHOD=YAML",
-                   help="a method's own train_dreambooth.py config, over --train_config (e.g. lora_alpha)")
-    t.add_argument("--train", nargs="+", action="extend", metavar="KEY=VALUE",
-                   help="train_dreambooth.py flags for every point, over the configs (e.g. max_train_steps=400)")
+    t.add_argument(
+        "--method_configs",
+        nargs="+",
+        action="extend",
+        metavar="METHOD=YAML",
+        help="a method's own train_dreambooth.py config, over --train_config (e.g. lora_alpha)",
+    )
+    t.add_argument(
+        "--train",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="train_dreambooth.py flags for every point, over the configs (e.g. max_train_steps=400)",
+    )
     t.add_argument("--max_train_steps", type=int, help="steps of every point (prolonged mode: required)")
     t.add_argument("--checkpoint_every", type=int, help="checkpoint interval (prolonged mode: required)")
-    t.add_argument("--launcher", default="python",
-                   help='how a run starts: "python" or e.g. "accelerate launch --num_processes 2" (default: python)')
+    t.add_argument(
+        "--launcher",
+        default="python",
+        help='how a run starts: "python" or e.g. "accelerate launch --num_processes 2" (default: python)',
+    )
     t.add_argument("--jobs", type=int, default=1, help="points trained at once (default: %(default)s)")
-    t.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run (CPU: 1 with --jobs = cores is fastest "
-                                                "for small models)")
+    t.add_argument(
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS of each run (CPU: 1 with --jobs = cores is fastest for small models)",
+    )
     e = parser.add_argument_group("evaluation (optional)")
     e.add_argument("--evaluate", action="store_true", help="generate the prompt set and score it at --eval_steps")
     e.add_argument("--eval_steps", nargs="+", default=[FINAL], help="'final' and/or checkpoint steps (default: final)")
     e.add_argument("--eval_subject", help="subject name: folder REAL_DIR/<subject> of real photos")
     e.add_argument("--eval_class_noun", help="class noun of the subject (picks the object or live prompt set)")
     e.add_argument("--eval_real_dir", help="DreamBooth dataset layout with the real photos")
-    e.add_argument("--generate", nargs="+", action="extend", metavar="KEY=VALUE", help="generate.py flags (e.g. num_images_per_prompt=2)")
-    e.add_argument("--eval", nargs="+", action="extend", metavar="KEY=VALUE", help="delora-eval dreambooth flags (e.g. dino_model=...)")
+    e.add_argument(
+        "--generate",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="generate.py flags (e.g. num_images_per_prompt=2)",
+    )
+    e.add_argument(
+        "--eval",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="delora-eval dreambooth flags (e.g. dino_model=...)",
+    )
     return parser
 
 
 def spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, EvalSpec | None]:
     if not args.output_dir:
         raise SweepConfigError("--output_dir is required (the sweep folder)")
-    method_configs = {m: read_yaml_mapping(path, f"method_configs {m}")
-                      for m, path in parse_method_table(args.method_configs, "method_configs").items()}
+    method_configs = {
+        m: read_yaml_mapping(path, f"method_configs {m}")
+        for m, path in parse_method_table(args.method_configs, "method_configs").items()
+    }
     spec = SweepSpec(
-        output_dir=Path(args.output_dir), mode=args.mode, methods=tuple(args.methods),
+        output_dir=Path(args.output_dir),
+        mode=args.mode,
+        methods=tuple(args.methods),
         lr_factors=tuple(args.lr_factors or (DEFAULT_LR_FACTORS if args.mode == "grid" else (1.0,))),
-        seeds=tuple(args.seeds), base_learning_rates=parse_method_table(args.base_learning_rates,
-                                                                        "base_learning_rates", float),
-        lambda_learning_rate=args.lambda_learning_rate, scale_lambda_learning_rate=args.scale_lambda_learning_rate,
+        seeds=tuple(args.seeds),
+        base_learning_rates=parse_method_table(args.base_learning_rates, "base_learning_rates", float),
+        lambda_learning_rate=args.lambda_learning_rate,
+        scale_lambda_learning_rate=args.scale_lambda_learning_rate,
         train_config=read_yaml_mapping(args.train_config, "train_config") if args.train_config else {},
-        method_configs=method_configs, train_overrides=parse_assignments(args.train, "train"),
-        max_train_steps=args.max_train_steps, checkpoint_every=args.checkpoint_every)
+        method_configs=method_configs,
+        train_overrides=parse_assignments(args.train, "train"),
+        max_train_steps=args.max_train_steps,
+        checkpoint_every=args.checkpoint_every,
+    )
     spec.check()
     for name in ("jobs", "threads"):
         value = getattr(args, name)
@@ -114,9 +171,14 @@ def spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, EvalSpec | None
     for step in args.eval_steps:
         if step != FINAL and not (step.isdigit() and int(step) > 0):
             raise SweepConfigError(f"--eval_steps: expected 'final' or a checkpoint step, got {step!r}")
-    evaluation = EvalSpec(subject=args.eval_subject, class_noun=args.eval_class_noun, real_dir=Path(args.eval_real_dir),
-                          steps=tuple(args.eval_steps), generate_flags=parse_assignments(args.generate, "generate"),
-                          eval_flags=parse_assignments(args.eval, "eval"))
+    evaluation = EvalSpec(
+        subject=args.eval_subject,
+        class_noun=args.eval_class_noun,
+        real_dir=Path(args.eval_real_dir),
+        steps=tuple(args.eval_steps),
+        generate_flags=parse_assignments(args.generate, "generate"),
+        eval_flags=parse_assignments(args.eval, "eval"),
+    )
     return spec, evaluation
 
 
@@ -138,8 +200,14 @@ def _describe(result: dict) -> str:
     return text + f", {result.get('wall_seconds', 0):.0f} s"
 
 
-def run_sweep(spec: SweepSpec, evaluation: EvalSpec | None = None, launcher: str | None = None,
-              jobs: int = 1, threads: int | None = None, log=print) -> dict[str, dict]:
+def run_sweep(
+    spec: SweepSpec,
+    evaluation: EvalSpec | None = None,
+    launcher: str | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    log=print,
+) -> dict[str, dict]:
     """Run the points not finished yet (``jobs`` at a time), evaluate if asked; returns results by point."""
     check_point_configs(spec)
     write_json_atomic(spec.describe(), spec.output_dir / "sweep.json", indent=1)
@@ -151,14 +219,19 @@ def run_sweep(spec: SweepSpec, evaluation: EvalSpec | None = None, launcher: str
         if state == "done":
             results[point.name] = read_result(spec.point_dir(point))
         elif state == "conflict":
-            results[point.name] = {"point": point.name, "status": "failed",
-                                   "error": f"{spec.point_dir(point)} holds a run with other settings; remove it or "
-                                            "use another --output_dir"}
+            results[point.name] = {
+                "point": point.name,
+                "status": "failed",
+                "error": f"{spec.point_dir(point)} holds a run with other settings; remove it or "
+                "use another --output_dir",
+            }
         else:
             todo.append(point)
     skipped = sum(1 for r in results.values() if r.get("status") == "done")
-    log(f"{PROG}: {len(points)} points in {spec.output_dir}: {skipped} finished (skipped), {len(todo)} to run"
-        + (f", {len(results) - skipped} in conflict" if len(results) > skipped else ""))
+    log(
+        f"{PROG}: {len(points)} points in {spec.output_dir}: {skipped} finished (skipped), {len(todo)} to run"
+        + (f", {len(results) - skipped} in conflict" if len(results) > skipped else "")
+    )
     for name, result in results.items():
         if result.get("status") != "done":
             log(f"  {name}: {_describe(result)}")
@@ -189,8 +262,13 @@ def run_sweep(spec: SweepSpec, evaluation: EvalSpec | None = None, launcher: str
             for step in missing:
                 evaluations[step] = evaluate_step(spec.point_dir(point), str(base_model), evaluation, step)
                 scores = evaluations[step]
-                what = scores["error"] if "error" in scores else ", ".join(
-                    f"{k} {scores[k]:.3f}" for k in ("dino", "clip_i", "clip_t") if scores.get(k) is not None)
+                what = (
+                    scores["error"]
+                    if "error" in scores
+                    else ", ".join(
+                        f"{k} {scores[k]:.3f}" for k in ("dino", "clip_i", "clip_t") if scores.get(k) is not None
+                    )
+                )
                 log(f"  eval {point.name} @ {step}: {what}")
             write_result(spec.point_dir(point), result)
     return {p.name: results[p.name] for p in points}
@@ -214,9 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     failed = [name for name, r in results.items() if r.get("status") != "done"]
     done = len(results) - len(failed)
-    print(f"\n{done} of {len(results)} points finished"
-          + (f"; failed: {', '.join(failed)} (see each point's train.log)" if failed else "")
-          + f"\nsummary: {PROG} report {spec.output_dir}")
+    print(
+        f"\n{done} of {len(results)} points finished"
+        + (f"; failed: {', '.join(failed)} (see each point's train.log)" if failed else "")
+        + f"\nsummary: {PROG} report {spec.output_dir}"
+    )
     return 1 if failed else 0
 
 

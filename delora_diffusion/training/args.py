@@ -13,23 +13,28 @@ import argparse
 import importlib.util
 
 from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
+from ..errors import UserError
 from ..fileio import folder_problem
 from ..inference.defaults import DREAMBOOTH
 from ..models.families import SINGLE_FILE_CONFIG_HELP
-from .hub import add_hub_args
 from ..threads import add_thread_arg
+from .hub import add_hub_args
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 # Learning rates of the DreamBooth experiments in the DeLoRA (ICLR 2025) and ETHER (ICML 2024) papers.
 PAPER_LEARNING_RATES = {name: row.dreambooth_lr for name, row in METHOD_TABLE.items()}
 # --optimizer -> (module to import, package to pip install); adamw is torch's own.
-OPTIMIZER_PACKAGES = {"adamw": (None, None), "adamw8bit": ("bitsandbytes", "bitsandbytes"),
-                      "prodigy": ("prodigyopt", "prodigyopt"), "lion": ("lion_pytorch", "lion-pytorch")}
+OPTIMIZER_PACKAGES = {
+    "adamw": (None, None),
+    "adamw8bit": ("bitsandbytes", "bitsandbytes"),
+    "prodigy": ("prodigyopt", "prodigyopt"),
+    "lion": ("lion_pytorch", "lion-pytorch"),
+}
 REGEX_CHARACTERS = set("*()[]|^$\\+?")
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A flag value found unusable once the run starts (e.g. a tracker that is not installed)."""
 
 
@@ -41,15 +46,20 @@ def add_bool_flag(group, name: str, help: str, default: bool | None = False) -> 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("base model")
-    g.add_argument("--pretrained_model_name_or_path", metavar="PATH_OR_ID",
-                   help="diffusers pipeline folder, hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or "
-                        "single-file .safetensors checkpoint (outputs/tiny/sd is built on first use)")
+    g.add_argument(
+        "--pretrained_model_name_or_path",
+        metavar="PATH_OR_ID",
+        help="diffusers pipeline folder, hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) or "
+        "single-file .safetensors checkpoint (outputs/tiny/sd is built on first use)",
+    )
     g.add_argument("--revision", help="hub revision of the base model")
-    g.add_argument("--single_file_config", metavar="PATH_OR_ID",
-                   help=SINGLE_FILE_CONFIG_HELP)
-    g.add_argument("--pretrained_vae_model_name_or_path", metavar="PATH_OR_ID",
-                   help="a VAE replacing the base model's, e.g. madebyollin/sdxl-vae-fp16-fix (SDXL's own VAE "
-                        "overflows in fp16, so without one it stays fp32 under --mixed_precision)")
+    g.add_argument("--single_file_config", metavar="PATH_OR_ID", help=SINGLE_FILE_CONFIG_HELP)
+    g.add_argument(
+        "--pretrained_vae_model_name_or_path",
+        metavar="PATH_OR_ID",
+        help="a VAE replacing the base model's, e.g. madebyollin/sdxl-vae-fp16-fix (SDXL's own VAE "
+        "overflows in fp16, so without one it stays fp32 under --mixed_precision)",
+    )
     g.add_argument("--variant", help="weight variant of the base model files, e.g. fp16")
 
 
@@ -57,20 +67,36 @@ def add_adapter_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("adapter")
     g.add_argument("--adapter", default="delora", choices=METHODS, help="method (default: %(default)s)")
     g.add_argument("--rank", type=int, default=16, help="r of DeLoRA / LoRA / DoRA (default: %(default)s)")
-    g.add_argument("--target_modules", nargs="+", default=list(DEFAULT_TARGETS), metavar="NAME",
-                   help="nn.Linear module names or dotted suffixes to adapt, one regex matching whole names, or "
-                        "one preset: attention (the papers' default, to_q/to_k/to_v/to_out.0), attention+ff "
-                        "(also the transformer blocks' feed-forward ff.net.0.proj/ff.net.2), all-linear "
-                        "(every nn.Linear) (default: %(default)s)")
-    g.add_argument("--adapter_init", default="residual", choices=("residual", "zero_b"),
-                   help="DeLoRA initialisation (default: %(default)s)")
-    g.add_argument("--delora_lambda", type=float, default=15.0,
-                   help="initial DeLoRA strength λ (default: %(default)s)")
+    g.add_argument(
+        "--target_modules",
+        nargs="+",
+        default=list(DEFAULT_TARGETS),
+        metavar="NAME",
+        help="nn.Linear module names or dotted suffixes to adapt, one regex matching whole names, or "
+        "one preset: attention (the papers' default, to_q/to_k/to_v/to_out.0), attention+ff "
+        "(also the transformer blocks' feed-forward ff.net.0.proj/ff.net.2), all-linear "
+        "(every nn.Linear) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--adapter_init",
+        default="residual",
+        choices=("residual", "zero_b"),
+        help="DeLoRA initialisation (default: %(default)s)",
+    )
+    g.add_argument("--delora_lambda", type=float, default=15.0, help="initial DeLoRA strength λ (default: %(default)s)")
     g.add_argument("--lora_alpha", type=float, help="LoRA/DoRA α (default: α = rank)")
-    g.add_argument("--lora_dropout", type=float, default=0.0, help="LoRA/DoRA: dropout on the adapter's input "
-                                                                   "while training (default: %(default)s)")
-    g.add_argument("--ether_blocks", type=int, default=4,
-                   help="number of diagonal blocks of the ETHER/ETHER+ reflections (default: %(default)s)")
+    g.add_argument(
+        "--lora_dropout",
+        type=float,
+        default=0.0,
+        help="LoRA/DoRA: dropout on the adapter's input while training (default: %(default)s)",
+    )
+    g.add_argument(
+        "--ether_blocks",
+        type=int,
+        default=4,
+        help="number of diagonal blocks of the ETHER/ETHER+ reflections (default: %(default)s)",
+    )
     add_bool_flag(g, "ether_one_sided", "ETHER+: transform the input side only")
 
 
@@ -78,25 +104,44 @@ def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str]
     """The optimiser's flags; ``helps`` (flag name -> text) words a flag for another trainer's data."""
     helps = helps or {}
     g = parser.add_argument_group("optimisation")
-    g.add_argument("--train_batch_size", type=int, default=1,
-                   help=helps.get("train_batch_size", "instance images per device per step (prior preservation adds "
-                                                      "as many class images) (default: %(default)s)"))
+    g.add_argument(
+        "--train_batch_size",
+        type=int,
+        default=1,
+        help=helps.get(
+            "train_batch_size",
+            "instance images per device per step (prior preservation adds as many class images) (default: %(default)s)",
+        ),
+    )
     g.add_argument("--max_train_steps", type=int, help="optimizer steps; overrides --num_train_epochs")
     g.add_argument("--num_train_epochs", type=int, default=1, help="used when --max_train_steps is not given")
-    g.add_argument("--learning_rate", type=float,
-                   help="adapter learning rate (default: the paper's for the method: " +
-                        ", ".join(f"{m} {lr:g}" for m, lr in PAPER_LEARNING_RATES.items()) + ")")
-    g.add_argument("--lambda_learning_rate", type=float,
-                   help=f"DeLoRA λ learning rate (default: {PAPER_LAMBDA_LEARNING_RATE:g})")
+    g.add_argument(
+        "--learning_rate",
+        type=float,
+        help="adapter learning rate (default: the paper's for the method: "
+        + ", ".join(f"{m} {lr:g}" for m, lr in PAPER_LEARNING_RATES.items())
+        + ")",
+    )
+    g.add_argument(
+        "--lambda_learning_rate", type=float, help=f"DeLoRA λ learning rate (default: {PAPER_LAMBDA_LEARNING_RATE:g})"
+    )
     g.add_argument("--lambda_weight_decay", type=float, default=0.0, help="AdamW weight decay of λ (default: 0)")
-    g.add_argument("--adam_weight_decay", type=float,
-                   help="AdamW weight decay of the adapter (default: the method's: " +
-                        ", ".join(f"{m} {row.weight_decay:g}" for m, row in METHOD_TABLE.items()) + ")")
-    g.add_argument("--optimizer", default="adamw", choices=list(OPTIMIZER_PACKAGES),
-                   help="adamw (torch); adamw8bit (bitsandbytes, CUDA); prodigy (prodigyopt: --learning_rate is a "
-                        "multiplier of the step it estimates, 1 by default, one for every group); lion (lion-pytorch: "
-                        "usually 3-10x smaller rates than AdamW, per its authors). DeLoRA's λ keeps its own group "
-                        "(and rate, but under Prodigy) (default: %(default)s)")
+    g.add_argument(
+        "--adam_weight_decay",
+        type=float,
+        help="AdamW weight decay of the adapter (default: the method's: "
+        + ", ".join(f"{m} {row.weight_decay:g}" for m, row in METHOD_TABLE.items())
+        + ")",
+    )
+    g.add_argument(
+        "--optimizer",
+        default="adamw",
+        choices=list(OPTIMIZER_PACKAGES),
+        help="adamw (torch); adamw8bit (bitsandbytes, CUDA); prodigy (prodigyopt: --learning_rate is a "
+        "multiplier of the step it estimates, 1 by default, one for every group); lion (lion-pytorch: "
+        "usually 3-10x smaller rates than AdamW, per its authors). DeLoRA's λ keeps its own group "
+        "(and rate, but under Prodigy) (default: %(default)s)",
+    )
     g.add_argument("--adam_beta1", type=float, default=0.9)
     g.add_argument("--adam_beta2", type=float, default=0.999)
     g.add_argument("--adam_epsilon", type=float, default=1e-8)
@@ -108,18 +153,32 @@ def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str]
     g.add_argument("--gradient_accumulation_steps", type=int, default=1)
     add_bool_flag(g, "gradient_checkpointing", "recompute UNet activations in the backward pass (saves memory)")
     g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
-    g.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"),
-                   help="frozen weights in this dtype, adapter weights stay fp32 (default: accelerate's config)")
+    g.add_argument(
+        "--mixed_precision",
+        choices=("no", "fp16", "bf16"),
+        help="frozen weights in this dtype, adapter weights stay fp32 (default: accelerate's config)",
+    )
     add_bool_flag(g, "allow_tf32", "allow TF32 matmuls on Ampere GPUs")
     g.add_argument("--snr_gamma", type=float, help="Min-SNR loss weighting γ (Hang et al. 2023); 5 is typical")
-    g.add_argument("--adapter_ema_decay", type=float, metavar="D",
-                   help="also keep an exponential moving average of the adapter's weights (diffusers' EMAModel, "
-                        "decay min(D, (1+t)/(10+t)) at step t), saved as adapter_ema.safetensors")
-    g.add_argument("--zero_terminal_snr", action="store_true",
-                   help="rescale the schedule's betas to SNR 0 at the last step (Lin et al. 2024; v-prediction "
-                        "models; sample with generate.py --zero_terminal_snr)")
-    g.add_argument("--noise_offset", type=float, default=0.0,
-                   help="add offset·N(0,1) per channel to the noise (0.05-0.1 typical; default: %(default)s)")
+    g.add_argument(
+        "--adapter_ema_decay",
+        type=float,
+        metavar="D",
+        help="also keep an exponential moving average of the adapter's weights (diffusers' EMAModel, "
+        "decay min(D, (1+t)/(10+t)) at step t), saved as adapter_ema.safetensors",
+    )
+    g.add_argument(
+        "--zero_terminal_snr",
+        action="store_true",
+        help="rescale the schedule's betas to SNR 0 at the last step (Lin et al. 2024; v-prediction "
+        "models; sample with generate.py --zero_terminal_snr)",
+    )
+    g.add_argument(
+        "--noise_offset",
+        type=float,
+        default=0.0,
+        help="add offset·N(0,1) per channel to the noise (0.05-0.1 typical; default: %(default)s)",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, noise (default: 0)")
     g.add_argument("--dataloader_num_workers", type=int, default=0)
 
@@ -130,27 +189,54 @@ def add_run_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None =
     g = parser.add_argument_group("output, logging, checkpoints, validation")
     g.add_argument("--output_dir", default="outputs/dreambooth", help="(default: %(default)s)")
     add_thread_arg(g)
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="replace a run of other adapter flags in --output_dir (its checkpoints are deleted) "
-                        "instead of stopping")
+    g.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="replace a run of other adapter flags in --output_dir (its checkpoints are deleted) instead of stopping",
+    )
     g.add_argument("--logging_dir", default="logs", help="TensorBoard folder, relative to --output_dir")
-    g.add_argument("--report_to", default="tensorboard",
-                   help="accelerate tracker: tensorboard, wandb, all or none (default: %(default)s)")
-    g.add_argument("--log_weight_distance_steps", type=int, default=10,
-                   help="log ‖W_ft − W_0‖_F (sum and per layer) every N steps (default: %(default)s)")
-    g.add_argument("--checkpointing_steps", type=int, default=500,
-                   help="save checkpoint-N/ every N steps; 0 turns it off (default: %(default)s)")
+    g.add_argument(
+        "--report_to",
+        default="tensorboard",
+        help="accelerate tracker: tensorboard, wandb, all or none (default: %(default)s)",
+    )
+    g.add_argument(
+        "--log_weight_distance_steps",
+        type=int,
+        default=10,
+        help="log ‖W_ft − W_0‖_F (sum and per layer) every N steps (default: %(default)s)",
+    )
+    g.add_argument(
+        "--checkpointing_steps",
+        type=int,
+        default=500,
+        help="save checkpoint-N/ every N steps; 0 turns it off (default: %(default)s)",
+    )
     g.add_argument("--checkpoints_total_limit", type=int, help="keep only the newest N checkpoints")
-    g.add_argument("--resume_from_checkpoint", metavar="latest|PATH",
-                   help="continue from output_dir's newest checkpoint or from the given checkpoint-N folder")
-    g.add_argument("--validation_prompt", nargs="+", metavar="PROMPT",
-                   help=helps.get("validation_prompt", "prompt(s) of the validation grid"))
+    g.add_argument(
+        "--resume_from_checkpoint",
+        metavar="latest|PATH",
+        help="continue from output_dir's newest checkpoint or from the given checkpoint-N folder",
+    )
+    g.add_argument(
+        "--validation_prompt",
+        nargs="+",
+        metavar="PROMPT",
+        help=helps.get("validation_prompt", "prompt(s) of the validation grid"),
+    )
     g.add_argument("--num_validation_images", type=int, default=4, help="images per validation prompt")
-    g.add_argument("--validation_steps", type=int, default=100,
-                   help="validate every N steps (and at the end); 0: only at the end (default: %(default)s)")
-    g.add_argument("--validation_inference_steps", type=int, default=DREAMBOOTH.steps,
-                   help=helps.get("validation_inference_steps",
-                                  "DPM-Solver++ steps of validation images (default: %(default)s)"))
+    g.add_argument(
+        "--validation_steps",
+        type=int,
+        default=100,
+        help="validate every N steps (and at the end); 0: only at the end (default: %(default)s)",
+    )
+    g.add_argument(
+        "--validation_inference_steps",
+        type=int,
+        default=DREAMBOOTH.steps,
+        help=helps.get("validation_inference_steps", "DPM-Solver++ steps of validation images (default: %(default)s)"),
+    )
     g.add_argument("--validation_guidance_scale", type=float, default=DREAMBOOTH.guidance)
     add_hub_args(g)
 
@@ -182,32 +268,54 @@ def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
     targets = args.target_modules
     if len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
         targets = targets[0]  # one pattern with regex syntax: match whole module names
-    return AdapterConfig(method=args.adapter, rank=args.rank, target_modules=targets, init=args.adapter_init,
-                         lambda_init=args.delora_lambda, lora_alpha=args.lora_alpha, ether_blocks=args.ether_blocks,
-                         lora_dropout=args.lora_dropout,
-                         one_sided=args.ether_one_sided)
+    return AdapterConfig(
+        method=args.adapter,
+        rank=args.rank,
+        target_modules=targets,
+        init=args.adapter_init,
+        lambda_init=args.delora_lambda,
+        lora_alpha=args.lora_alpha,
+        ether_blocks=args.ether_blocks,
+        lora_dropout=args.lora_dropout,
+        one_sided=args.ether_one_sided,
+    )
 
 
 def check_optimizer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """An optimizer whose package is missing stops with the command that installs it; Prodigy takes one rate."""
-    rates = {1.0 if args.learning_rate is None else args.learning_rate, args.lambda_learning_rate,
-             getattr(args, "text_encoder_lr", None)} - {None}
+    rates = {
+        1.0 if args.learning_rate is None else args.learning_rate,
+        args.lambda_learning_rate,
+        getattr(args, "text_encoder_lr", None),
+    } - {None}
     if args.optimizer == "prodigy" and len(rates) > 1:
-        parser.error("--optimizer prodigy estimates one step size for every parameter group, so --learning_rate, "
-                     "--lambda_learning_rate and --text_encoder_lr must be equal (λ keeps its own group and "
-                     "weight decay)")
+        parser.error(
+            "--optimizer prodigy estimates one step size for every parameter group, so --learning_rate, "
+            "--lambda_learning_rate and --text_encoder_lr must be equal (λ keeps its own group and "
+            "weight decay)"
+        )
     module, package = OPTIMIZER_PACKAGES[args.optimizer]
     if module and importlib.util.find_spec(module) is None:
-        parser.error(f"--optimizer {args.optimizer} needs {package}: pip install {package} "
-                     "(or pip install 'delora-diffusion[optimizers]')")
+        parser.error(
+            f"--optimizer {args.optimizer} needs {package}: pip install {package} "
+            "(or pip install 'delora-diffusion[optimizers]')"
+        )
 
 
 def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Errors (``prog: error: ...``, exit 2) for values no trainer can use."""
     if not args.pretrained_model_name_or_path:
         parser.error("--pretrained_model_name_or_path is required (a diffusers pipeline folder or hub id)")
-    positive = ["train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "rank", "ether_blocks",
-                "num_validation_images", "validation_inference_steps", "log_weight_distance_steps"]
+    positive = [
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "rank",
+        "ether_blocks",
+        "num_validation_images",
+        "validation_inference_steps",
+        "log_weight_distance_steps",
+    ]
     for name in positive:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -240,5 +348,7 @@ def check_common_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--report_to must be one of {', '.join(trackers)}, got {args.report_to!r}")
     check_optimizer(parser, args)
     if args.report_to not in ("none", "all") and importlib.util.find_spec(args.report_to) is None:
-        parser.error(f"--report_to {args.report_to} needs the {args.report_to} package: pip install {args.report_to} "
-                     "(or --report_to tensorboard, which is installed)")
+        parser.error(
+            f"--report_to {args.report_to} needs the {args.report_to} package: pip install {args.report_to} "
+            "(or --report_to tensorboard, which is installed)"
+        )

@@ -16,15 +16,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import UserError
 from ..fileio import temporary_dir_name, write_json_atomic
+from .run_files import ADAPTER_FILE, CHECKPOINT_PREFIX, TRAINING_ARGS_FILE
 
-CHECKPOINT_PREFIX = "checkpoint-"
-ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint path that cannot be resumed from; the message names it."""
 
 
@@ -60,8 +60,9 @@ def read_trainer_state(checkpoint: str | Path) -> dict:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def register_adapter_state_hooks(accelerator, save_adapter: Callable[[Path], None],
-                                 load_adapter: Callable[[Path], None]) -> None:
+def register_adapter_state_hooks(
+    accelerator, save_adapter: Callable[[Path], None], load_adapter: Callable[[Path], None]
+) -> None:
     """Make ``save_state``/``load_state`` store the adapter file instead of the whole (frozen) UNet."""
 
     def on_save(models, weights, output_dir):
@@ -76,8 +77,9 @@ def register_adapter_state_hooks(accelerator, save_adapter: Callable[[Path], Non
     accelerator.register_load_state_pre_hook(on_load)
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, trainer_state: dict,
-                    total_limit: int | None = None) -> Path:
+def save_checkpoint(
+    accelerator, output_dir: str | Path, step: int, trainer_state: dict, total_limit: int | None = None
+) -> Path:
     """Write ``checkpoint-{step}`` atomically, then prune to ``total_limit``. Main process only."""
     output_dir = Path(output_dir)
     final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
@@ -102,38 +104,56 @@ def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> list[P
     if not total_limit:
         return []
     found = list_checkpoints(output_dir)
-    doomed = [path for _, path in found[:max(0, len(found) - total_limit)]]
+    doomed = [path for _, path in found[: max(0, len(found) - total_limit)]]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
 
 
 # The flags that make an adapter what it is: a folder holds the run of one setting of them.
-ADAPTER_FLAGS = ("adapter", "rank", "target_modules", "adapter_init", "delora_lambda", "lora_alpha", "ether_blocks",
-                 "ether_one_sided", "lora_dropout", "train_text_encoder")
+ADAPTER_FLAGS = (
+    "adapter",
+    "rank",
+    "target_modules",
+    "adapter_init",
+    "delora_lambda",
+    "lora_alpha",
+    "ether_blocks",
+    "ether_one_sided",
+    "lora_dropout",
+    "train_text_encoder",
+)
 
 
 def claim_output_dir(output_dir: Path, args, is_main: bool) -> tuple[dict, str | None]:
     """(the earlier run's args, a note when it was replaced). A folder holding a run of other adapter flags
     stops the run (``CheckpointError``): its adapter, card and metrics would be replaced while its checkpoints
     stayed, and a later resume would mix the two; with ``--overwrite_output_dir`` its checkpoints are deleted."""
-    previous_file = output_dir / "training_args.json"
+    previous_file = output_dir / TRAINING_ARGS_FILE
     if not previous_file.is_file():
         return {}, None
     previous = json.loads(previous_file.read_text(encoding="utf-8")).get("args", {})
     now = vars(args)
-    changed = [f"--{key} {previous.get(key)!r} -> {now.get(key)!r}" for key in ADAPTER_FLAGS
-               if key in previous and previous[key] != now.get(key)]
+    changed = [
+        f"--{key} {previous.get(key)!r} -> {now.get(key)!r}"
+        for key in ADAPTER_FLAGS
+        if key in previous and previous[key] != now.get(key)
+    ]
     if not changed:
         return previous, None
     if not args.overwrite_output_dir:
-        raise CheckpointError(f"--output_dir {output_dir} holds a run with other adapter flags ({', '.join(changed)}): "
-                              "use another --output_dir, or --overwrite_output_dir to replace it")
+        raise CheckpointError(
+            f"--output_dir {output_dir} holds a run with other adapter flags ({', '.join(changed)}): "
+            "use another --output_dir, or --overwrite_output_dir to replace it"
+        )
     if is_main:
         for _, path in list_checkpoints(output_dir):
             shutil.rmtree(path)
-    return previous, f"--overwrite_output_dir: replaced the earlier run in {output_dir} ({', '.join(changed)}) and " \
-                     "deleted its checkpoints"
+    return (
+        previous,
+        f"--overwrite_output_dir: replaced the earlier run in {output_dir} ({', '.join(changed)}) and "
+        "deleted its checkpoints",
+    )
 
 
 def nonfinite_stop_message(output_dir: Path, what: str, step: int, epoch: int) -> str:
@@ -141,8 +161,10 @@ def nonfinite_stop_message(output_dir: Path, what: str, step: int, epoch: int) -
     found = list_checkpoints(output_dir)
     if found:
         last_step, last = found[-1]
-        advice = (f"the last good checkpoint is {last} (step {last_step}); lower --learning_rate or "
-                  f"--max_grad_norm and continue with --resume_from_checkpoint {last}")
+        advice = (
+            f"the last good checkpoint is {last} (step {last_step}); lower --learning_rate or "
+            f"--max_grad_norm and continue with --resume_from_checkpoint {last}"
+        )
     else:
         advice = "no checkpoint was saved yet; lower --learning_rate or --max_grad_norm and start again"
     return f"non-finite {what} at step {step} (epoch {epoch}): stopped without saving the adapter; {advice}"

@@ -37,9 +37,18 @@ def missing_indices(folder: Path, wanted: int) -> list[int]:
     return indices
 
 
-def generate_class_images(pipeline, folder: str | Path, prompt: str, wanted: int, seed: int,
-                          batch_size: int = 4, num_inference_steps: int = 25, guidance_scale: float = 7.5,
-                          resolution: int | None = None, show_progress: bool = True) -> list[Path]:
+def generate_class_images(
+    pipeline,
+    folder: str | Path,
+    prompt: str,
+    wanted: int,
+    seed: int,
+    batch_size: int = 4,
+    num_inference_steps: int = 25,
+    guidance_scale: float = 7.5,
+    resolution: int | None = None,
+    show_progress: bool = True,
+) -> list[Path]:
     """Fill ``folder`` up to ``wanted`` images of ``prompt`` (``resolution`` px square, default the
     pipeline's); returns the files written."""
     folder = Path(folder)
@@ -48,11 +57,17 @@ def generate_class_images(pipeline, folder: str | Path, prompt: str, wanted: int
     written: list[Path] = []
     if not indices:
         return written
-    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     for batch in tqdm(batches, desc="class images", unit="batch", disable=not show_progress):
-        images = sample_images(pipeline, [prompt] * len(batch), [class_image_seed(seed, k) for k in batch],
-                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                               height=resolution, width=resolution).images
+        images = sample_images(
+            pipeline,
+            [prompt] * len(batch),
+            [class_image_seed(seed, k) for k in batch],
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=resolution,
+            width=resolution,
+        ).images
         for k, image in zip(batch, images):
             path = folder / GENERATED_NAME.format(index=k)
             save_png_atomic(image, path)

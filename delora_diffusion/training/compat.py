@@ -16,7 +16,7 @@ REFUSED = {
     "class_labels_conditioning": "is for UNets with class embeddings (DeepFloyd IF); Stable Diffusion's UNet has none",
     "text_encoder_use_attention_mask": "is for T5 text encoders (DeepFloyd IF); SD's CLIP text encoder takes no mask",
     "tokenizer_max_length": "is for T5 text encoders (DeepFloyd IF); SD's CLIP tokenizer keeps the 77 positions its "
-                            "text encoder was trained with",
+    "text encoder was trained with",
     "tokenizer_name": "would pair the text encoder with another tokenizer than its own; the checkpoint's is used",
     "validation_images": "is for DeepFloyd IF's upscaler (image-conditioned validation); use --validation_prompt",
 }
@@ -25,20 +25,41 @@ PRECISIONS = ("no", "fp32", "fp16", "bf16")
 
 def add_diffusers_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("diffusers train_dreambooth_lora.py flags (same meaning, or a one-line refusal)")
-    g.add_argument("--validation_epochs", type=int, metavar="N",
-                   help="validate every N epochs (instead of --validation_steps)")
-    g.add_argument("--enable_xformers_memory_efficient_attention", action="store_true",
-                   help="xformers attention when installed; PyTorch's SDPA (as fast on torch 2) otherwise, said once")
-    g.add_argument("--prior_generation_precision", choices=PRECISIONS,
-                   help="dtype of class-image generation (default: the run's --mixed_precision)")
-    g.add_argument("--pre_compute_text_embeddings", action="store_true",
-                   help="accepted: text embeddings are computed once whenever the prompts are fixed")
-    g.add_argument("--use_8bit_adam", action="store_true",
-                   help="diffusers' name for --optimizer adamw8bit (bitsandbytes' 8-bit AdamW, CUDA)")
-    g.add_argument("--local_rank", type=int, default=-1, help="set by torch.distributed launchers (accelerate "
-                                                                "reads LOCAL_RANK itself)")
-    g.add_argument("--image_interpolation_mode", default="bilinear", choices=("bilinear", "bicubic", "lanczos", "nearest"),
-                   help="resampling of training images to --resolution (default: %(default)s)")
+    g.add_argument(
+        "--validation_epochs", type=int, metavar="N", help="validate every N epochs (instead of --validation_steps)"
+    )
+    g.add_argument(
+        "--enable_xformers_memory_efficient_attention",
+        action="store_true",
+        help="xformers attention when installed; PyTorch's SDPA (as fast on torch 2) otherwise, said once",
+    )
+    g.add_argument(
+        "--prior_generation_precision",
+        choices=PRECISIONS,
+        help="dtype of class-image generation (default: the run's --mixed_precision)",
+    )
+    g.add_argument(
+        "--pre_compute_text_embeddings",
+        action="store_true",
+        help="accepted: text embeddings are computed once whenever the prompts are fixed",
+    )
+    g.add_argument(
+        "--use_8bit_adam",
+        action="store_true",
+        help="diffusers' name for --optimizer adamw8bit (bitsandbytes' 8-bit AdamW, CUDA)",
+    )
+    g.add_argument(
+        "--local_rank",
+        type=int,
+        default=-1,
+        help="set by torch.distributed launchers (accelerate reads LOCAL_RANK itself)",
+    )
+    g.add_argument(
+        "--image_interpolation_mode",
+        default="bilinear",
+        choices=("bilinear", "bicubic", "lanczos", "nearest"),
+        help="resampling of training images to --resolution (default: %(default)s)",
+    )
     for name in ("class_labels_conditioning", "tokenizer_name", "validation_images"):
         g.add_argument(f"--{name}", nargs="*", help=argparse.SUPPRESS)
     g.add_argument("--text_encoder_use_attention_mask", action="store_true", help=argparse.SUPPRESS)
@@ -64,7 +85,12 @@ def check_diffusers_args(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def xformers_note(args: argparse.Namespace) -> str | None:
     """With --enable_xformers_memory_efficient_attention but no xformers installed: what runs instead."""
-    if getattr(args, "enable_xformers_memory_efficient_attention", False) and importlib.util.find_spec("xformers") is None:
-        return ("--enable_xformers_memory_efficient_attention: xformers is not installed; PyTorch's "
-                "scaled-dot-product attention is used (as fast on torch 2)")
+    if (
+        getattr(args, "enable_xformers_memory_efficient_attention", False)
+        and importlib.util.find_spec("xformers") is None
+    ):
+        return (
+            "--enable_xformers_memory_efficient_attention: xformers is not installed; PyTorch's "
+            "scaled-dot-product attention is used (as fast on torch 2)"
+        )
     return None

@@ -53,9 +53,14 @@ def ensure_base_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_components(name_or_path: str, revision: str | None = None, variant: str | None = None,
-                    zero_terminal_snr: bool = False, vae_path: str | None = None,
-                    single_file_config: str | None = None) -> Components:
+def load_components(
+    name_or_path: str,
+    revision: str | None = None,
+    variant: str | None = None,
+    zero_terminal_snr: bool = False,
+    vae_path: str | None = None,
+    single_file_config: str | None = None,
+) -> Components:
     """Load the pipeline's components; ``OSError`` naming the checkpoint if one is missing. ``zero_terminal_snr``
     rescales the training schedule's betas so the last step has SNR 0 (Lin et al., 2024; v-prediction only:
     an ε target says nothing at SNR 0). ``vae_path``: a VAE folder or hub id replacing the checkpoint's
@@ -71,8 +76,10 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
         try:
             return fn()
         except (OSError, ValueError) as exc:
-            raise OSError(f"could not load the {what} of {name_or_path!r} (expected a diffusers Stable Diffusion "
-                          f"pipeline folder or hub id): {exc}") from exc
+            raise OSError(
+                f"could not load the {what} of {name_or_path!r} (expected a diffusers Stable Diffusion "
+                f"pipeline folder or hub id): {exc}"
+            ) from exc
 
     if looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise OSError(f"base model folder {name_or_path} does not exist")
@@ -81,27 +88,44 @@ def load_components(name_or_path: str, revision: str | None = None, variant: str
     second = {}
     if pipeline_class(name_or_path, revision) == SDXL:
         second = dict(
-            tokenizer_2=load("second tokenizer", lambda: CLIPTokenizer.from_pretrained(
-                name_or_path, subfolder="tokenizer_2", **kw)),
-            text_encoder_2=load("second text encoder", lambda: CLIPTextModelWithProjection.from_pretrained(
-                name_or_path, subfolder="text_encoder_2", variant=variant, **kw)))
+            tokenizer_2=load(
+                "second tokenizer", lambda: CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer_2", **kw)
+            ),
+            text_encoder_2=load(
+                "second text encoder",
+                lambda: CLIPTextModelWithProjection.from_pretrained(
+                    name_or_path, subfolder="text_encoder_2", variant=variant, **kw
+                ),
+            ),
+        )
     if vae_path:
         try:
             vae = AutoencoderKL.from_pretrained(vae_path)
         except (OSError, ValueError) as exc:
-            raise OSError(f"could not load --pretrained_vae_model_name_or_path {vae_path!r} (expected a diffusers "
-                          f"AutoencoderKL folder or hub id): {exc}") from exc
+            raise OSError(
+                f"could not load --pretrained_vae_model_name_or_path {vae_path!r} (expected a diffusers "
+                f"AutoencoderKL folder or hub id): {exc}"
+            ) from exc
     else:
         vae = load("VAE", lambda: AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", variant=variant, **kw))
     return Components(
         base_model=given,
         tokenizer=load("tokenizer", lambda: CLIPTokenizer.from_pretrained(name_or_path, subfolder="tokenizer", **kw)),
-        text_encoder=load("text encoder", lambda: CLIPTextModel.from_pretrained(
-            name_or_path, subfolder="text_encoder", variant=variant, **kw)),
+        text_encoder=load(
+            "text encoder",
+            lambda: CLIPTextModel.from_pretrained(name_or_path, subfolder="text_encoder", variant=variant, **kw),
+        ),
         vae=vae,
         unet=load_unet(name_or_path, revision=revision, variant=variant),
-        noise_scheduler=load("scheduler", lambda: DDPMScheduler.from_pretrained(
-            name_or_path, subfolder="scheduler", **kw, **({"rescale_betas_zero_snr": True} if zero_terminal_snr else {}))),
+        noise_scheduler=load(
+            "scheduler",
+            lambda: DDPMScheduler.from_pretrained(
+                name_or_path,
+                subfolder="scheduler",
+                **kw,
+                **({"rescale_betas_zero_snr": True} if zero_terminal_snr else {}),
+            ),
+        ),
         **second,
     )
 
@@ -114,31 +138,40 @@ def sampling_pipeline(components: Components, unet: torch.nn.Module | None = Non
 
     from ..inference.schedulers import DEFAULT_SCHEDULER, set_scheduler
 
-    shared = dict(vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-                  unet=unet if unet is not None else components.unet, scheduler=components.noise_scheduler)
+    shared = dict(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=unet if unet is not None else components.unet,
+        scheduler=components.noise_scheduler,
+    )
     if components.is_sdxl:
-        pipeline = StableDiffusionXLPipeline(**shared, text_encoder_2=components.text_encoder_2,
-                                             tokenizer_2=components.tokenizer_2)
+        pipeline = StableDiffusionXLPipeline(
+            **shared, text_encoder_2=components.text_encoder_2, tokenizer_2=components.tokenizer_2
+        )
     else:
-        pipeline = StableDiffusionPipeline(**shared, safety_checker=None, feature_extractor=None,
-                                           requires_safety_checker=False)
+        pipeline = StableDiffusionPipeline(
+            **shared, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     set_scheduler(pipeline, DEFAULT_SCHEDULER)  # a new scheduler object: the training one is untouched
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
-def encode_text(components: Components, prompts: list[str], device, dtype,
-                text_encoders: list[torch.nn.Module] | None = None) -> dict[str, torch.Tensor]:
+def encode_text(
+    components: Components, prompts: list[str], device, dtype, text_encoders: list[torch.nn.Module] | None = None
+) -> dict[str, torch.Tensor]:
     """The UNet's text conditioning of ``prompts``, in ``dtype``, with gradients when an encoder has any
     (``--train_text_encoder``): ``{"encoder_hidden_states": (B, 77, D)}``; for SDXL the penultimate hidden
     states of both encoders side by side (D = D1 + D2) and ``"text_embeds"``: (B, P), the second encoder's
     pooled projection, as SDXL was trained. ``text_encoders`` replaces the components' own (e.g. wrapped ones)."""
     encoders = text_encoders or components.text_encoders()
-    tokenizers = [components.tokenizer, components.tokenizer_2][:len(encoders)]
+    tokenizers = [components.tokenizer, components.tokenizer_2][: len(encoders)]
     states, pooled = [], None
     for tokenizer, encoder in zip(tokenizers, encoders):
-        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids.to(device)
+        ids = tokenizer(
+            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)
         if not components.is_sdxl:
             return {"encoder_hidden_states": encoder(ids)[0].to(dtype)}
         output = encoder(ids, output_hidden_states=True)

@@ -22,8 +22,9 @@ def derive_seed(*parts: int) -> int:
     return int(state) & (2**63 - 1)
 
 
-def seed_batch(seed: int, process_index: int, epoch: int, batch_index: int,
-               device: torch.device | str = "cpu") -> torch.Generator:
+def seed_batch(
+    seed: int, process_index: int, epoch: int, batch_index: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
     """Seed one batch on one process: returns the generator of its noise, timesteps and latent samples.
 
     Also reseeds the global RNG from the same parts: dropout layers (LoRA's ``lora_dropout``) draw their
@@ -78,7 +79,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         groups: dict = {}
         for index in self.sampler:
             groups.setdefault(self.item_buckets[index], []).append(index)
-        batches = [group[k:k + self.per_batch] for group in groups.values() for k in range(0, len(group), self.per_batch)]
+        batches = [
+            group[k : k + self.per_batch] for group in groups.values() for k in range(0, len(group), self.per_batch)
+        ]
         generator = torch.Generator().manual_seed(derive_seed(self.sampler.seed, 3, self.sampler.epoch))
         return iter([batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()])
 

@@ -46,10 +46,15 @@ class DreamBoothTask(TrainingTask):
 
     # --- data -------------------------------------------------------------------------------
     def check_inputs(self, args: argparse.Namespace) -> None:
-        self.instance = ImageSet.load(args.instance_data_dir, args.instance_prompt, args.resolution,
-                                      "instance_data_dir", background=args.alpha_background,
-                                      caption_extension=args.caption_extension,
-                                      interpolation=args.image_interpolation_mode)
+        self.instance = ImageSet.load(
+            args.instance_data_dir,
+            args.instance_prompt,
+            args.resolution,
+            "instance_data_dir",
+            background=args.alpha_background,
+            caption_extension=args.caption_extension,
+            interpolation=args.image_interpolation_mode,
+        )
 
     def validation_prompts(self, args: argparse.Namespace) -> list[str]:
         """``--validation_prompt``; else, with captions, the first image's caption (what the data says)."""
@@ -68,18 +73,33 @@ class DreamBoothTask(TrainingTask):
             with main_process_first(run.accelerator):
                 if run.is_main_process:
                     self._fill_class_images(run)
-            class_images = ImageSet.load(args.class_data_dir, args.class_prompt, args.resolution, "class_data_dir",
-                                         limit=args.num_class_images, background=args.alpha_background,
-                                         interpolation=args.image_interpolation_mode)
+            class_images = ImageSet.load(
+                args.class_data_dir,
+                args.class_prompt,
+                args.resolution,
+                "class_data_dir",
+                limit=args.num_class_images,
+                background=args.alpha_background,
+                interpolation=args.image_interpolation_mode,
+            )
         for images in (instance, class_images):
             run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
-        dataset = DreamBoothDataset(instance, class_images, args.resolution, args.center_crop, args.random_flip,
-                                    args.seed, CaptionPolicy(args.caption_dropout_rate, args.shuffle_caption,
-                                                             args.keep_tokens), self._buckets(run))
+        dataset = DreamBoothDataset(
+            instance,
+            class_images,
+            args.resolution,
+            args.center_crop,
+            args.random_flip,
+            args.seed,
+            CaptionPolicy(args.caption_dropout_rate, args.shuffle_caption, args.keep_tokens),
+            self._buckets(run),
+        )
         if dataset.buckets is not None:
             counts = Counter(dataset.item_sizes)
-            run.notes.append(f"{dataset.buckets.describe()}: " + ", ".join(
-                f"{w}x{h} ({n} example{'s' if n > 1 else ''})" for (w, h), n in sorted(counts.items())))
+            run.notes.append(
+                f"{dataset.buckets.describe()}: "
+                + ", ".join(f"{w}x{h} ({n} example{'s' if n > 1 else ''})" for (w, h), n in sorted(counts.items()))
+            )
         self._cache(run, dataset)
         self.dataset = dataset
         return dataset
@@ -93,8 +113,10 @@ class DreamBoothTask(TrainingTask):
         vae, unet = run.components.vae.config, run.components.unet.config
         factor = 2 ** (len(vae.block_out_channels) - 1) * 2 ** (len(unet.down_block_types) - 1)
         if spec.step % factor:
-            raise ImageDataError(f"--bucket_reso_steps {spec.step}: bucket sides of this model must be multiples of "
-                                 f"{factor} (the VAE's and the UNet's downsampling together)")
+            raise ImageDataError(
+                f"--bucket_reso_steps {spec.step}: bucket sides of this model must be multiples of "
+                f"{factor} (the VAE's and the UNet's downsampling together)"
+            )
         return spec
 
     def batch_sampler(self, batch_size: int, seed: int) -> BucketBatchSampler | None:
@@ -109,10 +131,18 @@ class DreamBoothTask(TrainingTask):
             from ..inference.pipeline import load_pipeline
 
             dtype = PRECISION_DTYPES[args.prior_generation_precision]
-            pipeline, half = load_pipeline(args.pretrained_model_name_or_path, revision=args.revision,
-                                           single_file_config=args.single_file_config,
-                                           variant=args.variant, dtype=dtype, device=run.device,
-                                           safety_checker=False), False
+            pipeline, half = (
+                load_pipeline(
+                    args.pretrained_model_name_or_path,
+                    revision=args.revision,
+                    single_file_config=args.single_file_config,
+                    variant=args.variant,
+                    dtype=dtype,
+                    device=run.device,
+                    safety_checker=False,
+                ),
+                False,
+            )
         else:
             components.unet.to(run.device)
             pipeline = sampling_pipeline(components)
@@ -120,9 +150,15 @@ class DreamBoothTask(TrainingTask):
         # encoder and VAE already in the mixed-precision dtype: autocast reconciles them.
         with torch.autocast(device_type=run.device.type, dtype=dtype, enabled=half):
             written = generate_class_images(
-                pipeline, args.class_data_dir, args.class_prompt, args.num_class_images, args.seed,
-                batch_size=args.sample_batch_size, num_inference_steps=args.class_inference_steps,
-                resolution=args.resolution)
+                pipeline,
+                args.class_data_dir,
+                args.class_prompt,
+                args.num_class_images,
+                args.seed,
+                batch_size=args.sample_batch_size,
+                num_inference_steps=args.class_inference_steps,
+                resolution=args.resolution,
+            )
         if written:
             run.notes.append(f"generated {len(written)} class images of “{args.class_prompt}” in {args.class_data_dir}")
 
@@ -185,36 +221,51 @@ class DreamBoothTask(TrainingTask):
         seeds = validation_seeds(args)
         rows = []
         for prompt in self.validation_prompts(args):
-            images = sample_images(pipeline, [prompt] * len(seeds), seeds,
-                                   num_inference_steps=args.validation_inference_steps,
-                                   guidance_scale=args.validation_guidance_scale,
-                                   height=args.resolution, width=args.resolution).images
+            images = sample_images(
+                pipeline,
+                [prompt] * len(seeds),
+                seeds,
+                num_inference_steps=args.validation_inference_steps,
+                guidance_scale=args.validation_guidance_scale,
+                height=args.resolution,
+                width=args.resolution,
+            ).images
             rows.append((prompt, images))
         return rows
 
     def adapter_metadata(self) -> dict:
         args = self.args
-        return {"instance_prompt": args.instance_prompt, "class_prompt": args.class_prompt,
-                "resolution": args.resolution, "captions": self.instance.caption_source if self.instance else "none"}
+        return {
+            "instance_prompt": args.instance_prompt,
+            "class_prompt": args.class_prompt,
+            "resolution": args.resolution,
+            "captions": self.instance.caption_source if self.instance else "none",
+        }
 
     def example_prompt(self) -> str | None:
         return self.args.instance_prompt
 
     def model_card_facts(self) -> dict[str, str]:
         args, dataset = self.args, self.dataset
-        facts = {"instance prompt": f"“{args.instance_prompt}”",
-                 "instance images": f"{len(dataset.sets['instance'])} from `{args.instance_data_dir}`"}
+        facts = {
+            "instance prompt": f"“{args.instance_prompt}”",
+            "instance images": f"{len(dataset.sets['instance'])} from `{args.instance_data_dir}`",
+        }
         instance = dataset.sets["instance"]
         found = sum(c is not None for c in instance.captions)
         if found:
             policy = dataset.captions
-            changes = [f"dropout {policy.dropout_rate:g}" if policy.dropout_rate else "",
-                       f"tags shuffled after the first {policy.keep_tokens}" if policy.shuffle else ""]
-            facts["captions"] = (f"{found} of {len(instance)} images from {instance.caption_source}"
-                                 + "".join(f"; {c}" for c in changes if c))
+            changes = [
+                f"dropout {policy.dropout_rate:g}" if policy.dropout_rate else "",
+                f"tags shuffled after the first {policy.keep_tokens}" if policy.shuffle else "",
+            ]
+            facts["captions"] = f"{found} of {len(instance)} images from {instance.caption_source}" + "".join(
+                f"; {c}" for c in changes if c
+            )
         if CLASS in dataset.sets:
-            facts["prior preservation"] = (f"{len(dataset.sets[CLASS])} class images of “{args.class_prompt}”, "
-                                           f"weight {args.prior_loss_weight:g}")
+            facts["prior preservation"] = (
+                f"{len(dataset.sets[CLASS])} class images of “{args.class_prompt}”, weight {args.prior_loss_weight:g}"
+            )
         else:
             facts["prior preservation"] = "off"
         if args.train_text_encoder:

@@ -6,21 +6,19 @@ import logging
 import os
 import sys
 
-from ..adapters import AdapterConfigError, AdapterFileError
-from ..configfile import ConfigFileError
+from ..errors import UserError
 from ..models.families import ModelFamilyError, check_base_model, check_other_models
-from .args import UsageError
-from .checkpoint import CheckpointError
 from .hub import HubError, check_hub, push_outputs, redact_token
 from .loop import NonFiniteLossError, TrainResult, train
 from .ranks import MainProcessError
+from .run_files import TRAINING_ARGS_FILE
 from .task import TrainingTask
 
 LABEL_WIDTH = 16  # of the summary's "  label  path" lines: the longest label ("EMA adapter", "diffusers LoRA") + 2
 
-# Errors that mean bad input (flags, files, data): a one-line message, exit 2, no traceback.
-USER_ERRORS = (CheckpointError, ConfigFileError, UsageError, AdapterConfigError, AdapterFileError, OSError,
-               ModelFamilyError, MainProcessError)
+# A one-line message and exit 2, no traceback: bad input, a file the system refused, or the main process's
+# stop in work every process waited for.
+USER_ERRORS = (UserError, OSError, MainProcessError)
 
 
 def launcher() -> list[str]:
@@ -29,8 +27,15 @@ def launcher() -> list[str]:
     return ["accelerate", "launch"] if "ACCELERATE_MIXED_PRECISION" in os.environ else ["python"]
 
 
-def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: TrainingTask,
-                data_errors: tuple[type[Exception], ...], summary, as_command: bool = False) -> int:
+def run_trainer(
+    prog: str,
+    argv: list[str],
+    args,
+    filled: list[str],
+    task: TrainingTask,
+    summary,
+    as_command: bool = False,
+) -> int:
     """Train ``task`` with parsed ``args``; ``summary(result)`` returns the lines printed at the end.
     ``as_command``: this process runs just this command, so the summary times it from process start.
 
@@ -55,7 +60,7 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
         argv, args.hub_token = redact_token(argv, args.hub_token), None  # nothing the run writes holds it
     try:
         result = train(args, task, command=[*launcher(), prog, *argv], notes=[f"default {f}" for f in filled])
-    except (*data_errors, *USER_ERRORS) as exc:
+    except USER_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
@@ -68,11 +73,15 @@ def run_trainer(prog: str, argv: list[str], args, filled: list[str], task: Train
         if hub is not None:
             repo_id, token = hub
             try:
-                url = push_outputs(result.output_dir, repo_id, token,
-                                   f"{prog}: {result.global_step} steps of {args.adapter}")
+                url = push_outputs(
+                    result.output_dir, repo_id, token, f"{prog}: {result.global_step} steps of {args.adapter}"
+                )
             except Exception as exc:  # the hub's and the network's errors alike: the outputs stay on disk
-                print(f"{prog}: error: the upload to {repo_id} failed ({exc}); the outputs are in {result.output_dir}: "
-                      f"upload them with `hf upload {repo_id} {result.output_dir}`", file=sys.stderr)
+                print(
+                    f"{prog}: error: the upload to {repo_id} failed ({exc}); the outputs are in {result.output_dir}: "
+                    f"upload them with `hf upload {repo_id} {result.output_dir}`",
+                    file=sys.stderr,
+                )
                 return 3
             print(f"  {'hub':<{LABEL_WIDTH}}{url}", flush=True)
     return 0
@@ -88,17 +97,24 @@ def _process_age_seconds() -> float:
 
 
 def summary_lines(result: TrainResult, title: str, extra: list[tuple[str, object]]) -> list[str]:
-    """"Done: N steps of TITLE in MmSSs (MmSSs after imports)" and one line per output that exists (``extra``
+    """ "Done: N steps of TITLE in MmSSs (MmSSs after imports)" and one line per output that exists (``extra``
     appended): the first figure is what a user timing the command sees."""
+
     def clock(value: float) -> str:
         minutes, seconds = divmod(int(round(value)), 60)
         return f"{minutes}m{seconds:02d}s"
 
     pace = f", {result.seconds_per_step:.3f} s/step" if result.seconds_per_step else ""
-    entries = [("adapter", result.adapter_path), ("checkpoints", ", ".join(map(str, result.checkpoints)) or None),
-               ("validation", result.validation_grids[-1] if result.validation_grids else None),
-               ("model card", result.model_card), ("settings", result.output_dir / "training_args.json"),
-               ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None), *extra]
-    return ([f"\nDone: {result.global_step} steps of {title} in {clock(result.wall_seconds)} "
-             f"({clock(result.loop_seconds)} after imports){pace}."]
-            + [f"  {name:<{LABEL_WIDTH}}{value}" for name, value in entries if value])
+    entries = [
+        ("adapter", result.adapter_path),
+        ("checkpoints", ", ".join(map(str, result.checkpoints)) or None),
+        ("validation", result.validation_grids[-1] if result.validation_grids else None),
+        ("model card", result.model_card),
+        ("settings", result.output_dir / TRAINING_ARGS_FILE),
+        ("TensorBoard", f"tensorboard --logdir {result.logging_dir}" if result.logging_dir else None),
+        *extra,
+    ]
+    return [
+        f"\nDone: {result.global_step} steps of {title} in {clock(result.wall_seconds)} "
+        f"({clock(result.loop_seconds)} after imports){pace}."
+    ] + [f"  {name:<{LABEL_WIDTH}}{value}" for name, value in entries if value]

@@ -10,23 +10,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserError
+from .run_files import CHECKPOINT_PREFIX, CLASS_IMAGES_DIR
+
 # Not uploaded: checkpoints (optimizer state, many copies of the adapter), generated class images (data, not
 # results) and hidden files (temporaries of interrupted writes).
-UPLOAD_IGNORE = ["checkpoint-*", "checkpoint-*/**", "class_images/**", ".*", "**/.*"]
+UPLOAD_IGNORE = [f"{CHECKPOINT_PREFIX}*", f"{CHECKPOINT_PREFIX}*/**", f"{CLASS_IMAGES_DIR}/**", ".*", "**/.*"]
 
 
-class HubError(ValueError):
+class HubError(UserError):
     """``--push_to_hub`` cannot work; the message says why and what to do."""
 
 
 def add_hub_args(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--push_to_hub", action="store_true",
-                       help="upload the output folder (adapter, exports, model card, validation images, logs; not "
-                            "checkpoints or class images) to a Hugging Face model repository at the end")
-    group.add_argument("--hub_model_id", metavar="USER/NAME",
-                       help="repository to push to (default: the --output_dir folder name under your account)")
-    group.add_argument("--hub_token", metavar="TOKEN",
-                       help="Hugging Face token (default: the one `hf auth login` stored, or HF_TOKEN)")
+    group.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="upload the output folder (adapter, exports, model card, validation images, logs; not "
+        "checkpoints or class images) to a Hugging Face model repository at the end",
+    )
+    group.add_argument(
+        "--hub_model_id",
+        metavar="USER/NAME",
+        help="repository to push to (default: the --output_dir folder name under your account)",
+    )
+    group.add_argument(
+        "--hub_token", metavar="TOKEN", help="Hugging Face token (default: the one `hf auth login` stored, or HF_TOKEN)"
+    )
 
 
 def check_hub(args: argparse.Namespace) -> tuple[str, str]:
@@ -36,19 +46,27 @@ def check_hub(args: argparse.Namespace) -> tuple[str, str]:
     from huggingface_hub.errors import HfHubHTTPError
 
     if constants.HF_HUB_OFFLINE:
-        raise HubError("--push_to_hub: the hub cannot be reached in offline mode (HF_HUB_OFFLINE=1 is set); "
-                       "unset it, or drop --push_to_hub and upload the output folder later")
+        raise HubError(
+            "--push_to_hub: the hub cannot be reached in offline mode (HF_HUB_OFFLINE=1 is set); "
+            "unset it, or drop --push_to_hub and upload the output folder later"
+        )
     token = args.hub_token or get_token()
     if not token:
-        raise HubError("--push_to_hub needs a Hugging Face token with write access: run `hf auth login`, set "
-                       "HF_TOKEN, or pass --hub_token")
+        raise HubError(
+            "--push_to_hub needs a Hugging Face token with write access: run `hf auth login`, set "
+            "HF_TOKEN, or pass --hub_token"
+        )
     try:
         user = HfApi(token=token).whoami()["name"]
     except HfHubHTTPError as exc:
-        raise HubError(f"--push_to_hub: the hub rejected the token ({exc}); check --hub_token or `hf auth login`") from None
+        raise HubError(
+            f"--push_to_hub: the hub rejected the token ({exc}); check --hub_token or `hf auth login`"
+        ) from None
     except Exception as exc:  # connection errors, timeouts, DNS: their classes are the HTTP library's (httpx, requests)
-        raise HubError(f"--push_to_hub: the hub cannot be reached ({type(exc).__name__}: {exc}); check the network, "
-                       "or drop --push_to_hub and upload the output folder later") from None
+        raise HubError(
+            f"--push_to_hub: the hub cannot be reached ({type(exc).__name__}: {exc}); check the network, "
+            "or drop --push_to_hub and upload the output folder later"
+        ) from None
     repo_id = args.hub_model_id or f"{user}/{Path(args.output_dir).resolve().name}"
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubError(f"--hub_model_id {repo_id!r}: expected USER/NAME (or ORGANISATION/NAME)")
@@ -70,8 +88,13 @@ def push_outputs(output_dir: str | Path, repo_id: str, token: str, message: str)
 
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="model", exist_ok=True)
-    api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(output_dir), commit_message=message,
-                      ignore_patterns=UPLOAD_IGNORE)
+    api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=str(output_dir),
+        commit_message=message,
+        ignore_patterns=UPLOAD_IGNORE,
+    )
     return str(url)
 
 

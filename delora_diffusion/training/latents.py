@@ -34,8 +34,9 @@ def batch_latents(batch: dict, vae, generator: torch.Generator | None) -> torch.
         parameters = batch["latent_dist"]
     else:
         parameters = posterior_parameters(vae, batch["pixel_values"])
-    return sample_latents(parameters.to(generator.device if generator is not None else parameters.device),
-                          vae, generator)
+    return sample_latents(
+        parameters.to(generator.device if generator is not None else parameters.device), vae, generator
+    )
 
 
 @torch.no_grad()
@@ -43,6 +44,6 @@ def cache_posteriors(images: list[torch.Tensor], vae, batch_size: int = 8) -> to
     """Posterior parameters of each (3, H, W) image, stacked on the CPU: (N, 2·C, H/f, W/f)."""
     chunks = []
     for start in range(0, len(images), batch_size):
-        chunk = torch.stack(images[start:start + batch_size])
+        chunk = torch.stack(images[start : start + batch_size])
         chunks.append(posterior_parameters(vae, chunk).cpu())
     return torch.cat(chunks)

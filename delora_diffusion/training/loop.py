@@ -28,7 +28,6 @@ from ..inference.contact_sheet import captioned_grid
 from ..models.single_file import resolve_base_model
 from ..threads import apply_threads
 from .args import UsageError, adapter_config_from_args
-from .compat import xformers_note
 from .checkpoint import (
     claim_output_dir,
     nonfinite_stop_message,
@@ -37,11 +36,11 @@ from .checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
+from .compat import xformers_note
 from .components import ensure_base_model, load_components
 from .determinism import EpochShuffleSampler, seed_batch
 from .loss import diffusion_loss
 from .metrics import (
-    METRICS_FILE,
     MetricsLog,
     adapter_fingerprint,
     lambda_logs,
@@ -56,13 +55,20 @@ from .model_card import write_model_card
 from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
 from .ranks import main_process_first
 from .run_adapter import read_run_adapter, write_run_adapter
+from .run_files import ADAPTER_EMA_FILE, ADAPTER_FILE, METRICS_FILE, TRAINING_ARGS_FILE, VALIDATION_DIR
 from .task import RunContext, TrainingTask
 from .text_encoder import attach_text_encoder_adapters
 
 logger = logging.getLogger("delora_diffusion.training")
 # Settings that fix which batch comes at which step; a resume with other values cannot replay the run.
-DATA_ORDER_KEYS = ("seed", "train_batch_size", "gradient_accumulation_steps", "num_processes", "dataset_length",
-                   "batching")
+DATA_ORDER_KEYS = (
+    "seed",
+    "train_batch_size",
+    "gradient_accumulation_steps",
+    "num_processes",
+    "dataset_length",
+    "batching",
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -88,8 +94,9 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-def train(args: argparse.Namespace, task: TrainingTask, command: list[str] | None = None,
-          notes: list[str] | None = None) -> TrainResult:
+def train(
+    args: argparse.Namespace, task: TrainingTask, command: list[str] | None = None, notes: list[str] | None = None
+) -> TrainResult:
     """Train an adapter on the UNet of ``args.pretrained_model_name_or_path`` with ``task``'s data.
 
     ``args`` is a parsed ``training.args`` namespace with method defaults applied; ``command`` (argv)
@@ -120,21 +127,27 @@ class _Run:
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision=args.mixed_precision,
             log_with=None if args.report_to in (None, "none") else args.report_to,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir),
-                                                logging_dir=str(self.output_dir / args.logging_dir)),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / args.logging_dir)
+            ),
         )
         self.main = self.accelerator.is_main_process
         if args.report_to not in (None, "none", "all") and not self.accelerator.log_with:
-            raise UsageError(f"--report_to {args.report_to}: that tracker is not installed "
-                             f"(pip install {args.report_to})")
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.accelerator.mixed_precision,
-                                                                                torch.float32)
-        self.result = TrainResult(output_dir=self.output_dir, mixed_precision=self.accelerator.mixed_precision,
-                                  notes=list(notes or []))
+            raise UsageError(
+                f"--report_to {args.report_to}: that tracker is not installed (pip install {args.report_to})"
+            )
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+            self.accelerator.mixed_precision, torch.float32
+        )
+        self.result = TrainResult(
+            output_dir=self.output_dir, mixed_precision=self.accelerator.mixed_precision, notes=list(notes or [])
+        )
         if self.weight_dtype != torch.float32 and self.accelerator.device.type == "cpu":
             # measured 4x slower than fp32 on a CPU without native half-precision matrix units
-            self.result.notes.append(f"warning: --mixed_precision {self.accelerator.mixed_precision} on a CPU is "
-                                     f"usually slower than fp32 (--mixed_precision no); it saves memory, not time")
+            self.result.notes.append(
+                f"warning: --mixed_precision {self.accelerator.mixed_precision} on a CPU is "
+                f"usually slower than fp32 (--mixed_precision no); it saves memory, not time"
+            )
         self.global_step = 0
 
     def info(self, message: str, *values) -> None:
@@ -174,8 +187,9 @@ class _Run:
             folders = dict.fromkeys([self.output_dir, *(Path(f) for f in [getattr(args, "class_data_dir", None)] if f)])
             removed = [path for folder in folders for path in remove_stale_temporaries(folder)]
             if removed:
-                self.result.notes.append(f"removed {len(removed)} temporary file(s) left by interrupted runs, "
-                                         f"e.g. {removed[0]}")
+                self.result.notes.append(
+                    f"removed {len(removed)} temporary file(s) left by interrupted runs, e.g. {removed[0]}"
+                )
         self.previous_args, replaced = claim_output_dir(self.output_dir, self.args, self.main)
         if replaced:
             self.result.notes.append(replaced)
@@ -183,10 +197,17 @@ class _Run:
         self.resume_from = resolve_resume(args.resume_from_checkpoint, self.output_dir)
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic({"args": vars(args), "command": self.command, "config_file": args.config,
-                               "num_processes": accelerator.num_processes,
-                               "mixed_precision": accelerator.mixed_precision},
-                              self.output_dir / "training_args.json", sort_keys=True)
+            write_json_atomic(
+                {
+                    "args": vars(args),
+                    "command": self.command,
+                    "config_file": args.config,
+                    "num_processes": accelerator.num_processes,
+                    "mixed_precision": accelerator.mixed_precision,
+                },
+                self.output_dir / TRAINING_ARGS_FILE,
+                sort_keys=True,
+            )
 
     def _load_model(self) -> None:
         """The frozen pipeline components; VAE and text encoder on the device in the mixed-precision dtype."""
@@ -194,14 +215,20 @@ class _Run:
         with main_process_first(accelerator):  # a missing tiny model is built, a single file converted, once
             ensure_base_model(args.pretrained_model_name_or_path)
             resolve_base_model(args.pretrained_model_name_or_path, args.single_file_config, log=self.info)
-        components = load_components(args.pretrained_model_name_or_path, args.revision, args.variant,
-                                     zero_terminal_snr=args.zero_terminal_snr,
-                                     vae_path=args.pretrained_vae_model_name_or_path,
-                                     single_file_config=args.single_file_config)
+        components = load_components(
+            args.pretrained_model_name_or_path,
+            args.revision,
+            args.variant,
+            zero_terminal_snr=args.zero_terminal_snr,
+            vae_path=args.pretrained_vae_model_name_or_path,
+            single_file_config=args.single_file_config,
+        )
         prediction = components.noise_scheduler.config.prediction_type
         if args.zero_terminal_snr and prediction != "v_prediction":
-            raise UsageError(f"--zero_terminal_snr needs a v-prediction model (an ε target says nothing at SNR 0); "
-                             f"{args.pretrained_model_name_or_path} predicts {prediction}")
+            raise UsageError(
+                f"--zero_terminal_snr needs a v-prediction model (an ε target says nothing at SNR 0); "
+                f"{args.pretrained_model_name_or_path} predicts {prediction}"
+            )
         for module in (components.vae, *components.text_encoders(), components.unet):
             module.requires_grad_(False)
             module.eval()
@@ -211,9 +238,11 @@ class _Run:
                 module.to(dtype=self.weight_dtype)
         if components.is_sdxl and not args.pretrained_vae_model_name_or_path and self.weight_dtype != torch.float32:
             components.vae.to(dtype=torch.float32)  # as diffusers' SDXL trainer: its VAE overflows in fp16
-            self.result.notes.append("SDXL's VAE stays fp32 under mixed precision (it overflows in fp16); "
-                                     "--pretrained_vae_model_name_or_path madebyollin/sdxl-vae-fp16-fix runs it in "
-                                     f"{self.accelerator.mixed_precision}")
+            self.result.notes.append(
+                "SDXL's VAE stays fp32 under mixed precision (it overflows in fp16); "
+                "--pretrained_vae_model_name_or_path madebyollin/sdxl-vae-fp16-fix runs it in "
+                f"{self.accelerator.mixed_precision}"
+            )
         if getattr(args, "enable_xformers_memory_efficient_attention", False):
             note = xformers_note(args)
             if note:
@@ -221,8 +250,14 @@ class _Run:
             else:
                 components.unet.enable_xformers_memory_efficient_attention()
         self.components = components
-        self.context = RunContext(args=args, accelerator=accelerator, components=components,
-                                  weight_dtype=self.weight_dtype, output_dir=self.output_dir, notes=self.result.notes)
+        self.context = RunContext(
+            args=args,
+            accelerator=accelerator,
+            components=components,
+            weight_dtype=self.weight_dtype,
+            output_dir=self.output_dir,
+            notes=self.result.notes,
+        )
 
     def _attach_adapter(self) -> dict[str, nn.Module]:
         """The adapter on the UNet (fp32 tensors over the cast base) and the task's own trainable modules."""
@@ -235,8 +270,9 @@ class _Run:
         self.num_layers = len(attach(unet, self.config))
         self.text_encoders = {}  # pipeline name -> adapted text encoder (--train_text_encoder)
         if getattr(args, "train_text_encoder", False):
-            self.text_encoders = attach_text_encoder_adapters(self.components, self.config, self.weight_dtype,
-                                                              accelerator.device)
+            self.text_encoders = attach_text_encoder_adapters(
+                self.components, self.config, self.weight_dtype, accelerator.device
+            )
         cast_base(unet, self.weight_dtype)  # adapter tensors stay fp32
         unet.to(accelerator.device)
         extra_modules = self.task.trainable_modules()
@@ -250,21 +286,36 @@ class _Run:
     def _build_optimisation(self, extra_modules: dict[str, nn.Module]) -> None:
         """Optimiser, data loader, schedule and step counts, prepared by accelerate; the checkpoint hooks."""
         args, accelerator, unet = self.args, self.accelerator, self.components.unet
-        optimizer = build_optimizer(args, unet, extra_modules, accelerator.num_processes,
-                                    self.task.trainable_module_options(), self.text_encoders)
+        optimizer = build_optimizer(
+            args,
+            unet,
+            extra_modules,
+            accelerator.num_processes,
+            self.task.trainable_module_options(),
+            self.text_encoders,
+        )
         self.trainable = [p for group in optimizer.param_groups for p in group["params"]]
         batch_sampler = self.task.batch_sampler(args.train_batch_size, args.seed)
         if batch_sampler is None:
-            dataloader = DataLoader(self.dataset, batch_size=args.train_batch_size,
-                                    sampler=EpochShuffleSampler(len(self.dataset), args.seed),
-                                    collate_fn=self.task.collate, num_workers=args.dataloader_num_workers)
+            dataloader = DataLoader(
+                self.dataset,
+                batch_size=args.train_batch_size,
+                sampler=EpochShuffleSampler(len(self.dataset), args.seed),
+                collate_fn=self.task.collate,
+                num_workers=args.dataloader_num_workers,
+            )
             batches_per_process = math.ceil(len(self.dataset) / (args.train_batch_size * accelerator.num_processes))
         else:
-            dataloader = DataLoader(self.dataset, batch_sampler=batch_sampler, collate_fn=self.task.collate,
-                                    num_workers=args.dataloader_num_workers)
+            dataloader = DataLoader(
+                self.dataset,
+                batch_sampler=batch_sampler,
+                collate_fn=self.task.collate,
+                num_workers=args.dataloader_num_workers,
+            )
             batches_per_process = math.ceil(len(batch_sampler) / accelerator.num_processes)
-        self.max_train_steps = (args.max_train_steps or
-                                args.num_train_epochs * math.ceil(batches_per_process / args.gradient_accumulation_steps))
+        self.max_train_steps = args.max_train_steps or args.num_train_epochs * math.ceil(
+            batches_per_process / args.gradient_accumulation_steps
+        )
         lr_scheduler = build_lr_scheduler(args, optimizer, self.max_train_steps, accelerator.num_processes)
         trained = {**extra_modules, **self.text_encoders}
         prepared = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler, *trained.values())
@@ -281,9 +332,13 @@ class _Run:
 
             self.ema = EMAModel(self.trainable, decay=args.adapter_ema_decay)
             accelerator.register_for_checkpointing(self.ema)
-        self.data_order = {"seed": args.seed, "train_batch_size": args.train_batch_size,
-                           "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                           "num_processes": accelerator.num_processes, "dataset_length": len(self.dataset)}
+        self.data_order = {
+            "seed": args.seed,
+            "train_batch_size": args.train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "num_processes": accelerator.num_processes,
+            "dataset_length": len(self.dataset),
+        }
         if batch_sampler is not None:
             self.data_order["batching"] = getattr(batch_sampler, "describe", type(batch_sampler).__name__)
 
@@ -291,8 +346,11 @@ class _Run:
     def _unwrapped(self) -> tuple[nn.Module, dict[str, nn.Module], dict[str, nn.Module]]:
         """(UNet, the task's own modules, the adapted text encoders), without accelerate's wrappers."""
         unwrap = self.accelerator.unwrap_model
-        return (unwrap(self.unet), {name: unwrap(module) for name, module in self.extras.items()},
-                {name: unwrap(self.context.trainable[name]) for name in self.text_encoders})
+        return (
+            unwrap(self.unet),
+            {name: unwrap(module) for name, module in self.extras.items()},
+            {name: unwrap(self.context.trainable[name]) for name in self.text_encoders},
+        )
 
     def write_adapter(self, path: Path) -> dict[str, Path]:
         """The adapter file at ``path`` and the plain-LoRA exports beside it (returned, label -> path)."""
@@ -307,27 +365,44 @@ class _Run:
         if self.resume_from is None:
             if self.args.resume_from_checkpoint == "latest" and self.main:
                 # visible: a typo in --output_dir would otherwise quietly restart from step 0
-                logger.warning("warning: --resume_from_checkpoint latest: no checkpoint-N folder in %s, "
-                               "starting a new run", Path(self.output_dir).resolve())
+                logger.warning(
+                    "warning: --resume_from_checkpoint latest: no checkpoint-N folder in %s, starting a new run",
+                    Path(self.output_dir).resolve(),
+                )
             return
         saved = read_trainer_state(self.resume_from)
         before = self.previous_args.get("num_threads")
         if before is not None and before != self.args.num_threads and self.accelerator.device.type == "cpu":
-            self.info("warning: resuming with %d CPU threads per process where the run had %d: on a CPU the "
-                      "numbers then differ slightly from an uninterrupted run (--num_threads %d)",
-                      self.args.num_threads, before, before)
-        changed = [f"{key} {saved.get(key)} -> {self.data_order.get(key)}" for key in DATA_ORDER_KEYS
-                   if saved.get(key) != self.data_order.get(key)]
+            self.info(
+                "warning: resuming with %d CPU threads per process where the run had %d: on a CPU the "
+                "numbers then differ slightly from an uninterrupted run (--num_threads %d)",
+                self.args.num_threads,
+                before,
+                before,
+            )
+        changed = [
+            f"{key} {saved.get(key)} -> {self.data_order.get(key)}"
+            for key in DATA_ORDER_KEYS
+            if saved.get(key) != self.data_order.get(key)
+        ]
         if changed:
-            self.info("warning: resuming with other data-order settings (%s): batches will not replay the "
-                      "interrupted run exactly", ", ".join(changed))
+            self.info(
+                "warning: resuming with other data-order settings (%s): batches will not replay the "
+                "interrupted run exactly",
+                ", ".join(changed),
+            )
         self.accelerator.load_state(str(self.resume_from))
         restore_schedule(self.lr_scheduler)
         self.global_step = int(saved["global_step"])
         self.first_epoch = self.global_step // self.steps_per_epoch
         self.skip_batches = (self.global_step % self.steps_per_epoch) * self.args.gradient_accumulation_steps
-        self.info("resumed from %s at step %d (epoch %d, skipping %d batches)", self.resume_from, self.global_step,
-                  self.first_epoch, self.skip_batches)
+        self.info(
+            "resumed from %s at step %d (epoch %d, skipping %d batches)",
+            self.resume_from,
+            self.global_step,
+            self.first_epoch,
+            self.skip_batches,
+        )
 
     # --- the loop -------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -340,18 +415,31 @@ class _Run:
             self.metrics_log.start(self.global_step)
         for line in self.result.notes:  # what preparing the run did (class images, caching), before it starts
             self.info(line)
-        self.info("training %s (%s) for %d steps: %d examples, %d per step "
-                  "(%d per device × %d processes × %d accumulation), %d epochs", self.config.method,
-                  trainable_summary(*self._unwrapped(), self.num_layers), self.max_train_steps, len(self.dataset),
-                  args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
-                  args.train_batch_size, accelerator.num_processes, args.gradient_accumulation_steps,
-                  self.num_epochs)
+        self.info(
+            "training %s (%s) for %d steps: %d examples, %d per step "
+            "(%d per device × %d processes × %d accumulation), %d epochs",
+            self.config.method,
+            trainable_summary(*self._unwrapped(), self.num_layers),
+            self.max_train_steps,
+            len(self.dataset),
+            args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
+            args.train_batch_size,
+            accelerator.num_processes,
+            args.gradient_accumulation_steps,
+            self.num_epochs,
+        )
 
         from tqdm.auto import tqdm
 
         # Into a log file (stderr not a terminal) a bar line per step would bury the log: one a minute.
-        progress = tqdm(total=self.max_train_steps, initial=self.global_step, desc="steps", disable=not self.main,
-                        dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60.0)
+        progress = tqdm(
+            total=self.max_train_steps,
+            initial=self.global_step,
+            desc="steps",
+            disable=not self.main,
+            dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 60.0,
+        )
         self.step_times: list[float] = []
         self.stop_message = None
         accumulated: dict[str, torch.Tensor] = {}
@@ -362,17 +450,24 @@ class _Run:
             skip = self.skip_batches if epoch == self.first_epoch else 0
             batches = accelerator.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
             for offset, batch in enumerate(batches):
-                generator = seed_batch(args.seed, accelerator.process_index, epoch, skip + offset,
-                                       accelerator.device)
+                generator = seed_batch(args.seed, accelerator.process_index, epoch, skip + offset, accelerator.device)
                 with accelerator.accumulate(self.unet, *self.context.trainable.values()):
                     latents, conditioning = self.task.model_inputs(batch, self.context, generator)
-                    per_example = diffusion_loss(self.denoiser, self.components.noise_scheduler, latents, conditioning,
-                                                 generator, args.snr_gamma, self.weight_dtype,
-                                                 noise_offset=args.noise_offset)
+                    per_example = diffusion_loss(
+                        self.denoiser,
+                        self.components.noise_scheduler,
+                        latents,
+                        conditioning,
+                        generator,
+                        args.snr_gamma,
+                        self.weight_dtype,
+                        noise_offset=args.noise_offset,
+                    )
                     loss, parts = self.task.reduce_loss(per_example, batch)
                     for key, value in {"loss": loss, **parts}.items():
-                        accumulated[key] = (accumulated.get(key, 0.0)
-                                            + value.detach().float() / args.gradient_accumulation_steps)
+                        accumulated[key] = (
+                            accumulated.get(key, 0.0) + value.detach().float() / args.gradient_accumulation_steps
+                        )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         logs = self.optimizer_step(accumulated, epoch)
@@ -384,13 +479,17 @@ class _Run:
                 self.global_step += 1
                 self.step_times.append(time.perf_counter() - step_started)
                 self.log_step(logs)
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
-                                     refresh=False)  # drawn by update() at its own pace
+                progress.set_postfix(
+                    loss=f"{logs['loss']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2g}", refresh=False
+                )  # drawn by update() at its own pace
                 progress.update(1)
                 if args.checkpointing_steps and self.global_step % args.checkpointing_steps == 0:
                     self.checkpoint()
-                if (args.validation_steps and self.global_step % args.validation_steps == 0
-                        and self.global_step != self.max_train_steps):
+                if (
+                    args.validation_steps
+                    and self.global_step % args.validation_steps == 0
+                    and self.global_step != self.max_train_steps
+                ):
                     self.validate()
                 step_started = time.perf_counter()
                 if self.global_step >= self.max_train_steps:
@@ -438,10 +537,17 @@ class _Run:
     def checkpoint(self) -> None:
         if not self.main:
             return
-        path = save_checkpoint(self.accelerator, self.output_dir, self.global_step,
-                               {**self.data_order, "adapter": self.config.to_dict(),
-                                "base_model": self.args.pretrained_model_name_or_path},
-                               self.args.checkpoints_total_limit)
+        path = save_checkpoint(
+            self.accelerator,
+            self.output_dir,
+            self.global_step,
+            {
+                **self.data_order,
+                "adapter": self.config.to_dict(),
+                "base_model": self.args.pretrained_model_name_or_path,
+            },
+            self.args.checkpoints_total_limit,
+        )
         self.result.checkpoints.append(path)
         self.info("saved %s", path)
 
@@ -458,7 +564,7 @@ class _Run:
         if not rows:
             return
         grid = captioned_grid(rows)  # each row under its prompt: a grid read on its own says what it shows
-        path = self.output_dir / "validation" / f"step-{self.global_step:06d}.png"
+        path = self.output_dir / VALIDATION_DIR / f"step-{self.global_step:06d}.png"
         save_png_atomic(grid, path)
         self.result.validation_grids.append(path)
         log_images(self.accelerator, rows, self.global_step)
@@ -479,12 +585,12 @@ class _Run:
         timed = self.step_times[1:] or self.step_times
         result.seconds_per_step = sum(timed) / len(timed) if timed else None
         if self.main:
-            result.adapter_path = self.output_dir / "adapter.safetensors"
+            result.adapter_path = self.output_dir / ADAPTER_FILE
             result.exports = self.write_adapter(result.adapter_path)
             if self.ema is not None:  # the averaged weights, beside the raw ones
                 self.ema.store(self.trainable)
                 self.ema.copy_to(self.trainable)
-                path = self.output_dir / "adapter_ema.safetensors"
+                path = self.output_dir / ADAPTER_EMA_FILE
                 write_run_adapter(path, *self._unwrapped(), self.args, self.task, self.global_step, exports=False)
                 self.ema.restore(self.trainable)
                 result.exports["EMA adapter"] = path

@@ -6,9 +6,16 @@ import torch
 import torch.nn.functional as F
 
 
-def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: dict, generator: torch.Generator,
-                   snr_gamma: float | None = None, input_dtype: torch.dtype | None = None,
-                   noise_offset: float = 0.0) -> torch.Tensor:
+def diffusion_loss(
+    unet,
+    noise_scheduler,
+    latents: torch.Tensor,
+    conditioning: dict,
+    generator: torch.Generator,
+    snr_gamma: float | None = None,
+    input_dtype: torch.dtype | None = None,
+    noise_offset: float = 0.0,
+) -> torch.Tensor:
     """Per-example MSE (B,) between the UNet's prediction and its target (noise or velocity).
 
     ``latents`` (B, C, h, w) are clean, scaled VAE latents; noise and timesteps come from
@@ -22,11 +29,13 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: d
 
     config = noise_scheduler.config
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    timesteps = torch.randint(0, config.num_train_timesteps, (latents.shape[0],), generator=generator,
-                              device=latents.device)
+    timesteps = torch.randint(
+        0, config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device
+    )
     if noise_offset:  # drawn after the rest, so runs without it keep their exact noise
-        noise = noise + noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator,
-                                                   device=latents.device, dtype=latents.dtype)
+        noise = noise + noise_offset * torch.randn(
+            (*latents.shape[:2], 1, 1), generator=generator, device=latents.device, dtype=latents.dtype
+        )
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if config.prediction_type == "epsilon":
         target = noise

@@ -21,8 +21,11 @@ from ..adapters import adapter_layers, trainable_parameter_count, weight_distanc
 @torch.no_grad()
 def lambda_stats(unet: nn.Module) -> dict[str, float]:
     """Mean/min/max of the DeLoRA strengths λ over layers; empty for other methods."""
-    values = [getattr(layer, name).detach().float().flatten()
-              for layer in adapter_layers(unet).values() for name in layer.lambda_params]
+    values = [
+        getattr(layer, name).detach().float().flatten()
+        for layer in adapter_layers(unet).values()
+        for name in layer.lambda_params
+    ]
     if not values:
         return {}
     lam = torch.cat(values)
@@ -49,8 +52,11 @@ def weight_distance_logs(unet: nn.Module) -> dict[str, float]:
 
 
 @torch.no_grad()
-def adapter_fingerprint(unet: nn.Module, extra_modules: dict[str, nn.Module] | None = None,
-                        text_encoders: dict[str, nn.Module] | None = None) -> str:
+def adapter_fingerprint(
+    unet: nn.Module,
+    extra_modules: dict[str, nn.Module] | None = None,
+    text_encoders: dict[str, nn.Module] | None = None,
+) -> str:
     """SHA-256 of every adapter tensor (names and fp32 bytes; the UNet's, then the adapted text encoders'), then
     of the tensors of ``extra_modules`` (a task's trained modules, e.g. a hint encoder): equal on processes that
     hold equal adapters and modules."""
@@ -58,11 +64,17 @@ def adapter_fingerprint(unet: nn.Module, extra_modules: dict[str, nn.Module] | N
 
     digest = hashlib.sha256()
     adapted = {"": unet, **{f"{name}.": encoder for name, encoder in (text_encoders or {}).items()}}
-    tensors = [(f"{prefix}{name}.{key}", tensor) for prefix, model in adapted.items()
-               for name, layer in adapter_layers(model).items()
-               for key, tensor in sorted(layer.adapter_state_dict().items())]
-    tensors += [(f"{name}.{key}", tensor) for name, module in (extra_modules or {}).items()
-                for key, tensor in module.state_dict().items()]
+    tensors = [
+        (f"{prefix}{name}.{key}", tensor)
+        for prefix, model in adapted.items()
+        for name, layer in adapter_layers(model).items()
+        for key, tensor in sorted(layer.adapter_state_dict().items())
+    ]
+    tensors += [
+        (f"{name}.{key}", tensor)
+        for name, module in (extra_modules or {}).items()
+        for key, tensor in module.state_dict().items()
+    ]
     for key, tensor in tensors:
         digest.update(key.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -90,9 +102,6 @@ def log_images(accelerator, rows: list[tuple[str, list]], step: int) -> None:
                 tracker.log_images({tag: np.stack([np.asarray(im) for im in images])}, step, dataformats="NHWC")
             else:
                 tracker.log_images({tag: images}, step)
-
-
-METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsLog:
@@ -150,15 +159,18 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def trainable_summary(unet: nn.Module, extras: dict[str, nn.Module], text_encoders: dict[str, nn.Module],
-                      num_layers: int) -> str:
-    """"N trainable parameters in L layers", plus the adapted text encoders' and each module a task trains in
+def trainable_summary(
+    unet: nn.Module, extras: dict[str, nn.Module], text_encoders: dict[str, nn.Module], num_layers: int
+) -> str:
+    """ "N trainable parameters in L layers", plus the adapted text encoders' and each module a task trains in
     full (e.g. a hint encoder)."""
     adapter = trainable_parameter_count(unet)
     encoders = {name: trainable_parameter_count(encoder) for name, encoder in text_encoders.items()}
     own = {name: sum(p.numel() for p in module.parameters() if p.requires_grad) for name, module in extras.items()}
-    parts = [f", {name.replace('_', ' ')} adapter {count:,} in {len(adapter_layers(text_encoders[name]))} layers"
-             for name, count in encoders.items()] + [f", {name} {count:,}" for name, count in own.items()]
+    parts = [
+        f", {name.replace('_', ' ')} adapter {count:,} in {len(adapter_layers(text_encoders[name]))} layers"
+        for name, count in encoders.items()
+    ] + [f", {name} {count:,}" for name, count in own.items()]
     counts = {**encoders, **own}
     if not counts:
         return f"{adapter:,} trainable parameters in {num_layers} layers"

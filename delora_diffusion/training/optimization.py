@@ -11,9 +11,14 @@ from torch import nn
 from ..adapters import param_groups
 
 
-def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: dict[str, nn.Module],
-                    num_processes: int, module_options: dict[str, dict] | None = None,
-                    text_encoders: dict[str, nn.Module] | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    args: argparse.Namespace,
+    unet: nn.Module,
+    extra_modules: dict[str, nn.Module],
+    num_processes: int,
+    module_options: dict[str, dict] | None = None,
+    text_encoders: dict[str, nn.Module] | None = None,
+) -> torch.optim.Optimizer:
     """Groups ``adapter`` (``--learning_rate``, ``--adam_weight_decay``), ``lambda`` (DeLoRA: its own
     rate and decay), per adapted text encoder (``text_encoders``: pipeline name -> model) a group of that name
     (``--text_encoder_lr``, default the adapter's) and ``<name>_lambda`` (λ's rate), and one per extra module (its ``module_options``
@@ -22,20 +27,35 @@ def build_optimizer(args: argparse.Namespace, unet: nn.Module, extra_modules: di
     factor = args.gradient_accumulation_steps * args.train_batch_size * num_processes if args.scale_lr else 1
     learning_rate = args.learning_rate * factor
     lambda_lr = None if args.lambda_learning_rate is None else args.lambda_learning_rate * factor
-    groups = param_groups(unet, lr=learning_rate, weight_decay=args.adam_weight_decay, lambda_lr=lambda_lr,
-                          lambda_weight_decay=args.lambda_weight_decay)
+    groups = param_groups(
+        unet,
+        lr=learning_rate,
+        weight_decay=args.adam_weight_decay,
+        lambda_lr=lambda_lr,
+        lambda_weight_decay=args.lambda_weight_decay,
+    )
     for name, encoder in (text_encoders or {}).items():
         rate = learning_rate if args.text_encoder_lr is None else args.text_encoder_lr * factor
-        for group in param_groups(encoder, lr=rate, weight_decay=args.adam_weight_decay,
-                                  lambda_lr=lambda_lr if lambda_lr is not None else learning_rate,
-                                  lambda_weight_decay=args.lambda_weight_decay):
+        for group in param_groups(
+            encoder,
+            lr=rate,
+            weight_decay=args.adam_weight_decay,
+            lambda_lr=lambda_lr if lambda_lr is not None else learning_rate,
+            lambda_weight_decay=args.lambda_weight_decay,
+        ):
             groups.append({**group, "name": name + ("_lambda" if group["name"] == "lambda" else "")})
     for name, module in extra_modules.items():
         options = (module_options or {}).get(name, {})
         lr = options["lr"] * factor if options.get("lr") is not None else learning_rate
         decay = options.get("weight_decay")
-        groups.append({"name": name, "params": [p for p in module.parameters() if p.requires_grad], "lr": lr,
-                       "weight_decay": args.adam_weight_decay if decay is None else decay})
+        groups.append(
+            {
+                "name": name,
+                "params": [p for p in module.parameters() if p.requires_grad],
+                "lr": lr,
+                "weight_decay": args.adam_weight_decay if decay is None else decay,
+            }
+        )
     betas, name = (args.adam_beta1, args.adam_beta2), getattr(args, "optimizer", "adamw")
     # The packages were checked with the flags (OPTIMIZER_PACKAGES): installed.
     if name == "adamw8bit":
@@ -58,10 +78,14 @@ def build_lr_scheduler(args: argparse.Namespace, optimizer, max_train_steps: int
     scheduler once per process for every optimizer step."""
     from diffusers.optimization import get_scheduler
 
-    return get_scheduler(args.lr_scheduler, optimizer=optimizer,
-                         num_warmup_steps=args.lr_warmup_steps * num_processes,
-                         num_training_steps=max_train_steps * num_processes,
-                         num_cycles=args.lr_num_cycles, power=args.lr_power)
+    return get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=max_train_steps * num_processes,
+        num_cycles=args.lr_num_cycles,
+        power=args.lr_power,
+    )
 
 
 def restore_schedule(lr_scheduler) -> None:

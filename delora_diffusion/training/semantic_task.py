@@ -25,6 +25,7 @@ from ..models.control import MODULE_NAMES, ControlledUNet, build_control, contro
 from .components import encode_prompts, sampling_pipeline, stack_text, unet_conditioning
 from .determinism import derive_seed
 from .latents import batch_latents, cache_posteriors
+from .run_files import ADAPTER_FILE
 from .task import RunContext, TrainingTask
 
 
@@ -47,7 +48,7 @@ class SemanticTask(TrainingTask):
             self.palette = read_palette(args.palette)[1]
         data = find_pairs(args.data_dir, args.layout, args.split, args.images_dir, args.maps_dir, args.captions_file)
         if args.max_train_samples:
-            data.pairs = data.pairs[:args.max_train_samples]
+            data.pairs = data.pairs[: args.max_train_samples]
         self.data = data
         self.validation = self._validation_rows(args, data)
 
@@ -60,8 +61,10 @@ class SemanticTask(TrainingTask):
         maps = args.validation_maps or []
         prompts = args.validation_prompt
         if prompts and len(prompts) not in (1, len(maps)):
-            raise SemanticDataError(f"--validation_prompt gives {len(prompts)} prompts for {len(maps)} "
-                                    "--validation_maps: give one, or one per map")
+            raise SemanticDataError(
+                f"--validation_prompt gives {len(prompts)} prompts for {len(maps)} "
+                "--validation_maps: give one, or one per map"
+            )
         if prompts and not maps:
             raise SemanticDataError("--validation_prompt needs --validation_maps (the maps to render it with)")
         captions = {pair.stem: pair.prompt for pair in data.pairs}
@@ -79,13 +82,15 @@ class SemanticTask(TrainingTask):
         args, components = self.args, run.components
         if self.data is None:
             self.check_inputs(args)
-        dataset = SemanticDataset(self.data.pairs, args.resolution, args.center_crop, args.random_flip, args.seed,
-                                  self.palette)
+        dataset = SemanticDataset(
+            self.data.pairs, args.resolution, args.center_crop, args.random_flip, args.seed, self.palette
+        )
         missing = self.data.missing_captions
         if missing:
             where = self.data.captions_file or "no caption file was found"
-            run.notes.append(f"{missing} of {len(dataset)} images have no caption ({where}): trained with the empty "
-                             "prompt")
+            run.notes.append(
+                f"{missing} of {len(dataset)} images have no caption ({where}): trained with the empty prompt"
+            )
         if args.cache_latents:
             dataset.latent_cache = cache_posteriors([dataset.pixels(i) for i in range(len(dataset))], components.vae)
             run.notes.append(f"latents: {len(dataset)} images encoded once and cached (centre crop, no flip)")
@@ -122,8 +127,9 @@ class SemanticTask(TrainingTask):
         return {self.module_name: self.control}
 
     def trainable_module_options(self) -> dict[str, dict]:
-        return {self.module_name: {"lr": self.args.control_learning_rate,
-                                   "weight_decay": self.args.control_weight_decay}}
+        return {
+            self.module_name: {"lr": self.args.control_learning_rate, "weight_decay": self.args.control_weight_decay}
+        }
 
     # --- validation and records -------------------------------------------------------------
     def validation_images(self, run: RunContext, unet, step: int):
@@ -136,38 +142,57 @@ class SemanticTask(TrainingTask):
         rows = []
         for path, prompt in self.validation:
             control_map, _ = fit_map(open_map(path), args.resolution, args.resolution, self.palette)
-            images = sample_semantic(pipeline, self.kind, control, [control_map] * len(seeds), [prompt] * len(seeds),
-                                     seeds, num_inference_steps=args.validation_inference_steps,
-                                     guidance_scale=args.validation_guidance_scale, height=args.resolution,
-                                     width=args.resolution).images
+            images = sample_semantic(
+                pipeline,
+                self.kind,
+                control,
+                [control_map] * len(seeds),
+                [prompt] * len(seeds),
+                seeds,
+                num_inference_steps=args.validation_inference_steps,
+                guidance_scale=args.validation_guidance_scale,
+                height=args.resolution,
+                width=args.resolution,
+            ).images
             rows.append((prompt, [control_map, *images]))
         return rows
 
     def adapter_metadata(self) -> dict:
         args = self.args
-        return {"control": control_metadata(self.kind, self.control), "resolution": args.resolution,
-                "palette": args.palette or "ade20k"}
+        return {
+            "control": control_metadata(self.kind, self.control),
+            "resolution": args.resolution,
+            "palette": args.palette or "ade20k",
+        }
 
     def usage_lines(self, base_model: str) -> list[str]:
         side = self.args.resolution
-        return ["from delora_diffusion.data.semantic_maps import fit_map, open_map",
-                "from delora_diffusion.inference.controlled import load_semantic_pipeline, sample_semantic", "",
-                f'pipe, kind, control, _ = load_semantic_pipeline("{base_model}", "adapter.safetensors")',
-                f'control_map, _ = fit_map(open_map("map.png"), {side}, {side})  # colour map or ADE20K annotation',
-                'image = sample_semantic(pipe, kind, control, [control_map], ["a caption"], seeds=[0]).images[0]',
-                "# or: python generate.py semantic --adapter adapter.safetensors --maps MAPS --captions FILE ..."]
+        return [
+            "from delora_diffusion.data.semantic_maps import fit_map, open_map",
+            "from delora_diffusion.inference.controlled import load_semantic_pipeline, sample_semantic",
+            "",
+            f'pipe, kind, control, _ = load_semantic_pipeline("{base_model}", "{ADAPTER_FILE}")',
+            f'control_map, _ = fit_map(open_map("map.png"), {side}, {side})  # colour map or ADE20K annotation',
+            'image = sample_semantic(pipe, kind, control, [control_map], ["a caption"], seeds=[0]).images[0]',
+            "# or: python generate.py semantic --adapter adapter.safetensors --maps MAPS --captions FILE ...",
+        ]
 
     def model_card_facts(self) -> dict[str, str]:
         args, data = self.args, self.data
-        control = ("hint encoder (8 convs, added after conv_in)" if self.kind == "hint"
-                   else "ControlNet (diffusers ControlNetModel.from_unet)")
+        control = (
+            "hint encoder (8 convs, added after conv_in)"
+            if self.kind == "hint"
+            else "ControlNet (diffusers ControlNetModel.from_unet)"
+        )
         params = sum(p.numel() for p in self.control.parameters())
-        facts = {"task": "semantic map → image",
-                 "control": f"{control}, {params:,} parameters, lr {args.control_learning_rate:g}, "
-                            f"weight decay {args.control_weight_decay:g}",
-                 "data": f"{len(data.pairs)} pairs ({data.layout} layout): images `{data.images_dir}`, maps "
-                         f"`{data.maps_dir}`, captions `{data.captions_file}`",
-                 "captions missing": str(data.missing_captions)}
+        facts = {
+            "task": "semantic map → image",
+            "control": f"{control}, {params:,} parameters, lr {args.control_learning_rate:g}, "
+            f"weight decay {args.control_weight_decay:g}",
+            "data": f"{len(data.pairs)} pairs ({data.layout} layout): images `{data.images_dir}`, maps "
+            f"`{data.maps_dir}`, captions `{data.captions_file}`",
+            "captions missing": str(data.missing_captions),
+        }
         crop = "centre crop" if args.center_crop else "random crop"
         facts["resolution"] = f"{args.resolution} px, {crop}{', random flips' if args.random_flip else ''}"
         if args.proportion_empty_prompts:

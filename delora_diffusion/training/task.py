@@ -76,8 +76,9 @@ class TrainingTask:
         function of (seed, epoch) with ``set_epoch``; None: shuffled batches of ``batch_size``."""
         return None
 
-    def model_inputs(self, batch: dict, run: RunContext, generator: torch.Generator
-                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def model_inputs(
+        self, batch: dict, run: RunContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Clean latents (B, C, h, w) and the UNet's conditioning kwargs (``encoder_hidden_states`` ...).
 
         All randomness must come from ``generator`` so that a resumed run replays it.

@@ -18,8 +18,9 @@ from .components import Components
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]  # CLIP attention and MLP
 
 
-def attach_text_encoder_adapters(components: Components, config: AdapterConfig, weight_dtype: torch.dtype,
-                                 device: torch.device) -> dict[str, nn.Module]:
+def attach_text_encoder_adapters(
+    components: Components, config: AdapterConfig, weight_dtype: torch.dtype, device: torch.device
+) -> dict[str, nn.Module]:
     """Attach ``config``'s adapter to every text encoder of ``components`` in place (initialised from fp32
     weights, the base then cast to ``weight_dtype``, the adapter kept fp32), in training mode; returns them by
     their pipeline names (``text_encoder``, ``text_encoder_2``), which are also their names among the run's
