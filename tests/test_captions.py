@@ -76,12 +76,23 @@ def test_txt_captions_and_metadata_jsonl(folder):
         ("{not json", "metadata.jsonl:2: not JSON"),
         ('{"file_name": "missing.png", "text": "x"}', "missing.png is not an image"),
         ('{"file_name": "img0.png"}', "expected string fields file_name and text"),
+        ('{"file_name": "img0.png", "text": "again"}', r"metadata.jsonl:2: img0.png already has a caption at .*:1"),
+        ('{"file_name": "img1.png", "text": "  "}', "metadata.jsonl:2: the caption of img1.png is empty"),
     ],
 )
 def test_bad_metadata_lines_name_the_file_and_line(folder, line, says):
     images = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
     (folder / "metadata.jsonl").write_text(json.dumps({"file_name": images[0].name, "text": "ok"}) + "\n" + line + "\n")
     with pytest.raises(CaptionError, match=says):
+        read_captions(folder, images)
+
+
+def test_an_empty_caption_file_stops_and_a_byte_order_mark_is_dropped(folder):
+    images = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
+    (folder / "img0.txt").write_bytes("\ufeffsks toy, orange".encode())  # as Windows editors save UTF-8
+    assert read_captions(folder, images).texts[0] == "sks toy, orange"
+    (folder / "img1.txt").write_text(" \n")
+    with pytest.raises(CaptionError, match=r"caption file .*img1.txt is empty"):
         read_captions(folder, images)
 
 

@@ -39,14 +39,26 @@ class Captions:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
+        # utf-8-sig: editors on Windows start files with a byte-order mark, which would become stray tokens
+        return path.read_text(encoding="utf-8-sig").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise CaptionError(f"cannot read caption file {path} ({exc})") from exc
 
 
+def _caption_text(path: Path) -> str:
+    text = _read_text(path)
+    if not text:
+        raise CaptionError(
+            f"caption file {path} is empty: write its caption, or delete the file to train the image with the "
+            "instance prompt (--caption_dropout_rate trains on empty prompts on purpose)"
+        )
+    return text
+
+
 def _metadata_captions(index: Path, images: list[Path]) -> dict[str, str]:
     by_name = {path.name: path for path in images}
-    captions = {}
+    captions: dict[str, str] = {}
+    seen_at: dict[str, str] = {}
     lines = json_lines(
         index, CaptionError, 'JSON; expected {"file_name": "...", "text": "..."} per line', text=_read_text(index)
     )
@@ -60,7 +72,14 @@ def _metadata_captions(index: Path, images: list[Path]) -> dict[str, str]:
         name = Path(record["file_name"]).name
         if name not in by_name:
             raise CaptionError(f"{where}: {record['file_name']} is not an image of {index.parent}")
-        captions[name] = record["text"].strip()
+        if name in seen_at:
+            raise CaptionError(f"{where}: {name} already has a caption at {seen_at[name]}; keep one line per image")
+        if not record["text"].strip():
+            raise CaptionError(
+                f"{where}: the caption of {name} is empty; write one, or drop the line to train the image with the "
+                "instance prompt"
+            )
+        captions[name], seen_at[name] = record["text"].strip(), where
     return captions
 
 
@@ -73,7 +92,7 @@ def read_captions(folder: str | Path, images: list[Path], extension: str = ".txt
         captions = _metadata_captions(index, images)
         return Captions([captions.get(path.name) for path in images], METADATA_FILE)
     texts = [
-        _read_text(path.with_suffix(extension)) if path.with_suffix(extension).is_file() else None for path in images
+        _caption_text(path.with_suffix(extension)) if path.with_suffix(extension).is_file() else None for path in images
     ]
     return Captions(texts, f"*{extension} files" if any(t is not None for t in texts) else "none")
 
