@@ -184,3 +184,12 @@ def test_bucket_flag_errors_stop_before_work(folder, tiny_sd, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(_flags(tmp_path / "out", tiny_sd, folder, "--max_bucket_reso", "24"))
     assert stop.value.code == 2 and "--resolution 32 must lie between" in capsys.readouterr().err
+
+
+def test_bucket_flags_without_enable_bucket_stop_instead_of_being_ignored(folder, tiny_sd, tmp_path, capsys):
+    flags = [f for f in _flags(tmp_path / "out", tiny_sd, folder) if f != "--enable_bucket"]  # sizes stay
+    with pytest.raises(SystemExit) as stop:
+        main(flags)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--min_bucket_reso, --max_bucket_reso, --bucket_reso_steps act with --enable_bucket" in err

@@ -138,6 +138,9 @@ def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+BUCKET_FLAGS = ("min_bucket_reso", "max_bucket_reso", "bucket_reso_steps")
+
+
 def dreambooth_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -179,6 +182,10 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
         ).problem()
         if problem:
             parser.error(problem)
+    else:
+        changed = [f"--{n}" for n in BUCKET_FLAGS if getattr(args, n) != parser.get_default(n)]
+        if changed:
+            parser.error(f"{', '.join(changed)} act with --enable_bucket: add it, or drop them")
     if not args.caption_extension.startswith("."):
         parser.error(f"--caption_extension must start with a dot, e.g. .txt, got {args.caption_extension!r}")
     for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
