@@ -113,6 +113,16 @@ def folder_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be a file we write, or None: it is a folder, or a parent is a file."""
+    if Path(path).is_dir():
+        return "is a folder; give a file name"
+    blocking = next((p for p in Path(path).parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        return f"is inside {blocking}, which is a file"
+    return None
+
+
 def temporary_dir_name(final: str, pid: int | None = None) -> str:
     """The hidden name a folder is built under before it is renamed to ``final`` (e.g. a checkpoint)."""
     return f".{final}.tmp-{os.getpid() if pid is None else pid}"

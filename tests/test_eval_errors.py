@@ -122,3 +122,26 @@ def test_cli_flag_errors_exit_2(folders, tmp_path, capsys):
     (tmp_path / "not_results.json").write_text("{}")
     assert main(["compare", str(tmp_path / "not_results.json")]) == 2
     assert "not_results.json: not a delora-eval results file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags,says",
+    [
+        (["--out", "{tmp}"], "--out {tmp} is a folder; give a file name"),
+        (["--out", "{file}/results.json"], "--out {file}/results.json is inside {file}, which is a file"),
+        (["--plot", "{tmp}"], "--plot {tmp} is a folder; give a file name"),
+    ],
+)
+def test_unwritable_outputs_stop_before_any_scoring(folders, tmp_path, capsys, monkeypatch, flags, says):
+    import delora_diffusion.evaluation.dreambooth as dreambooth
+
+    def never(settings):
+        raise AssertionError("scored although the results could not be written")
+
+    monkeypatch.setattr(dreambooth, "evaluate_dreambooth", never)
+    real, gen = folders
+    (tmp_path / "a_file").write_text("")
+    fill = {"tmp": str(tmp_path), "file": str(tmp_path / "a_file")}
+    argv = ["dreambooth", "--real_dir", str(real), "--generated_dir", str(gen)]
+    assert main(argv + [f.format(**fill) for f in flags]) == 2
+    assert says.format(**fill) in capsys.readouterr().err

@@ -184,6 +184,18 @@ def _add_semantic_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(out: Path, plot: Path | bool | None) -> None:
+    """Before any scoring: the results and plot files can be written (a folder given as --out would otherwise
+    fail after the whole evaluation, with nothing written)."""
+    from ..fileio import file_problem
+
+    targets = [("--out", out)] + ([("--plot", Path(plot))] if plot not in (None, True) else [])
+    for flag, path in targets:
+        problem = file_problem(path)
+        if problem:
+            raise EvaluationInputError(f"{flag} {path} {problem}")
+
+
 def _write_results(results: dict, out: Path, plot, write_csv, plot_run, markdown_summary) -> int:
     """JSON at ``out``, CSV (and, with --plot, PNG) beside it; the markdown table to stdout."""
     from ..fileio import write_json_atomic as write_json
@@ -226,6 +238,8 @@ def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         name=args.name,
         progress=not args.no_progress,
     )
+    out = args.out or Path(args.generated_dir) / "eval_semantic.json"
+    _check_outputs(out, args.plot)
     if args.no_progress:
         from transformers.utils import logging as transformers_logging
 
@@ -233,7 +247,7 @@ def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     results = evaluate_semantic(settings)
     return _write_results(
         results,
-        args.out or Path(args.generated_dir) / "eval_semantic.json",
+        out,
         args.plot,
         write_csv,
         plot_run,
@@ -290,6 +304,8 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         progress=not args.no_progress,
         max_images_per_prompt=args.max_images_per_prompt,
     )
+    out = args.out or Path(args.generated_dir) / f"eval_{args.protocol}.json"
+    _check_outputs(out, args.plot)
     if args.no_progress:
         from transformers.utils import logging as transformers_logging
 
@@ -297,7 +313,7 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     results = evaluate_dreambooth(settings)
     return _write_results(
         results,
-        args.out or Path(args.generated_dir) / f"eval_{args.protocol}.json",
+        out,
         args.plot,
         write_csv,
         plot_run,
@@ -328,6 +344,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         tables.check_comparable(runs)
     print(tables.compare_table(runs, per_subject=args.per_subject))
     if args.plot:
+        _check_outputs(Path(args.plot), None)
         print(f"wrote {tables.plot_compare(runs, args.plot)}", file=sys.stderr)
     return 0
 
