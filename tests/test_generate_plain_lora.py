@@ -49,6 +49,13 @@ def files(tiny_sd, tmp_path_factory) -> dict[str, Path]:
     found = {"ours": Path(ours)}
     for fmt in ("diffusers", "kohya"):
         found[fmt] = Path(export_lora(unet, folder / f"{fmt}.safetensors", fmt))
+    from safetensors.torch import load_file
+
+    diverged = load_file(str(found["diffusers"]))
+    first = sorted(diverged)[0]
+    diverged[first] = torch.full_like(diverged[first], float("nan"))
+    found["nan"] = folder / "diverged.safetensors"
+    save_file(diverged, str(found["nan"]))
     found["not_a_lora"] = folder / "weights.safetensors"
     save_file({"conv.weight": torch.zeros(3, 3)}, str(found["not_a_lora"]))
     return found
@@ -130,6 +137,7 @@ def test_changed_lora_scale_is_a_settings_clash(tiny_sd, files, tmp_path, capsys
     [
         ("two_ours", "one delora-diffusion adapter at a time"),
         ("not_a_lora", "cannot load it as a LoRA"),
+        ("nan", "holds NaN or inf values"),
         ("scale_count", "one per --adapter"),
         ("merge_plain", "--merge folds a delora-diffusion adapter"),
     ],
@@ -138,6 +146,7 @@ def test_errors(tiny_sd, files, tmp_path, capsys, case, says):
     flags = {
         "two_ours": ["--adapter", files["ours"], "--adapter", files["ours"]],
         "not_a_lora": ["--adapter", files["not_a_lora"]],
+        "nan": ["--adapter_file", files["nan"]],
         "scale_count": [
             "--adapter",
             files["ours"],

@@ -29,6 +29,25 @@ class PlainLora:
         return {"file": self.path, "sha256": self.sha256, "scale": self.scale}
 
 
+def check_finite(path: str) -> None:
+    """Stop naming the first tensor of a LoRA file that holds NaN or inf (a diverged run): fused, it would
+    turn every image black without an error."""
+    import torch
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                if not torch.isfinite(handle.get_tensor(key)).all():
+                    raise PlainLoraError(
+                        f"--adapter_file {path}: tensor {key} holds NaN or inf values (a diverged run?); "
+                        "every image would come out black"
+                    )
+    except (OSError, ValueError, RuntimeError) as exc:  # not a safetensors file: diffusers' loader says why
+        if isinstance(exc, PlainLoraError):
+            raise
+
+
 def fuse_plain_loras(pipe, loras: list[PlainLora]) -> None:
     """Fuse ``loras`` into ``pipe``'s UNet (and text encoder, when a file holds text-encoder LoRAs) with
     W ← W + Σ_i scale_i · B_i A_i · alpha_i / r_i, and leave no LoRA layers behind."""
@@ -37,6 +56,7 @@ def fuse_plain_loras(pipe, loras: list[PlainLora]) -> None:
     names = []
     for index, lora in enumerate(loras):
         name = f"plain_lora_{index}"
+        check_finite(lora.path)
         try:
             with warnings.catch_warnings():  # PEFT warns that a second adapter joins the first: that is the point
                 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
