@@ -407,3 +407,12 @@ def test_preset_sizes_on_sd15_and_sdxl_are_the_ones_the_readme_gives():
     readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     assert "128, 160 and 184 layers: 3.19 M, 5.98 M and\n  6.82 M trainable" in readme
     assert "560, 700 and 743\n  layers: 23.22 M, 41.86 M and 43.30 M" in readme
+
+
+def test_a_second_subject_folder_stops_instead_of_replacing_the_first(capsys):
+    from delora_diffusion.training.dreambooth import build_args
+
+    with pytest.raises(SystemExit) as stop:
+        build_args(["--instance_data_dir", "a", "--instance_data_dir=b", "--instance_prompt", "a photo of sks dog"])
+    assert stop.value.code == 2
+    assert "--instance_data_dir given 2 times: a run trains one subject" in capsys.readouterr().err

@@ -138,6 +138,7 @@ def add_dreambooth_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+ONE_PER_RUN = ("--instance_data_dir", "--instance_prompt", "--class_data_dir", "--class_prompt")
 BUCKET_FLAGS = ("min_bucket_reso", "max_bucket_reso", "bucket_reso_steps")
 
 
@@ -229,6 +230,10 @@ def summary(result, args: argparse.Namespace) -> list[str]:
 def build_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Parsed and checked flags (``--config`` applied, method defaults filled) and what was filled."""
     parser = dreambooth_parser(PROG)
+    given = [a.split("=", 1)[0] for a in argv]
+    for flag in ONE_PER_RUN:
+        if given.count(flag) > 1:  # argparse would keep the last one without a word
+            parser.error(f"{flag} given {given.count(flag)} times: a run trains one subject (one folder)")
     args = parse_args(parser, argv)
     check_common_args(parser, args)
     check_dreambooth_args(parser, args)
