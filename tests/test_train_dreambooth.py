@@ -252,6 +252,30 @@ def test_resume_mid_epoch_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_
     assert final["weight_distance/total"] == pytest.approx(whole_log[-1]["weight_distance/total"], rel=1e-5)
 
 
+def test_resume_with_new_learning_rates_applies_and_says_so(tmp_path, tiny_sd, caplog):
+    """The trainer's advice after a NaN stop is "lower --learning_rate and resume": the new rates must apply."""
+    options = dict(adapter="delora", lr_scheduler="constant", checkpointing_steps=2, validation_steps=0)
+    run(flags(tmp_path / "out", tiny_sd, max_train_steps=2, learning_rate=2e-2, lambda_learning_rate=1e-3, **options))
+    reset_accelerate()
+    with caplog.at_level("INFO", logger="delora_diffusion.training"):
+        resumed = run(
+            flags(
+                tmp_path / "out",
+                tiny_sd,
+                max_train_steps=4,
+                learning_rate=1e-3,
+                lambda_learning_rate=1e-4,
+                resume_from_checkpoint="latest",
+                **options,
+            )
+        )
+    assert [h["step"] for h in resumed.history] == [3, 4]
+    assert all(
+        h["lr/adapter"] == pytest.approx(1e-3) and h["lr/lambda"] == pytest.approx(1e-4) for h in resumed.history
+    )
+    assert "other learning rates than the checkpoint's (0.02, 0.001 -> 0.001, 0.0001" in caplog.text
+
+
 def test_resume_from_a_missing_checkpoint_is_a_usage_error(tmp_path, tiny_sd, capsys):
     code = main(flags(tmp_path / "out", tiny_sd, resume_from_checkpoint=str(tmp_path / "checkpoint-9")))
     assert code == 2 and "no such folder" in capsys.readouterr().err

@@ -52,7 +52,7 @@ from .metrics import (
     weight_distance_logs,
 )
 from .model_card import write_model_card
-from .optimization import build_lr_scheduler, build_optimizer, restore_schedule
+from .optimization import base_rates, build_lr_scheduler, build_optimizer, restore_schedule
 from .ranks import main_process_first
 from .run_adapter import read_run_adapter, write_run_adapter
 from .run_files import ADAPTER_EMA_FILE, ADAPTER_FILE, METRICS_FILE, TRAINING_ARGS_FILE, VALIDATION_DIR
@@ -391,8 +391,18 @@ class _Run:
                 "interrupted run exactly",
                 ", ".join(changed),
             )
+        rates = base_rates(self.lr_scheduler)
         self.accelerator.load_state(str(self.resume_from))
-        restore_schedule(self.lr_scheduler)
+        saved_rates = base_rates(self.lr_scheduler)
+        if [f"{r:.6g}" for r in saved_rates] != [f"{r:.6g}" for r in rates]:
+            self.info(
+                "resuming with other learning rates than the checkpoint's (%s -> %s, one per parameter group): "
+                "the new rates apply from step %d",
+                ", ".join(f"{r:g}" for r in saved_rates),
+                ", ".join(f"{r:g}" for r in rates),
+                int(saved["global_step"]) + 1,
+            )
+        restore_schedule(self.lr_scheduler, rates)
         self.global_step = int(saved["global_step"])
         self.first_epoch = self.global_step // self.steps_per_epoch
         self.skip_batches = (self.global_step % self.steps_per_epoch) * self.args.gradient_accumulation_steps

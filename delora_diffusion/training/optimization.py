@@ -88,13 +88,22 @@ def build_lr_scheduler(args: argparse.Namespace, optimizer, max_train_steps: int
     )
 
 
-def restore_schedule(lr_scheduler) -> None:
-    """Set each group's learning rate from this run's schedule at the restored step.
+def base_rates(lr_scheduler) -> list[float]:
+    """This run's base learning rate of every parameter group (as the flags set them)."""
+    return list(getattr(lr_scheduler, "scheduler", lr_scheduler).base_lrs)
 
-    The optimizer state holds the rate of the interrupted run's last step; recomputing it makes a
-    resume with another --max_train_steps follow the new schedule from the first step.
+
+def restore_schedule(lr_scheduler, rates: list[float]) -> None:
+    """Set each group's learning rate from this run's schedule and base ``rates`` at the restored step.
+
+    A checkpoint holds the interrupted run's base rates and the rate of its last step; putting this run's
+    back (``rates``, read before the checkpoint was loaded) makes a resume with another --learning_rate,
+    --lambda_learning_rate or --max_train_steps follow the new settings from the first step.
     """
     scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
+    scheduler.base_lrs = list(rates)
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["initial_lr"] = rate
     lambdas = getattr(scheduler, "lr_lambdas", None)
     if lambdas is None:
         return
