@@ -322,6 +322,20 @@ def test_an_output_dir_of_another_adapter_is_refused_unless_overwritten(tmp_path
     assert not list(out.glob("checkpoint-*")) and read_adapter(result.adapter_path).config.method == "lora"
 
 
+def test_a_finished_run_of_the_same_method_is_refused_unless_resumed_or_overwritten(tmp_path, tiny_sd, capsys):
+    out = tmp_path / "out"
+    run(flags(out, tiny_sd, max_train_steps=2, checkpointing_steps=1))
+    reset_accelerate()
+    assert main(flags(out, tiny_sd, max_train_steps=2, checkpointing_steps=1)) == 2
+    assert "holds a run with the same settings, finished or checkpointed: continue it with" in capsys.readouterr().err
+    reset_accelerate()
+    resumed = run(flags(out, tiny_sd, max_train_steps=3, checkpointing_steps=1, resume_from_checkpoint="latest"))
+    assert resumed.global_step == 3
+    reset_accelerate()
+    again = run(flags(out, tiny_sd, max_train_steps=1, checkpointing_steps=0, overwrite_output_dir=True))
+    assert again.global_step == 1 and not list(out.glob("checkpoint-*"))
+
+
 def test_one_thread_policy_recorded_and_checked_on_resume(tmp_path, tiny_sd, caplog, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()

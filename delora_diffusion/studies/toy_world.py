@@ -255,7 +255,10 @@ def _run_point(args: dict) -> dict:
         return json.loads(result_file.read_text())
     settings = args["settings"]
     adapter, seconds, lr = None, None, None
-    if method != "base":
+    trained = folder / "train.json"  # written once the adapter is: a point killed later does not train again
+    if method != "base" and trained.exists():
+        adapter, seconds, lr = folder / "run" / ADAPTER_FILE, *json.loads(trained.read_text()).values()
+    elif method != "base":
         started = time.perf_counter()
         lr = base_learning_rate(method, settings["learning_rate"]) * factor
         noun = subject.class_noun
@@ -294,6 +297,7 @@ def _run_point(args: dict) -> dict:
         if train_main(argv) != 0:
             raise RuntimeError(f"training failed for {folder}")
         adapter, seconds = folder / "run" / ADAPTER_FILE, time.perf_counter() - started
+        write_json_atomic({"train_seconds": seconds, "learning_rate": lr}, trained)
     started = time.perf_counter()
     gen = _generate(
         folder / "images", settings, seed, args["images_per_prompt"], adapter, TOKEN, subject.name, out / "subjects.csv"

@@ -126,9 +126,10 @@ ADAPTER_FLAGS = (
 
 
 def claim_output_dir(output_dir: Path, args, is_main: bool) -> tuple[dict, str | None]:
-    """(the earlier run's args, a note when it was replaced). A folder holding a run of other adapter flags
-    stops the run (``CheckpointError``): its adapter, card and metrics would be replaced while its checkpoints
-    stayed, and a later resume would mix the two; with ``--overwrite_output_dir`` its checkpoints are deleted."""
+    """(the earlier run's args, a note when it was replaced). A folder holding a run of other adapter flags, or a
+    finished or checkpointed run of the same ones that is not being resumed, stops the run (``CheckpointError``):
+    its adapter, card and metrics would be replaced while its checkpoints stayed, and a later resume would mix
+    the two; with ``--overwrite_output_dir`` its checkpoints are deleted."""
     previous_file = output_dir / TRAINING_ARGS_FILE
     if not previous_file.is_file():
         return {}, None
@@ -139,20 +140,31 @@ def claim_output_dir(output_dir: Path, args, is_main: bool) -> tuple[dict, str |
         for key in ADAPTER_FLAGS
         if key in previous and previous[key] != now.get(key)
     ]
-    if not changed:
+    finished = bool(list_checkpoints(output_dir)) or (output_dir / ADAPTER_FILE).is_file()
+    if not changed and (not finished or args.resume_from_checkpoint):
         return previous, None
-    if not args.overwrite_output_dir:
-        raise CheckpointError(
-            f"--output_dir {output_dir} holds a run with other adapter flags ({', '.join(changed)}): "
-            "use another --output_dir, or --overwrite_output_dir to replace it"
+    # Another run here would replace the adapter, card and metrics and leave both runs' checkpoints side by side,
+    # for "--resume_from_checkpoint latest" to pick the older run's.
+    if changed:
+        what, advice = (
+            f"other adapter flags ({', '.join(changed)})",
+            "use another --output_dir, or --overwrite_output_dir to replace it",
         )
+    else:
+        what = "the same settings, finished or checkpointed"
+        advice = (
+            "continue it with --resume_from_checkpoint latest, use another --output_dir, or "
+            "--overwrite_output_dir to start again"
+        )
+    if not args.overwrite_output_dir:
+        raise CheckpointError(f"--output_dir {output_dir} holds a run with {what}: {advice}")
     if is_main:
         for _, path in list_checkpoints(output_dir):
             shutil.rmtree(path)
     return (
         previous,
-        f"--overwrite_output_dir: replaced the earlier run in {output_dir} ({', '.join(changed)}) and "
-        "deleted its checkpoints",
+        f"--overwrite_output_dir: replaced the earlier run in {output_dir} ({', '.join(changed) or 'same settings'}) "
+        "and deleted its checkpoints",
     )
 
 
