@@ -114,11 +114,12 @@ def test_items_train_with_their_captions_and_the_log_says_so(folder, tiny_sd, tm
     task.check_inputs(args)
     assert [task.instance.prompt_of(i) for i in range(3)] == [CAPTIONS[0], CAPTIONS[1], "a photo of sks toy"]
     assert task.validation_prompts(args) == [CAPTIONS[0]]  # no --validation_prompt: the data's own caption
-    assert any("captions from *.txt files for 2 of 3 images" in note for note in task.instance.notes)
+    assert "captions from *.txt files for 2 of 3 images" in task.instance.caption_note
 
     with caplog.at_level("INFO", logger="delora_diffusion.training"):
         assert main(_flags(tmp_path / "out", tiny_sd, folder, "--max_train_steps", "2")) == 0
-    assert any("captions from *.txt files for 2 of 3 images" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if "captions from *.txt files for 2 of 3 images" in r.getMessage()]
+    assert said and not any("warning" in line for line in said)  # which captions train is news, not a warning
     card = (tmp_path / "out" / "README.md").read_text()
     assert "2 of 3 images from *.txt files" in card
     assert read_adapter(tmp_path / "out" / "adapter.safetensors").metadata["extra"]["captions"] == "*.txt files"

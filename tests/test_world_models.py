@@ -22,7 +22,7 @@ FRESH_SEED = 7_000_001
 
 def test_shipped_files_fit_the_budget_and_store_float16_weights_loaded_as_float32():
     files = [p for p in PRETRAINED_DIR.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) < 15_000_000
+    assert sum(p.stat().st_size for p in files) < 25_000_000  # the toy-world issue's budget
     weights = [p for p in files if p.suffix == ".safetensors"]
     assert len(weights) == 5  # unet, vae, text encoder, dino, clip
     for path in weights:

@@ -73,6 +73,7 @@ class ImageSet:
     caption_source: str = "none"
     interpolation: str = "bilinear"  # --image_interpolation_mode, also of the resize to a bucket
     original_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) as decoded: SDXL's input
+    caption_note: str | None = None  # which captions train (every run says it; not a warning)
 
     @classmethod
     def load(
@@ -121,16 +122,17 @@ class ImageSet:
         ):
             if found:
                 notes.append(f"{what} {folder}: {len(found)} {says}: {_names(found)}")
+        caption_note = None
         if caption_extension is not None:  # said every run: which captions trained
             count = sum(c is not None for c in captions)
             if not count:
-                notes.append(
+                caption_note = (
                     f"{what} {folder}: no captions ({source}; metadata.jsonl or *{caption_extension} "
                     f"beside the images): every image trains with “{prompt}”"
                 )
             else:
                 rest = f"; the others train with “{prompt}”" if count < len(paths) else ""
-                notes.append(f"{what} {folder}: captions from {source} for {count} of {len(paths)} images{rest}")
+                caption_note = f"{what} {folder}: captions from {source} for {count} of {len(paths)} images{rest}"
         mode = InterpolationMode[interpolation.upper()]
         images = [TF.resize(d.image, resolution, interpolation=mode, antialias=True) for d in decoded]
         return cls(
@@ -145,6 +147,7 @@ class ImageSet:
             source,
             interpolation,
             [d.image.size for d in decoded],
+            caption_note,
         )
 
     def prompt_of(self, index: int) -> str:

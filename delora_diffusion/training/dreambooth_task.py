@@ -84,6 +84,8 @@ class DreamBoothTask(TrainingTask):
             )
         for images in (instance, class_images):
             run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
+            if images and images.caption_note:
+                run.notes.append(images.caption_note)
         dataset = DreamBoothDataset(
             instance,
             class_images,
