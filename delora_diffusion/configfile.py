@@ -152,6 +152,16 @@ def _errors_name_the_file(parser: argparse.ArgumentParser, origins: dict[str, st
     parser.error = error
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """A flag error is one line naming the flag, then a pointer to --help: argparse's default puts the whole
+    usage block (some 70 lines for the trainers) before it, where the message is easy to miss."""
+
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message} (--help lists every flag)\n")
+
+    parser.error = error  # type: ignore[method-assign]
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` over the values of ``--config`` (if given): explicit flags win.
 
@@ -159,6 +169,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     names the file and the key.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    _one_line_errors(parser)
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", action="append")
     known, _ = pre.parse_known_args(argv)
@@ -188,3 +199,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
             },
         )
     return args
+
+
+def add_bool_flag(group, name: str, help: str, default: bool | None = False) -> None:
+    """``--name`` turns the option on, ``--no_name`` off: a config file's ``name: true`` can be switched off."""
+    group.add_argument(f"--{name}", dest=name, action="store_true", default=default, help=help)
+    group.add_argument(f"--no_{name}", dest=name, action="store_false", default=default, help=argparse.SUPPRESS)

@@ -416,3 +416,30 @@ def test_a_second_subject_folder_stops_instead_of_replacing_the_first(capsys):
         build_args(["--instance_data_dir", "a", "--instance_data_dir=b", "--instance_prompt", "a photo of sks dog"])
     assert stop.value.code == 2
     assert "--instance_data_dir given 2 times: a run trains one subject" in capsys.readouterr().err
+
+
+def test_a_flag_error_is_one_line_and_a_config_true_can_be_switched_off(tmp_path, capsys):
+    from delora_diffusion.training.dreambooth import build_args
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "instance_data_dir: x\ninstance_prompt: a photo of sks dog\nzero_terminal_snr: true\n"
+        "overwrite_output_dir: true\npush_to_hub: true\n"
+    )
+    with pytest.raises(SystemExit) as stop:
+        build_args(["--config", str(config), "--rank", "0"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and "usage:" not in err
+    assert "error: --pretrained_model_name_or_path is required" in err
+    args, _ = build_args(
+        [
+            "--config",
+            str(config),
+            "--pretrained_model_name_or_path",
+            "m",
+            "--no_zero_terminal_snr",
+            "--no_overwrite_output_dir",
+            "--no_push_to_hub",
+        ]
+    )
+    assert not (args.zero_terminal_snr or args.overwrite_output_dir or args.push_to_hub)

@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 
 from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
+from ..configfile import add_bool_flag
 from ..errors import UserError
 from ..fileio import folder_problem
 from ..inference.defaults import DREAMBOOTH
@@ -36,12 +37,6 @@ REGEX_CHARACTERS = set("*()[]|^$\\+?")
 
 class UsageError(UserError):
     """A flag value found unusable once the run starts (e.g. a tracker that is not installed)."""
-
-
-def add_bool_flag(group, name: str, help: str, default: bool | None = False) -> None:
-    """``--name`` turns the option on, ``--no_name`` off (to override a config file)."""
-    group.add_argument(f"--{name}", dest=name, action="store_true", default=default, help=help)
-    group.add_argument(f"--no_{name}", dest=name, action="store_false", default=default, help=argparse.SUPPRESS)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -167,10 +162,10 @@ def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str]
         help="also keep an exponential moving average of the adapter's weights (diffusers' EMAModel, "
         "decay min(D, (1+t)/(10+t)) at step t), saved as adapter_ema.safetensors",
     )
-    g.add_argument(
-        "--zero_terminal_snr",
-        action="store_true",
-        help="rescale the schedule's betas to SNR 0 at the last step (Lin et al. 2024; v-prediction "
+    add_bool_flag(
+        g,
+        "zero_terminal_snr",
+        "rescale the schedule's betas to SNR 0 at the last step (Lin et al. 2024; v-prediction "
         "models; sample with generate.py --zero_terminal_snr)",
     )
     g.add_argument(
@@ -189,10 +184,10 @@ def add_run_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None =
     g = parser.add_argument_group("output, logging, checkpoints, validation")
     g.add_argument("--output_dir", default="outputs/dreambooth", help="(default: %(default)s)")
     add_thread_arg(g)
-    g.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="replace a run of other adapter flags in --output_dir (its checkpoints are deleted) instead of stopping",
+    add_bool_flag(
+        g,
+        "overwrite_output_dir",
+        "replace the run in --output_dir (its checkpoints are deleted) instead of stopping",
     )
     g.add_argument("--logging_dir", default="logs", help="TensorBoard folder, relative to --output_dir")
     g.add_argument(

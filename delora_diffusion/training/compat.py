@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+from ..configfile import add_bool_flag
 from .args import check_optimizer
 
 # flag -> why it stops the run when given: what it is for in diffusers, and what to do here instead.
@@ -28,25 +29,25 @@ def add_diffusers_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--validation_epochs", type=int, metavar="N", help="validate every N epochs (instead of --validation_steps)"
     )
-    g.add_argument(
-        "--enable_xformers_memory_efficient_attention",
-        action="store_true",
-        help="xformers attention when installed; PyTorch's SDPA (as fast on torch 2) otherwise, said once",
+    add_bool_flag(
+        g,
+        "enable_xformers_memory_efficient_attention",
+        "xformers attention when installed; PyTorch's SDPA (as fast on torch 2) otherwise, said once",
     )
     g.add_argument(
         "--prior_generation_precision",
         choices=PRECISIONS,
         help="dtype of class-image generation (default: the run's --mixed_precision)",
     )
-    g.add_argument(
-        "--pre_compute_text_embeddings",
-        action="store_true",
-        help="accepted: text embeddings are computed once whenever the prompts are fixed",
+    add_bool_flag(
+        g,
+        "pre_compute_text_embeddings",
+        "accepted: text embeddings are computed once whenever the prompts are fixed",
     )
-    g.add_argument(
-        "--use_8bit_adam",
-        action="store_true",
-        help="diffusers' name for --optimizer adamw8bit (bitsandbytes' 8-bit AdamW, CUDA)",
+    add_bool_flag(
+        g,
+        "use_8bit_adam",
+        "diffusers' name for --optimizer adamw8bit (bitsandbytes' 8-bit AdamW, CUDA)",
     )
     g.add_argument(
         "--local_rank",

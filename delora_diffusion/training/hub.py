@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..configfile import add_bool_flag
 from ..errors import UserError
 from .run_files import CHECKPOINT_PREFIX, CLASS_IMAGES_DIR
 
@@ -23,10 +24,10 @@ class HubError(UserError):
 
 
 def add_hub_args(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--push_to_hub",
-        action="store_true",
-        help="upload the output folder (adapter, exports, model card, validation images, logs; not "
+    add_bool_flag(
+        group,
+        "push_to_hub",
+        "upload the output folder (adapter, exports, model card, validation images, logs; not "
         "checkpoints or class images) to a Hugging Face model repository at the end",
     )
     group.add_argument(
