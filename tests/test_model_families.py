@@ -183,6 +183,38 @@ def test_pickles_and_broken_single_files_are_refused_with_a_reason(name, says, t
         check_base_model(str(path))
 
 
+def test_a_garbage_safetensors_base_is_one_line_in_every_command(tmp_path, capsys):
+    """Random bytes give the header "length" as a huge number: reading it whole was a MemoryError."""
+    from delora_diffusion.inference.generate import main as generate_main
+    from delora_diffusion.training.dreambooth import main as train_main
+
+    garbage = tmp_path / "model.safetensors"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ModelFamilyError, match="first 8 bytes give a header of .* bytes, which cannot be"):
+        check_base_model(str(garbage))
+    runs = [
+        lambda: train_main(
+            [
+                "--pretrained_model_name_or_path",
+                str(garbage),
+                "--instance_data_dir",
+                str(tmp_path),
+                "--instance_prompt",
+                "a photo of sks toy",
+                "--output_dir",
+                str(tmp_path / "run"),
+            ]
+        ),
+        lambda: generate_main(
+            ["--pretrained_model_name_or_path", str(garbage), "--prompt", "x", "--output_dir", str(tmp_path / "images")]
+        ),
+    ]
+    for run in runs:
+        assert run() == 2
+        err = capsys.readouterr().err
+        assert "is not a readable safetensors file" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_supported_folders_and_cached_hub_ids_pass(tiny_sd, tiny_sd2, tmp_path, monkeypatch):
     from huggingface_hub import constants
 

@@ -50,12 +50,17 @@ def is_single_file(name_or_path: str) -> bool:
     return path.suffix.lower() == SINGLE_FILE_SUFFIX and path.is_file()
 
 
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
+
+
 def single_file_kind(path: str | Path) -> tuple[str, str]:
     """(pipeline class, version: sd1, sd2 or sdxl) of an original-format single-file checkpoint, from the tensor
     names in its header (nothing loaded); ``ModelFamilyError`` naming the file when they fit no family here."""
     try:
         with open(path, "rb") as f:  # safetensors: an 8-byte length, then a JSON header naming every tensor
             size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= min(MAX_HEADER_BYTES, Path(path).stat().st_size - 8):  # garbage: a huge "length"
+                raise ValueError(f"its first 8 bytes give a header of {size} bytes, which cannot be")
             names = list(json.loads(f.read(size)))
     except (OSError, ValueError, OverflowError) as exc:
         raise ModelFamilyError(f"{path} is not a readable safetensors file ({exc})") from exc
