@@ -175,7 +175,14 @@ def test_bucketed_runs_resume_exactly(crop, folder, tiny_sd, tmp_path, caplog):
     # Square crops of the same images train on other pixels, so the run ends elsewhere.
     reset_accelerate()
     square = tmp_path / "square"
-    assert main(_flags(square, tiny_sd, folder, *crop, "--max_train_steps", str(steps), "--no_enable_bucket")) == 0
+    unbucketed = [
+        f for f in _flags(square, tiny_sd, folder, *crop, "--max_train_steps", str(steps)) if f not in BUCKET_FLAGS
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="delora_diffusion.training"):
+        assert main(unbucketed) == 0
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 image(s) of" in said and "lose more than half to the square crop: 3.png" in said  # the 100x40 one
     c = _adapter(square / "adapter.safetensors")
     assert max((a[k] - c[k]).abs().max().item() for k in a) > 0
 

@@ -86,6 +86,13 @@ class DreamBoothTask(TrainingTask):
             run.notes += [f"warning: {note}" for note in (images.notes if images else [])]
             if images and images.caption_note:
                 run.notes.append(images.caption_note)
+            if images and not args.enable_bucket:
+                narrow = [p.name for p, (w, h) in zip(images.paths, images.original_sizes) if max(w, h) > 2 * min(w, h)]
+                if narrow:  # the square crop keeps min/max of such an image: under half of it
+                    run.notes.append(
+                        f"warning: {len(narrow)} image(s) of {images.folder} are over twice as long as wide and lose "
+                        f"more than half to the square crop: {', '.join(narrow[:5])}; --enable_bucket keeps them whole"
+                    )
         dataset = DreamBoothDataset(
             instance,
             class_images,
