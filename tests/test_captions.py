@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import reset_accelerate
+from train_helpers import reset_accelerate, tiny_trainer_flags
 
 from delora_diffusion.adapters import read_adapter
 from delora_diffusion.data.captions import CaptionError, CaptionPolicy, read_captions
@@ -34,30 +34,7 @@ def folder(tmp_path) -> Path:
 
 
 def _flags(out: Path, tiny_sd: Path, data: Path, *extra: str) -> list[str]:
-    return [
-        "--pretrained_model_name_or_path",
-        str(tiny_sd),
-        "--instance_data_dir",
-        str(data),
-        "--instance_prompt",
-        "a photo of sks toy",
-        "--resolution",
-        "32",
-        "--center_crop",
-        "--rank",
-        "2",
-        "--report_to",
-        "none",
-        "--validation_steps",
-        "0",
-        "--num_validation_images",
-        "1",
-        "--validation_inference_steps",
-        "2",
-        "--output_dir",
-        str(out),
-        *extra,
-    ]
+    return tiny_trainer_flags(tiny_sd, out, *extra, data=data)
 
 
 def test_txt_captions_and_metadata_jsonl(folder):

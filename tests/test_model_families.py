@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import reset_accelerate
+from train_helpers import reset_accelerate, tiny_trainer_flags
 
 from delora_diffusion.adapters import load_adapter, read_adapter
 from delora_diffusion.inference.generate import main as generate_main
@@ -24,26 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _train_flags(out: Path, base: Path, *extra: str) -> list[str]:
-    return [
-        "--pretrained_model_name_or_path",
-        str(base),
-        "--instance_data_dir",
-        str(REPO / "subjects" / "robot"),
-        "--instance_prompt",
-        "a photo of sks toy",
-        "--resolution",
-        "32",
-        "--center_crop",
-        "--rank",
-        "2",
-        "--report_to",
-        "none",
-        "--validation_steps",
-        "0",
-        "--output_dir",
-        str(out),
-        *extra,
-    ]
+    return tiny_trainer_flags(base, out, *extra)
 
 
 def test_sd2_shape_and_its_velocity_target(tiny_sd2):

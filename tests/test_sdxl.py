@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from train_helpers import reset_accelerate
+from train_helpers import reset_accelerate, tiny_trainer_flags
 
 from delora_diffusion.adapters import load_adapter, read_adapter
 from delora_diffusion.data.dreambooth import DreamBoothDataset, ImageSet
@@ -22,30 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _flags(out: Path, base: Path, *extra: str) -> list[str]:
-    return [
-        "--pretrained_model_name_or_path",
-        str(base),
-        "--instance_data_dir",
-        str(REPO / "subjects" / "robot"),
-        "--instance_prompt",
-        "a photo of sks toy",
-        "--resolution",
-        "32",
-        "--center_crop",
-        "--rank",
-        "2",
-        "--report_to",
-        "none",
-        "--validation_steps",
-        "0",
-        "--num_validation_images",
-        "1",
-        "--validation_inference_steps",
-        "2",
-        "--output_dir",
-        str(out),
-        *extra,
-    ]
+    return tiny_trainer_flags(base, out, *extra)
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from train_helpers import reset_accelerate, tiny_trainer_flags
 
 from delora_diffusion.training.loss import diffusion_loss
 
@@ -30,37 +31,13 @@ def test_noise_offset_shifts_the_target_per_channel():
 
 
 def _flags(out, tiny_sd, *extra):
-    from pathlib import Path
-
-    robot = Path(__file__).resolve().parents[1] / "subjects" / "robot"
-    return [
-        "--pretrained_model_name_or_path",
-        str(tiny_sd),
-        "--instance_data_dir",
-        str(robot),
-        "--instance_prompt",
-        "a photo of sks toy",
-        "--resolution",
-        "32",
-        "--center_crop",
-        "--rank",
-        "2",
-        "--report_to",
-        "none",
-        "--validation_steps",
-        "0",
-        "--output_dir",
-        str(out),
-        *extra,
-    ]
+    return tiny_trainer_flags(tiny_sd, out, *extra)
 
 
 @pytest.mark.parametrize(
     "optimizer,rates", [("prodigy", {"adapter": 1.0, "lambda": 1.0}), ("lion", {"adapter": 2e-2, "lambda": 1e-3})]
 )
 def test_optimizers_train_with_lambda_in_its_own_group_and_resume_exactly(optimizer, rates, tiny_sd, tmp_path):
-    from train_helpers import reset_accelerate
-
     from delora_diffusion.adapters import read_adapter
     from delora_diffusion.training.dreambooth import build_args, main
     from delora_diffusion.training.dreambooth_task import DreamBoothTask
@@ -129,8 +106,6 @@ def test_prodigy_refuses_two_rates(tiny_sd, tmp_path, capsys):
 
 
 def test_adapter_ema_is_saved_beside_the_raw_adapter_and_resumes_exactly(tiny_sd, tmp_path):
-    from train_helpers import reset_accelerate
-
     from delora_diffusion.adapters import read_adapter
     from delora_diffusion.training.dreambooth import main
 

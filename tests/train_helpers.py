@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+ROBOT = Path(__file__).resolve().parents[1] / "subjects" / "robot"
+
+
+def tiny_trainer_flags(base, out, *extra: str, data=ROBOT) -> list[str]:
+    """A fast DreamBooth run of the demo robot (``data``) on a tiny model ``base`` into ``out``: 32 px, rank 2,
+    no trackers, no validation; ``extra`` flags follow (and win)."""
+    return [
+        *("--pretrained_model_name_or_path", str(base), "--instance_data_dir", str(data)),
+        *("--instance_prompt", "a photo of sks toy", "--resolution", "32", "--center_crop", "--rank", "2"),
+        *("--report_to", "none", "--validation_steps", "0", "--num_validation_images", "1"),
+        *("--validation_inference_steps", "2", "--output_dir", str(out)),
+        *extra,
+    ]
+
 
 def reset_accelerate() -> None:
     """Forget accelerate's process-wide state, so the next run can build its own Accelerator."""
