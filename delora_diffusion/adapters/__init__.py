@@ -19,6 +19,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "TARGET_PRESETS",
             "AdapterConfig",
             "AdapterConfigError",
+            "adapter_fields",
             "default_weight_decay",
         ],
         "export": ["export_lora", "lora_state_dict"],

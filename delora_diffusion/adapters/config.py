@@ -47,15 +47,39 @@ class AdapterConfig:
         lora_dropout: LoRA/DoRA only: dropout probability on the adapter's input while training (PEFT's).
     """
 
-    method: str = "delora"
-    rank: int = 16
-    target_modules: list[str] | str = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    init: str = "residual"
-    lambda_init: float = 15.0
-    lora_alpha: float | None = None
-    ether_blocks: int = 4
-    one_sided: bool = False
-    lora_dropout: float = 0.0
+    # Each field's metadata is its command-line flag (``flag``, ``help``; training/args.py builds the flags
+    # from these), so a hyperparameter, its default and its flag are declared here once.
+    method: str = field(default="delora", metadata={"flag": "adapter", "choices": METHODS, "help": "method"})
+    rank: int = field(default=16, metadata={"flag": "rank", "help": "r of DeLoRA / LoRA / DoRA"})
+    target_modules: list[str] | str = field(
+        default_factory=lambda: list(DEFAULT_TARGETS),
+        metadata={
+            "flag": "target_modules",
+            "nargs": "+",
+            "metavar": "NAME",
+            "help": "nn.Linear module names or dotted suffixes to adapt, one regex matching whole names, or one "
+            "preset: attention (the papers' default, to_q/to_k/to_v/to_out.0), attention+ff (also the transformer "
+            "blocks' feed-forward ff.net.0.proj/ff.net.2), all-linear (every nn.Linear)",
+        },
+    )
+    init: str = field(
+        default="residual", metadata={"flag": "adapter_init", "choices": DELORA_INITS, "help": "DeLoRA initialisation"}
+    )
+    lambda_init: float = field(default=15.0, metadata={"flag": "delora_lambda", "help": "initial DeLoRA strength λ"})
+    lora_alpha: float | None = field(
+        default=None, metadata={"flag": "lora_alpha", "help": "LoRA/DoRA α (default: α = rank)"}
+    )
+    ether_blocks: int = field(
+        default=4,
+        metadata={"flag": "ether_blocks", "help": "number of diagonal blocks of the ETHER/ETHER+ reflections"},
+    )
+    one_sided: bool = field(
+        default=False, metadata={"flag": "ether_one_sided", "help": "ETHER+: transform the input side only"}
+    )
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={"flag": "lora_dropout", "help": "LoRA/DoRA: dropout on the adapter's input while training"},
+    )
 
     def __post_init__(self) -> None:
         targets = self.target_modules
@@ -102,3 +126,8 @@ class AdapterConfig:
 def default_weight_decay(method: str) -> float:
     """AdamW weight decay used when the user gives none (the method table's)."""
     return METHOD_TABLE[method].weight_decay
+
+
+def adapter_fields() -> list[dataclasses.Field[Any]]:
+    """The hyperparameters of ``AdapterConfig``, each with its flag in ``field.metadata["flag"]``."""
+    return list(dataclasses.fields(AdapterConfig))

@@ -10,9 +10,10 @@ model, adapter, optimisation and run groups and adds only its own data group.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 
-from ..adapters import DEFAULT_TARGETS, METHOD_TABLE, METHODS, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig
+from ..adapters import METHOD_TABLE, PAPER_LAMBDA_LEARNING_RATE, AdapterConfig, adapter_fields
 from ..configfile import add_bool_flag
 from ..errors import UserError
 from ..fileio import folder_problem
@@ -58,41 +59,27 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--variant", help="weight variant of the base model files, e.g. fp16")
 
 
+FLAG_TYPES = {"int": int, "float": float, "float | None": float}
+
+
 def add_adapter_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``AdapterConfig`` field, named, typed, defaulted and explained by the field itself."""
     g = parser.add_argument_group("adapter")
-    g.add_argument("--adapter", default="delora", choices=METHODS, help="method (default: %(default)s)")
-    g.add_argument("--rank", type=int, default=16, help="r of DeLoRA / LoRA / DoRA (default: %(default)s)")
-    g.add_argument(
-        "--target_modules",
-        nargs="+",
-        default=list(DEFAULT_TARGETS),
-        metavar="NAME",
-        help="nn.Linear module names or dotted suffixes to adapt, one regex matching whole names, or "
-        "one preset: attention (the papers' default, to_q/to_k/to_v/to_out.0), attention+ff "
-        "(also the transformer blocks' feed-forward ff.net.0.proj/ff.net.2), all-linear "
-        "(every nn.Linear) (default: %(default)s)",
-    )
-    g.add_argument(
-        "--adapter_init",
-        default="residual",
-        choices=("residual", "zero_b"),
-        help="DeLoRA initialisation (default: %(default)s)",
-    )
-    g.add_argument("--delora_lambda", type=float, default=15.0, help="initial DeLoRA strength λ (default: %(default)s)")
-    g.add_argument("--lora_alpha", type=float, help="LoRA/DoRA α (default: α = rank)")
-    g.add_argument(
-        "--lora_dropout",
-        type=float,
-        default=0.0,
-        help="LoRA/DoRA: dropout on the adapter's input while training (default: %(default)s)",
-    )
-    g.add_argument(
-        "--ether_blocks",
-        type=int,
-        default=4,
-        help="number of diagonal blocks of the ETHER/ETHER+ reflections (default: %(default)s)",
-    )
-    add_bool_flag(g, "ether_one_sided", "ETHER+: transform the input side only")
+    for hyper in adapter_fields():
+        meta = dict(hyper.metadata)
+        name = meta.pop("flag")
+        default = hyper.default_factory() if hyper.default_factory is not dataclasses.MISSING else hyper.default
+        if default is False:
+            add_bool_flag(g, name, meta["help"])
+            continue
+        kind = FLAG_TYPES.get(str(hyper.type))  # the field's annotation (a string: postponed annotations)
+        help_text = meta.pop("help") + ("" if default is None else " (default: %(default)s)")
+        g.add_argument(
+            f"--{name}", dest=name, default=default, help=help_text, **({"type": kind} if kind else {}), **meta
+        )
+
+
+ADAPTER_FLAG_NAMES = tuple(f.metadata["flag"] for f in adapter_fields())
 
 
 def add_optimization_args(parser: argparse.ArgumentParser, helps: dict[str, str] | None = None) -> None:
@@ -260,20 +247,11 @@ def apply_method_defaults(args: argparse.Namespace) -> list[str]:
 
 def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
     """The AdapterConfig the adapter flags describe."""
-    targets = args.target_modules
+    values = {f.name: getattr(args, f.metadata["flag"]) for f in adapter_fields()}
+    targets = values["target_modules"]
     if len(targets) == 1 and REGEX_CHARACTERS & set(targets[0]):
-        targets = targets[0]  # one pattern with regex syntax: match whole module names
-    return AdapterConfig(
-        method=args.adapter,
-        rank=args.rank,
-        target_modules=targets,
-        init=args.adapter_init,
-        lambda_init=args.delora_lambda,
-        lora_alpha=args.lora_alpha,
-        ether_blocks=args.ether_blocks,
-        lora_dropout=args.lora_dropout,
-        one_sided=args.ether_one_sided,
-    )
+        values["target_modules"] = targets[0]  # one pattern with regex syntax: match whole module names
+    return AdapterConfig(**values)
 
 
 def check_optimizer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

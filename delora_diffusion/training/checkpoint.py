@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import temporary_dir_name, write_json_atomic
+from .args import ADAPTER_FLAG_NAMES
 from .run_files import ADAPTER_FILE, CHECKPOINT_PREFIX, TRAINING_ARGS_FILE
 
 STATE_FILE = "trainer_state.json"
@@ -110,19 +111,9 @@ def prune_checkpoints(output_dir: str | Path, total_limit: int | None) -> list[P
     return doomed
 
 
-# The flags that make an adapter what it is: a folder holds the run of one setting of them.
-ADAPTER_FLAGS = (
-    "adapter",
-    "rank",
-    "target_modules",
-    "adapter_init",
-    "delora_lambda",
-    "lora_alpha",
-    "ether_blocks",
-    "ether_one_sided",
-    "lora_dropout",
-    "train_text_encoder",
-)
+# The flags that make an adapter what it is (its hyperparameters' flags, plus the text encoder's part in it):
+# a folder holds the run of one setting of them.
+ADAPTER_FLAGS = (*ADAPTER_FLAG_NAMES, "train_text_encoder")
 
 
 def claim_output_dir(output_dir: Path, args, is_main: bool) -> tuple[dict, str | None]:

@@ -258,6 +258,8 @@ def write_cards(out: Path, recipe, seed: int, command: str, quality: dict, timin
     write_json_atomic(quality, out / "quality.json", indent=2)
     sd_time = f"Training took {timings.get('sd_minutes', '?')} min on 2 CPU cores (rendering included)."
     judge_time = f"Both judges together took {timings.get('judges_minutes', '?')} min on 2 CPU cores."
+    if timings.get("note"):  # how the run shared the machine, when it differs from one stage after the other
+        sd_time, judge_time = f"{sd_time} ({timings['note']})", f"{judge_time} ({timings['note']})"
     atomic_write_text(
         out / "sd" / "README.md",
         _card(
