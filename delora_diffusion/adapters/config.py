@@ -104,7 +104,7 @@ class AdapterConfig:
             raise AdapterConfigError("target_modules is empty")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise AdapterConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.lora_dropout and self.method not in ("lora", "dora"):
+        if self.lora_dropout and not METHOD_TABLE[self.method].dropout:
             raise AdapterConfigError(f"lora_dropout applies to lora and dora (PEFT's dropout), not {self.method}")
 
     @property

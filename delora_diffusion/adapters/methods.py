@@ -23,6 +23,9 @@ class Method:
     dreambooth_lr: float  # the papers' DreamBooth rate (SD 1.5, batch 1)
     sweep_lr: float  # base rate of the DeLoRA paper's learning-rate study (its Fig. 2)
     summary: Callable[[AdapterConfig], str]  # one line from an AdapterConfig, for the model card
+    strength: bool = False  # a learnable per-layer strength λ with its own learning rate and a norm bound
+    dropout: bool = False  # takes --lora_dropout (PEFT's dropout on the adapter's input)
+    kohya_export: bool = True  # has a kohya / ComfyUI LoRA form (DoRA's files normalise another axis)
 
 
 def _delora(c: AdapterConfig) -> str:
@@ -41,9 +44,9 @@ def _ether_like(label: str) -> Callable[[AdapterConfig], str]:
 METHOD_TABLE: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("delora", "DeLoRA", True, 1e-2, 2e-2, 6e-3, _delora),
-        Method("lora", "LoRA", True, 1e-2, 6e-4, 6e-4, _lora_like("LoRA")),
-        Method("dora", "DoRA", True, 1e-2, 6e-4, 6e-4, _lora_like("DoRA")),
+        Method("delora", "DeLoRA", True, 1e-2, 2e-2, 6e-3, _delora, strength=True),
+        Method("lora", "LoRA", True, 1e-2, 6e-4, 6e-4, _lora_like("LoRA"), dropout=True),
+        Method("dora", "DoRA", True, 1e-2, 6e-4, 6e-4, _lora_like("DoRA"), dropout=True, kohya_export=False),
         Method("ether", "ETHER", False, 0.0, 6e-3, 6e-3, _ether_like("ETHER")),
         Method("etherplus", "ETHER+", False, 0.0, 6e-3, 6e-3, _ether_like("ETHER+")),
     )

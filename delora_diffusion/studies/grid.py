@@ -168,7 +168,7 @@ class SweepSpec:
             output_dir=str(self.point_dir(point)),
             resume_from_checkpoint="latest",
         )
-        if point.method == "delora":
+        if METHOD_TABLE[point.method].strength:
             scale = point.lr_factor if self.scale_lambda_learning_rate else 1.0
             config["lambda_learning_rate"] = self.lambda_learning_rate * scale
         else:

@@ -131,7 +131,7 @@ def distance_vs_step(info: dict, results: list[dict], path: Path) -> Path | None
             bound = [c.get("bound_total") for c in r["curve"]]
             if all(b is not None for b in bound):
                 ax.plot(steps, bound, color=color, linestyle="--", linewidth=1.4)
-        ax.set_title(METHOD_LABELS.get(method, method) + (" (dashed: bound)" if method == "delora" else ""))
+        ax.set_title(METHOD_LABELS.get(method, method) + (" (dashed: bound)" if METHOD_TABLE[method].strength else ""))
         ax.set_xlabel("step")
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)

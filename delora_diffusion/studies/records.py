@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..adapters import read_adapter
+from ..adapters import METHOD_TABLE, read_adapter
 from ..adapters.delora import bound_coefficient
 from ..training.metrics import read_metrics
 from ..training.run_files import ADAPTER_FILE, METRICS_FILE
@@ -26,7 +26,7 @@ RUN_LEVEL_LAMBDA = ("lambda/mean", "lambda/min", "lambda/max")
 def bound_coefficients(adapter_path: Path) -> dict[str, float]:
     """DeLoRA only: per layer, c·max_j w_j, so that the layer's bound is |λ| times it. Empty otherwise."""
     stored = read_adapter(adapter_path)
-    if stored.config.method != "delora":
+    if not METHOD_TABLE[stored.config.method].strength:
         return {}
     return {layer: bound_coefficient(tensors, stored.config.init) for layer, tensors in stored.layers.items()}
 

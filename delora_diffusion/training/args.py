@@ -230,13 +230,13 @@ def apply_method_defaults(args: argparse.Namespace) -> list[str]:
         if args.learning_rate is None:
             args.learning_rate = 1.0
             filled.append("learning_rate=1 (Prodigy's multiplier)")
-        if args.adapter == "delora" and args.lambda_learning_rate is None:
+        if METHOD_TABLE[args.adapter].strength and args.lambda_learning_rate is None:
             args.lambda_learning_rate = args.learning_rate
             filled.append("lambda_learning_rate=learning_rate (Prodigy takes one rate for every group)")
     if args.learning_rate is None:
         args.learning_rate = PAPER_LEARNING_RATES[args.adapter]
         filled.append(f"learning_rate={args.learning_rate:g} ({args.adapter} paper default)")
-    if args.adapter == "delora" and args.lambda_learning_rate is None:
+    if METHOD_TABLE[args.adapter].strength and args.lambda_learning_rate is None:
         args.lambda_learning_rate = PAPER_LAMBDA_LEARNING_RATE
         filled.append(f"lambda_learning_rate={args.lambda_learning_rate:g} (DeLoRA paper default)")
     if args.adam_weight_decay is None:

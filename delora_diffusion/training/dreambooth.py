@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..adapters import METHOD_TABLE
 from ..configfile import add_config_arg, parse_args
 from ..images import background_colour
 from .args import (
@@ -192,9 +193,10 @@ def check_dreambooth_args(parser: argparse.ArgumentParser, args: argparse.Namesp
     for name in ("num_class_images", "sample_batch_size", "class_inference_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.export_kohya and args.adapter == "dora":
+    if args.export_kohya and not METHOD_TABLE[args.adapter].kohya_export:
         parser.error(
-            "--export_kohya: DoRA has no kohya form (kohya/LyCORIS DoRA files normalise another axis); "
+            f"--export_kohya: {METHOD_TABLE[args.adapter].label} has no kohya form (kohya/LyCORIS DoRA files "
+            "normalise another axis); "
             "use pytorch_lora_weights.safetensors (diffusers), which the trainer always writes"
         )
     if args.with_prior_preservation:

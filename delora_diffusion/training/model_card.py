@@ -19,7 +19,7 @@ def _method_summary(args: argparse.Namespace) -> str:
 
 def _learning_rates(args: argparse.Namespace) -> str:
     text = f"{args.learning_rate:g}"
-    if args.adapter == "delora" and args.lambda_learning_rate is not None:
+    if METHOD_TABLE[args.adapter].strength and args.lambda_learning_rate is not None:
         text += f" (λ: {args.lambda_learning_rate:g}, weight decay {args.lambda_weight_decay:g})"
     if args.scale_lr:
         text += ", scaled by batch × accumulation × processes"
