@@ -318,7 +318,8 @@ def write_cards(out: Path, recipe, seed: int, command: str, quality: dict, timin
             "Toy-world CLIP judge",
             "A transformers `CLIPModel` with the world's tokenizer (`delora-eval --clip_model` this folder), trained "
             "contrastively on pretraining renders with alt-text captions that describe the instance (colours, "
-            "pattern, with or without the place) and the DreamBooth templates, in batches of one place each.",
+            "pattern, with or without the place) and the DreamBooth templates, in batches of a few places with many "
+            "images each.",
             [
                 f"zero-shot class accuracy on {judges['renders']} fresh renders: {_pct(judges['clip_class_accuracy'])} "
                 f"(chance 25 %)",

@@ -11,9 +11,9 @@
 - **CLIP** (``CLIPModel``): contrastive image-caption training on pretraining-style scenes with the
   captions alt-text gives, which describe the instance ("a striped orange toy with teal parts in the
   snow", or without the place), and the DreamBooth templates ("a toy in the snow") the zero-shot checks
-  use. A batch groups images of the same place, so the caption must be found from the object, not the
-  backdrop: the image embedding then ranks the same instance elsewhere above another instance in the same
-  place, which CLIP-I needs. Captions repeat within a batch, so each image is scored against the batch's
+  use. A batch takes eight places with twelve images of each, so most captions must be found from the
+  object, not the backdrop: the image embedding is meant to rank the same instance elsewhere above another
+  instance in the same place, which CLIP-I needs (the cards measure it). Captions repeat within a batch, so each image is scored against the batch's
   distinct captions, and each caption against all its images.
 
 Training images get the degradations a generator adds (blur, noise, small shifts) so the judges score
