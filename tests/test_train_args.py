@@ -443,3 +443,34 @@ def test_a_flag_error_is_one_line_and_a_config_true_can_be_switched_off(tmp_path
         ]
     )
     assert not (args.zero_terminal_snr or args.overwrite_output_dir or args.push_to_hub)
+
+
+@pytest.mark.parametrize(
+    "adapter,rate,says",
+    [
+        ("delora", "1e-4", "--learning_rate 0.0001 is 200× below DeLoRA's paper rate 0.02"),
+        ("lora", "1e-4", None),  # diffusers' habit, within LoRA's scale
+        ("lora", "2e-2", "--learning_rate 0.02 is 33× above LoRA's paper rate 0.0006"),
+        ("delora", "6e-3", None),
+    ],
+)
+def test_a_learning_rate_from_another_methods_scale_is_named(adapter, rate, says):
+    from delora_diffusion.training.args import rate_scale_warning
+    from delora_diffusion.training.dreambooth import build_args
+
+    args, _ = build_args(
+        [
+            "--pretrained_model_name_or_path",
+            "m",
+            "--instance_data_dir",
+            "x",
+            "--instance_prompt",
+            "a photo of sks dog",
+            "--adapter",
+            adapter,
+            "--learning_rate",
+            rate,
+        ]
+    )
+    warning = rate_scale_warning(args)
+    assert (warning is None) if says is None else (says in warning), warning

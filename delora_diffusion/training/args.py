@@ -245,6 +245,27 @@ def apply_method_defaults(args: argparse.Namespace) -> list[str]:
     return filled
 
 
+RATE_SCALE = 30.0  # the papers' rates span ×33 between methods (LoRA 6e-4 … DeLoRA 2e-2)
+
+
+def rate_scale_warning(args: argparse.Namespace) -> str | None:
+    """A warning when --learning_rate is more than ``RATE_SCALE`` times off the method's paper rate: a rate
+    from another method's scale (a diffusers-style 1e-4 for DeLoRA is 200× below its 2e-2) trains next to
+    nothing, or far too hard, without any error."""
+    if getattr(args, "optimizer", "adamw") == "prodigy":  # a multiplier of Prodigy's own estimate, not a rate
+        return None
+    paper = PAPER_LEARNING_RATES[args.adapter]
+    ratio = args.learning_rate / paper
+    if 1 / RATE_SCALE <= ratio <= RATE_SCALE:
+        return None
+    how = f"{1 / ratio:.0f}× below" if ratio < 1 else f"{ratio:.0f}× above"
+    label = METHOD_TABLE[args.adapter].label
+    return (
+        f"warning: --learning_rate {args.learning_rate:g} is {how} {label}'s paper rate {paper:g}; rates differ "
+        f"between methods by up to ×33 (leave --learning_rate out to use {paper:g})"
+    )
+
+
 def adapter_config_from_args(args: argparse.Namespace) -> AdapterConfig:
     """The AdapterConfig the adapter flags describe."""
     values = {f.name: getattr(args, f.metadata["flag"]) for f in adapter_fields()}

@@ -8,6 +8,7 @@ import sys
 
 from ..errors import UserError
 from ..models.families import ModelFamilyError, check_base_model, check_other_models
+from .args import rate_scale_warning
 from .hub import HubError, check_hub, push_outputs, redact_token
 from .loop import NonFiniteLossError, TrainResult, train
 from .ranks import MainProcessError
@@ -59,7 +60,8 @@ def run_trainer(
             return 2
         argv, args.hub_token = redact_token(argv, args.hub_token), None  # nothing the run writes holds it
     try:
-        result = train(args, task, command=[*launcher(), prog, *argv], notes=[f"default {f}" for f in filled])
+        notes = [note for note in [rate_scale_warning(args)] if note] + [f"default {f}" for f in filled]
+        result = train(args, task, command=[*launcher(), prog, *argv], notes=notes)
     except USER_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
