@@ -1,8 +1,8 @@
 """``delora-world-pretrain``: train the toy world's Stable Diffusion and judges from nothing.
 
-- **sd** (about 85 min on 2 cores): render the pretraining scenes, then, data-parallel over two
+- **sd** (about 100 min on 2 cores): render the pretraining scenes, then, data-parallel over two
   single-threaded processes, the VAE, the latents of every scene, and the UNet with its text encoder;
-- **judges** (about 40 min on 2 cores): CLIP on the same renders and the DINO-style ViT on views of
+- **judges** (about 60-70 min on 2 cores): CLIP on the same renders and the DINO-style ViT on views of
   many instances, each view also as decoded by the sd stage's VAE, one judge per core;
 - **cards**: the quality figures measured on fresh renders, written with the command and the logs
   into each folder's ``README.md``.
@@ -187,7 +187,10 @@ def _dino_worker(work: Path, recipe: Recipe, seed: int) -> None:
     # Every generated picture comes out of the toy VAE, whose blur and colour shifts alone move a judge
     # trained on crisp renders further than a change of instance (subject retrieval of decoded renders
     # fell from 100 % to 25 %): each view also enters as its VAE round trip, a positive of the original.
-    vae = AutoencoderKL.from_pretrained(work.parent / "sd" / "vae", torch_dtype=torch.float32)
+    # The sd stage's float32 VAE when its work folder is still there (so the judges can train beside the UNet,
+    # as the shipped ones did), else the shipped float16 one.
+    vae_dir = work / "vae" if (work / "vae" / "config.json").exists() else work.parent / "sd" / "vae"
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
     log("decoding every view through the toy VAE")
     decoded = round_trip(vae, views.reshape(-1, *views.shape[2:])).reshape(views.shape)
     views = np.concatenate([views, decoded], axis=1)
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=list(STAGES),
         choices=STAGES,
-        help="sd (~85 min on 2 cores), judges (~40 min), cards (quality figures) (default: all)",
+        help="sd (~100 min on 2 cores), judges (~70 min), cards (quality figures) (default: all)",
     )
     parser.add_argument(
         "--judges",
