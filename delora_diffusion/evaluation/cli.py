@@ -196,6 +196,16 @@ def _check_outputs(out: Path, plot: Path | bool | None) -> None:
             raise EvaluationInputError(f"{flag} {path} {problem}")
 
 
+def _score(args: argparse.Namespace, out: Path, evaluate, write_csv, plot_run, markdown_summary) -> int:
+    """Check the outputs can be written, run ``evaluate()``, write and print its results."""
+    _check_outputs(out, args.plot)
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    return _write_results(evaluate(), out, args.plot, write_csv, plot_run, markdown_summary)
+
+
 def _write_results(results: dict, out: Path, plot, write_csv, plot_run, markdown_summary) -> int:
     """JSON at ``out``, CSV (and, with --plot, PNG) beside it; the markdown table to stdout."""
     from ..fileio import write_json_atomic as write_json
@@ -239,20 +249,7 @@ def _run_semantic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         progress=not args.no_progress,
     )
     out = args.out or Path(args.generated_dir) / "eval_semantic.json"
-    _check_outputs(out, args.plot)
-    if args.no_progress:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    results = evaluate_semantic(settings)
-    return _write_results(
-        results,
-        out,
-        args.plot,
-        write_csv,
-        plot_run,
-        markdown_summary,
-    )
+    return _score(args, out, lambda: evaluate_semantic(settings), write_csv, plot_run, markdown_summary)
 
 
 def _add_compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -305,20 +302,7 @@ def _run_dreambooth(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         max_images_per_prompt=args.max_images_per_prompt,
     )
     out = args.out or Path(args.generated_dir) / f"eval_{args.protocol}.json"
-    _check_outputs(out, args.plot)
-    if args.no_progress:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    results = evaluate_dreambooth(settings)
-    return _write_results(
-        results,
-        out,
-        args.plot,
-        write_csv,
-        plot_run,
-        markdown_summary,
-    )
+    return _score(args, out, lambda: evaluate_dreambooth(settings), write_csv, plot_run, markdown_summary)
 
 
 def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
