@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from single_file_helpers import write_single_file
+from train_helpers import tiny_trainer_flags
 
 from delora_diffusion.adapters import read_adapter
 from delora_diffusion.inference.generate import main as generate_main
@@ -65,33 +66,7 @@ def test_single_files_convert_once_to_the_same_weights(
 
 def test_train_generate_and_export_from_a_single_file(sd_file, tiny_sd, tmp_path):
     out = tmp_path / "run"
-    flags = [
-        "--pretrained_model_name_or_path",
-        str(sd_file),
-        "--single_file_config",
-        str(tiny_sd),
-        "--instance_data_dir",
-        str(REPO / "subjects" / "robot"),
-        "--instance_prompt",
-        "a photo of sks toy",
-        "--resolution",
-        "32",
-        "--center_crop",
-        "--rank",
-        "2",
-        "--report_to",
-        "none",
-        "--validation_steps",
-        "0",
-        "--num_validation_images",
-        "1",
-        "--validation_inference_steps",
-        "2",
-        "--max_train_steps",
-        "2",
-        "--output_dir",
-        str(out),
-    ]
+    flags = tiny_trainer_flags(sd_file, out, "--single_file_config", str(tiny_sd), "--max_train_steps", "2")
     assert train_main(flags) == 0
     adapter = read_adapter(out / "adapter.safetensors")
     assert adapter.metadata["base_model"] == str(sd_file)  # the file as given, not the cache folder
@@ -129,31 +104,7 @@ def test_train_generate_and_export_from_a_single_file(sd_file, tiny_sd, tmp_path
 def test_an_sdxl_single_file_trains(sdxl_file, tiny_sdxl, tmp_path):
     out = tmp_path / "run"
     assert (
-        train_main(
-            [
-                "--pretrained_model_name_or_path",
-                str(sdxl_file),
-                "--single_file_config",
-                str(tiny_sdxl),
-                "--instance_data_dir",
-                str(REPO / "subjects" / "robot"),
-                "--instance_prompt",
-                "a photo of sks toy",
-                "--resolution",
-                "32",
-                "--center_crop",
-                "--rank",
-                "2",
-                "--report_to",
-                "none",
-                "--validation_steps",
-                "0",
-                "--max_train_steps",
-                "1",
-                "--output_dir",
-                str(out),
-            ]
-        )
+        train_main(tiny_trainer_flags(sdxl_file, out, "--single_file_config", str(tiny_sdxl), "--max_train_steps", "1"))
         == 0
     )
     assert any(".attn2." in name for name in read_adapter(out / "adapter.safetensors").layers)
